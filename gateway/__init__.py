@@ -1,0 +1,1 @@
+"""Eldercare IoT gateway: MQTT ingest, validation, time-series sink and operational store."""

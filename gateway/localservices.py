@@ -1,0 +1,178 @@
+"""Start a real Mosquitto and VictoriaMetrics on loopback, for the demo and the tests.
+
+Production runs these as system services; this module runs the same
+programs from Debian's packages as child processes with their own data
+directories, so a newcomer's demo and the test suite use the real thing.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from gateway.broker_accounts import GATEWAY_USER, SIMULATOR_USER, Credentials, acl_text, new_password, set_password
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_OVERRIDDEN = re.compile(r"^\s*(listener|persistence_location|password_file|acl_file|log_dest|pid_file|user)\b")
+
+
+class ServiceMissing(RuntimeError):
+    """A program the service needs is not installed."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 15.0, what: str = "service") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s} s")
+
+
+def _require(program: str, package: str) -> str:
+    path = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        raise ServiceMissing(f"{program} is not installed: apt-get install {package}")
+    return path
+
+
+class _ChildService:
+    """A child process that can be stopped, killed and started again on the same port."""
+
+    name = "service"
+    proc: subprocess.Popen | None = None
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = open(self.workdir / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for_port(self.port, self.proc, what=self.name)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LocalMosquitto(_ChildService):
+    """Mosquitto with the repo's mosquitto.conf, pointed at a directory of its own."""
+
+    name = "mosquitto"
+
+    def __init__(self, workdir: Path, port: int | None = None, prefix: str = "eldercare",
+                 config: Path = REPO_ROOT / "mosquitto.conf") -> None:
+        self.binary = _require("mosquitto", "mosquitto")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.password_file = self.workdir / "passwd"
+        self.acl_file = self.workdir / "acl"
+        self.acl_file.write_text(acl_text(prefix))
+        self.gateway = self._account(GATEWAY_USER)
+        self.simulator = self._account(SIMULATOR_USER)
+        self.config_file = self.workdir / "mosquitto.conf"
+        kept = [line for line in config.read_text().splitlines() if not _OVERRIDDEN.match(line)]
+        (self.workdir / "data").mkdir(exist_ok=True)
+        kept += [
+            f"listener {self.port} 127.0.0.1",
+            f"persistence_location {self.workdir / 'data'}/",
+            f"password_file {self.password_file}",
+            f"acl_file {self.acl_file}",
+            "log_dest stdout",
+        ]
+        if os.geteuid() == 0:
+            # A child of the caller: keep the caller's user so the broker can
+            # read files in the caller's private directories.
+            kept.append("user root")
+        self.config_file.write_text("\n".join(kept) + "\n")
+
+    def _account(self, username: str, password: str | None = None) -> Credentials:
+        creds = Credentials(username, password or new_password())
+        set_password(self.password_file, creds.username, creds.password)
+        return creds
+
+    def _command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config_file)]
+
+    def add_device(self, device_id: str, password: str | None = None) -> Credentials:
+        """A broker account for one device; the running broker reloads its password file."""
+        creds = self._account(device_id, password)
+        self.reload()
+        return creds
+
+    def reload(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.2)  # Mosquitto re-reads the files on its next loop.
+
+
+class LocalVictoriaMetrics(_ChildService):
+    """VictoriaMetrics accepting InfluxDB line protocol on /api/v2/write."""
+
+    name = "victoria-metrics"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.binary = _require("victoria-metrics", "victoria-metrics")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [
+            self.binary,
+            f"-storageDataPath={self.workdir / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-retentionPeriod=100y",
+            # InfluxDB keeps one point per series and timestamp; with this
+            # VictoriaMetrics does the same, so a re-sent point is not doubled.
+            "-dedup.minScrapeInterval=1ms",
+            "-search.latencyOffset=0s",
+            "-loggerLevel=WARN",
+        ]
+
+    def flush(self) -> None:
+        """Make everything written so far visible to queries."""
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()

@@ -1,0 +1,20 @@
+"""The seam between ingest and whatever reacts to device messages (the alert engine)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.models import DeviceMessage
+
+
+class MessageObserver(Protocol):
+    """Sees every accepted message once ingest has judged it.
+
+    Called in the ingest thread, in arrival order, *before* the messages are
+    acknowledged to the broker: whatever the observer must not lose it has to
+    have made durable when `observe` returns. A crash after `observe` and
+    before the ack redelivers the messages, so an observer must itself
+    recognise a repeated `(device_id, seq)`.
+    """
+
+    def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> None: ...

@@ -1,0 +1,71 @@
+"""The topic scheme, parsed and built in one place.
+
+    {prefix}/{watch|equipment}/{device_id}/{stream}   device data
+    {prefix}/{watch|equipment}/{device_id}/cmd        commands to the device
+    {prefix}/gateway/{instance}/status                gateway online/offline (retained)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.models import DeviceKind
+
+DEFAULT_PREFIX = "eldercare"
+COMMAND_STREAM = "cmd"
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_KINDS = {k.value: k for k in DeviceKind}
+
+
+class TopicError(ValueError):
+    """A topic that is not in the scheme."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTopic:
+    kind: DeviceKind
+    device_id: str
+    stream: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Builds and parses topics under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c in self.prefix for c in "+#") or self.prefix.endswith("/"):
+            raise ValueError(f"invalid topic prefix {self.prefix!r}")
+
+    def device(self, kind: DeviceKind | str, device_id: str, stream: str) -> str:
+        return f"{self.prefix}/{DeviceKind(kind).value}/{device_id}/{stream}"
+
+    def command(self, kind: DeviceKind | str, device_id: str) -> str:
+        return self.device(kind, device_id, COMMAND_STREAM)
+
+    def gateway_status(self, instance: str) -> str:
+        return f"{self.prefix}/gateway/{instance}/status"
+
+    def all_device_data(self) -> list[str]:
+        """Subscriptions covering every device stream, known or not."""
+        return [f"{self.prefix}/{k.value}/+/+" for k in DeviceKind]
+
+    def streams(self, streams: frozenset[str] | set[str]) -> list[str]:
+        return [f"{self.prefix}/{DeviceKind.WATCH.value}/+/{s}" for s in sorted(streams)]
+
+    def parse(self, topic: str) -> DeviceTopic:
+        """Split a device topic; raises TopicError for anything else."""
+        parts = topic.split("/")
+        pre = self.prefix.count("/") + 1
+        if len(parts) != pre + 3 or "/".join(parts[:pre]) != self.prefix:
+            raise TopicError(f"topic {topic!r} is not {self.prefix}/<kind>/<device_id>/<stream>")
+        kind, device_id, stream = parts[pre:]
+        if kind not in _KINDS:
+            raise TopicError(f"unknown device kind {kind!r} in topic {topic!r}")
+        if not _DEVICE_ID.match(device_id):
+            raise TopicError(f"invalid device id {device_id!r} in topic {topic!r}")
+        return DeviceTopic(_KINDS[kind], device_id, stream)
+
+    def is_command(self, topic: str) -> bool:
+        return topic.startswith(self.prefix + "/") and topic.endswith("/" + COMMAND_STREAM)
