@@ -67,5 +67,12 @@ class Topics:
             raise TopicError(f"invalid device id {device_id!r} in topic {topic!r}")
         return DeviceTopic(_KINDS[kind], device_id, stream)
 
+    def is_critical(self, topic: str, critical_streams: frozenset[str]) -> bool:
+        """A watch topic of exactly the scheme's depth whose stream is critical."""
+        parts = topic.split("/")
+        pre = self.prefix.count("/") + 1
+        return (len(parts) == pre + 3 and parts[pre] == DeviceKind.WATCH.value
+                and parts[-1] in critical_streams and topic.startswith(self.prefix + "/"))
+
     def is_command(self, topic: str) -> bool:
         return topic.startswith(self.prefix + "/") and topic.endswith("/" + COMMAND_STREAM)

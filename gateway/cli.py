@@ -1,0 +1,115 @@
+"""Command line: run the gateway, check its configuration, register devices, read dead letters."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from gateway.broker_accounts import acl_text, new_password, set_password
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.models import DeviceKind
+from gateway.store import OperationalStore
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eldercare-gateway",
+        description="Eldercare IoT gateway: MQTT ingest from smartwatches and fitness equipment.",
+        epilog="Settings come from --config (TOML) and ELDERCARE_* environment variables, "
+               "e.g. ELDERCARE_MQTT__PASSWORD; the environment wins.",
+    )
+    p.add_argument("--config", type=Path, help="TOML settings file (see examples/gateway.toml)")
+    p.add_argument("--validate-config", action="store_true", help="check the settings, print them (secrets hidden) and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the gateway until interrupted (the default)")
+    reg = sub.add_parser("register-device", help="register a device and create its broker account")
+    reg.add_argument("device_id")
+    reg.add_argument("--kind", choices=[k.value for k in DeviceKind], required=True)
+    reg.add_argument("--label", help="a name operators recognise, e.g. the resident or the machine's spot")
+    reg.add_argument("--password-file", type=Path,
+                     help="Mosquitto password file to add the device's account to (reload the broker afterwards)")
+    reg.add_argument("--password", help="the device's broker password (default: a new random one, printed)")
+    dl = sub.add_parser("dead-letters", help="show rejected messages and why")
+    dl.add_argument("--reason", help="only this reason, e.g. invalid_field")
+    dl.add_argument("--counts", action="store_true", help="only the count per reason")
+    acl = sub.add_parser("acl", help="print the broker ACL for this topic prefix")
+    acl.set_defaults(func=None)
+    return p
+
+
+def _run(settings: Settings) -> int:
+    from gateway.runner import Gateway
+    from gateway.wiring import build_observer
+
+    observer = build_observer(settings)
+    gateway = Gateway(settings, observer=observer)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    gateway.start()
+    logging.getLogger("gateway").info(
+        "gateway %s running: broker %s:%s, store %s, sink %s", settings.instance, settings.mqtt.host,
+        settings.mqtt.port, settings.store.path, settings.sink.url,
+    )
+    stop.wait()
+    gateway.stop()
+    if hasattr(observer, "stop"):
+        observer.stop()
+    return 0
+
+
+def _register(settings: Settings, args) -> int:
+    store = OperationalStore(settings.store.path)
+    store.register_device(args.device_id, DeviceKind(args.kind), int(time.time() * 1000), label=args.label)
+    print(f"registered {args.kind} {args.device_id} in {settings.store.path}")
+    if args.password_file:
+        password = args.password or new_password()
+        set_password(args.password_file, args.device_id, password)
+        print(f"broker account {args.device_id!r} added to {args.password_file}; reload Mosquitto (SIGHUP) to apply")
+        if not args.password:
+            print(f"password: {password}")
+    return 0
+
+
+def _dead_letters(settings: Settings, args) -> int:
+    store = OperationalStore(settings.store.path)
+    if args.counts:
+        print(json.dumps(store.dead_letter_counts(), indent=2))
+        return 0
+    for d in store.dead_letters(args.reason):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.received_ms / 1000))
+        print(f"{stamp}  {d.reason:<15} {d.topic}  {d.detail}  ({d.payload_size} B) {d.payload[:80]!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"eldercare-gateway: {e}", file=sys.stderr)
+        return 2
+    if args.validate_config:
+        print(settings.model_dump_json(indent=2))
+        print("configuration is valid", file=sys.stderr)
+        return 0
+    if args.command == "register-device":
+        return _register(settings, args)
+    if args.command == "dead-letters":
+        return _dead_letters(settings, args)
+    if args.command == "acl":
+        print(acl_text(settings.mqtt.topic_prefix), end="")
+        return 0
+    return _run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Ingest: from received bytes to durably handled messages, one batch at a time.
+
+For each batch, in this order:
+1. judge every message (decode), reject unknown devices;
+2. drop keys already committed and repeats within the batch;
+3. write the new points to the sink (store or disk spool);
+4. let the observer (alert engine) see the new messages;
+5. commit dedup keys, last state, track and dead letters in one transaction;
+6. only then acknowledge the batch to the broker.
+
+A crash before 5 redelivers the batch: the sink gets the same points again
+(same series and timestamp, so the store keeps one) and the observer
+recognises the keys itself. A crash after 5 redelivers keys that step 2 drops.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.config import IngestSettings
+from gateway.decode import Rejection, decode
+from gateway.lineprotocol import to_line
+from gateway.models import DeviceMessage
+from gateway.mqtt_edge import Received
+from gateway.observer import MessageObserver
+from gateway.sink import SinkRejected
+from gateway.store import DeadLetter, OperationalStore
+from gateway.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Sink:
+    """What ingest needs of a time-series sink."""
+
+    def write(self, lines: Sequence[str]) -> None: ...
+
+
+@dataclass
+class IngestStats:
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_letters: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
+                "ignored": self.ignored, "dead_letters": dict(self.dead_letters)}
+
+
+class DeviceRegistry:
+    """Known device ids, cached; a miss asks the store (the CLI may have registered it since)."""
+
+    def __init__(self, store: OperationalStore, auto_register: bool) -> None:
+        self.store = store
+        self.auto_register = auto_register
+        self._known = store.device_ids()
+
+    def admits(self, message: DeviceMessage, now_ms: int) -> bool:
+        if message.device_id in self._known:
+            return True
+        if self.store.device(message.device_id) is None:
+            if not self.auto_register:
+                return False
+            self.store.register_device(message.device_id, message.kind, now_ms, auto=True)
+            log.info("auto-registered %s %s", message.kind.value, message.device_id)
+        self._known.add(message.device_id)
+        return True
+
+
+class IngestPipeline:
+    """Handles batches of received messages; pure of MQTT, so tests drive it directly."""
+
+    def __init__(self, topics: Topics, store: OperationalStore, sink: Sink, settings: IngestSettings,
+                 observer: MessageObserver | None = None, skip: Callable[[str], bool] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.topics = topics
+        self.store = store
+        self.sink = sink
+        self.settings = settings
+        self.observer = observer
+        self.skip = skip or (lambda topic: False)
+        self.clock = clock
+        self.registry = DeviceRegistry(store, settings.auto_register)
+        self.stats = IngestStats()
+
+    def _dead(self, r: Received, reason: str, detail: str) -> DeadLetter:
+        self.stats.dead_letters[reason] += 1
+        keep = self.settings.dead_letter_payload_bytes
+        return DeadLetter(r.received_ms, r.topic, reason, detail, bytes(r.payload[:keep]), len(r.payload))
+
+    def handle(self, batch: Sequence[Received]) -> None:
+        now_ms = int(self.clock() * 1000)
+        self.stats.received += len(batch)
+        candidates: list[tuple[Received, DeviceMessage]] = []
+        dead: list[DeadLetter] = []
+        for r in batch:
+            if self.skip(r.topic):
+                self.stats.ignored += 1
+                continue
+            result = decode(self.topics, r.topic, r.payload, self.settings.max_payload_bytes)
+            if isinstance(result, Rejection):
+                dead.append(self._dead(r, result.reason, result.detail))
+            elif not self.registry.admits(result, now_ms):
+                dead.append(self._dead(r, "unknown_device", f"device {result.device_id!r} is not registered"))
+            else:
+                candidates.append((r, result))
+
+        seen = self.store.already_seen([m.key for _, m in candidates]) if candidates else set()
+        fresh: list[DeviceMessage] = []
+        fresh_raw: list[Received] = []
+        for r, m in candidates:
+            if m.key in seen:
+                self.stats.duplicates += 1
+                continue
+            seen.add(m.key)
+            fresh.append(m)
+            fresh_raw.append(r)
+
+        if fresh:
+            try:
+                self.sink.write([to_line(m) for m in fresh])
+            except SinkRejected as e:
+                # Keep the bytes: nothing valid is lost, an operator can replay them.
+                dead.extend(self._dead(r, "sink_rejected", str(e)) for r in fresh_raw)
+                fresh = []
+            if fresh and self.observer is not None:
+                self.observer.observe(fresh, now_ms)
+        self.store.commit_batch(fresh, dead, now_ms)
+        self.stats.accepted += len(fresh)
+
+
+class IngestWorker:
+    """Drains one session's inbox in batches and acknowledges what was handled."""
+
+    def __init__(self, name: str, inbox: queue.Queue, pipeline: IngestPipeline, ack: Callable[[Received], None],
+                 batch_size: int, linger_ms: int) -> None:
+        self.name = name
+        self.inbox = inbox
+        self.pipeline = pipeline
+        self.ack = ack
+        self.batch_size = batch_size
+        self.linger_s = linger_ms / 1000
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _next_batch(self) -> list[Received]:
+        try:
+            first = self.inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.linger_s
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self.inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _handle_until_done(self, batch: list[Received]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.pipeline.handle(batch)
+                return
+            except Exception:
+                # Not acknowledged, so not lost: try the same batch again.
+                log.exception("%s: batch of %d failed; retrying in %.1f s", self.name, len(batch), delay)
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, 30)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                self._handle_until_done(batch)
+            except Exception:
+                return  # stopping with an unhandled batch: it stays unacknowledged
+            for r in batch:
+                self.ack(r)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=f"ingest-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)

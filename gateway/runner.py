@@ -1,0 +1,89 @@
+"""The gateway process: two MQTT sessions, their ingest workers, the sink and the store."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from gateway.config import Settings
+from gateway.ingest import IngestPipeline, IngestWorker
+from gateway.models import CRITICAL_STREAMS
+from gateway.mqtt_edge import MqttSession
+from gateway.observer import MessageObserver
+from gateway.sink import TimeSeriesSink
+from gateway.store import OperationalStore
+from gateway.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Critical streams (sos, fall, service_call) get their own session, inbox and worker,
+    so a telemetry backlog never delays them."""
+
+    def __init__(self, settings: Settings, observer: MessageObserver | None = None) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.mqtt.topic_prefix)
+        self.store = OperationalStore(settings.store.path)
+        self.sink = TimeSeriesSink(settings.sink)
+        prefix = self.topics.prefix
+        critical_topics = self.topics.streams(CRITICAL_STREAMS)
+
+        def is_critical(topic: str) -> bool:
+            return self.topics.is_critical(topic, CRITICAL_STREAMS)
+
+        status_topic = self.topics.gateway_status(settings.instance)
+
+        def not_device_data(topic: str) -> bool:
+            return topic == status_topic or self.topics.is_command(topic) or topic.startswith(f"{prefix}/gateway/")
+
+        ing = settings.ingest
+        self.lanes: list[tuple[MqttSession, IngestWorker]] = []
+        for lane, subscriptions, skip, batch, linger in (
+            ("critical", critical_topics, not_device_data, 50, 0),
+            # The telemetry session sees everything under the prefix (so an
+            # unknown stream is dead-lettered, not unheard) and leaves the
+            # critical streams to their own session.
+            ("telemetry", [f"{prefix}/#"], lambda t: not_device_data(t) or is_critical(t), ing.batch_size, ing.batch_linger_ms),
+        ):
+            inbox: queue.Queue = queue.Queue(maxsize=ing.queue_size)
+            session = MqttSession(settings.mqtt, f"{settings.mqtt.client_id}-{lane}", subscriptions, inbox,
+                                  status_topic if lane == "critical" else None)
+            pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip)
+            self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger)))
+        self._stop = threading.Event()
+        self._housekeeping: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.sink.start()
+        for session, worker in self.lanes:
+            worker.start()
+            session.start()
+        self._housekeeping = threading.Thread(target=self._housekeep, name="housekeeping", daemon=True)
+        self._housekeeping.start()
+
+    def wait_connected(self, timeout_s: float = 10) -> bool:
+        return all(session.connected.wait(timeout_s) for session, _ in self.lanes)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for session, worker in self.lanes:
+            session.stop()
+            worker.stop()
+        self.sink.close()
+
+    def stats(self) -> dict:
+        return {lane.name: lane.pipeline.stats.as_dict() for _, lane in self.lanes} | {
+            "sink": {"written": self.sink.lines_written, "spooled": self.sink.lines_spooled, "backlog": self.sink.backlog}
+        }
+
+    def _housekeep(self) -> None:
+        store = self.settings.store
+        while not self._stop.wait(60):
+            try:
+                self.store.prune(int(time.time() * 1000), int(store.track_window_h * 3_600_000),
+                                 int(store.dedup_window_h * 3_600_000))
+                log.info("stats: %s", self.stats())
+            except Exception:
+                log.exception("housekeeping failed")
