@@ -140,12 +140,35 @@ class LocalMosquitto(_ChildService):
         """A broker account for one device; the running broker reloads its password file."""
         creds = self._account(device_id, password)
         self.reload()
+        if self.proc and self.proc.poll() is None:
+            self._wait_until_accepted(creds)
         return creds
 
     def reload(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGHUP)
-            time.sleep(0.2)  # Mosquitto re-reads the files on its next loop.
+
+    def _wait_until_accepted(self, creds: Credentials, timeout_s: float = 10.0) -> None:
+        """Mosquitto re-reads its password file on a later loop: wait until the account logs in."""
+        import paho.mqtt.client as mqtt
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{creds.username}"[:64])
+            probe.username_pw_set(creds.username, creds.password)
+            accepted = []
+            probe.on_connect = lambda c, u, f, rc, p: accepted.append(not rc.is_failure)
+            try:
+                probe.connect(self.host, self.port)
+                while not accepted and time.monotonic() < deadline:
+                    probe.loop(timeout=0.05)
+            except OSError:
+                pass
+            probe.disconnect()
+            if accepted and accepted[0]:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"broker did not accept the new account {creds.username!r} within {timeout_s} s")
 
 
 class LocalVictoriaMetrics(_ChildService):

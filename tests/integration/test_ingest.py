@@ -1,0 +1,131 @@
+"""Ingest against a real Mosquitto and a real VictoriaMetrics."""
+from __future__ import annotations
+
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.fixtures.gateway_proc import Publisher, connected_client, location, register, wait_until
+
+VALID_PER_DEVICE = 20
+DEVICES = ("w-ingest-1", "w-ingest-2", "w-ingest-3")
+
+
+def test_every_valid_message_reaches_the_store_and_every_invalid_one_is_dead_lettered(
+        gateway_in_process, mosquitto, victoria):
+    gw = gateway_in_process
+    register(gw.store, *DEVICES)
+    register(gw.store, "rower-1", kind="equipment")
+    base = int(time.time() * 1000) - 60_000
+    pub = Publisher(mosquitto, mosquitto.gateway)
+    for device in DEVICES:
+        for seq in range(1, VALID_PER_DEVICE + 1):
+            pub.publish(f"eldercare/watch/{device}/location", location(seq, base))
+    pub.publish("eldercare/watch/w-ingest-1/status",
+                {"ts": base + 500, "seq": 500, "battery": 80, "worn": True, "steps": 1200})
+    pub.publish("eldercare/watch/w-ingest-2/health", {"ts": base + 501, "seq": 501, "heart_rate": 72})
+    pub.publish("eldercare/watch/w-ingest-3/sos", {"ts": base + 502, "seq": 502, "lat": 31.2, "lon": 121.4})
+    pub.publish("eldercare/equipment/rower-1/session",
+                {"ts": base + 503, "seq": 1, "event": "start", "session_id": "s 1", "equipment_type": "rower"})
+    invalid = {
+        "bad_json": ("eldercare/watch/w-ingest-1/health", b"{not json"),
+        "not_an_object": ("eldercare/watch/w-ingest-1/health", b"[1, 2, 3]"),
+        "missing_field": ("eldercare/watch/w-ingest-1/location", {"seq": 900, "lat": 1, "lon": 1, "accuracy_m": 1}),
+        "invalid_field": ("eldercare/watch/w-ingest-2/location",
+                          {"ts": base, "seq": 901, "lat": 200, "lon": 1, "accuracy_m": 1}),
+        "too_large": ("eldercare/watch/w-ingest-2/status", b"{" + b" " * 1_000_000 + b"}"),
+        "unknown_stream": ("eldercare/watch/w-ingest-3/toaster", {"ts": base, "seq": 902}),
+        "unknown_device": ("eldercare/watch/w-stranger/location", location(903, base)),
+        "device_mismatch": ("eldercare/watch/w-ingest-3/health",
+                            {"ts": base, "seq": 904, "heart_rate": 70, "device_id": "w-ingest-1"}),
+    }
+    for topic, payload in invalid.values():
+        pub.publish(topic, payload)
+    for bad_hr in (-5, 400):
+        pub.publish("eldercare/watch/w-ingest-3/health", {"ts": base, "seq": 905 + bad_hr, "heart_rate": bad_hr})
+    pub.wait_all()
+    pub.close()
+
+    expected_accepted = len(DEVICES) * VALID_PER_DEVICE + 4
+    wait_until(lambda: sum(w.pipeline.stats.accepted for _, w in gw.lanes) >= expected_accepted
+               and sum(gw.store.dead_letter_counts().values()) >= len(invalid) + 2, 30, "ingest to finish")
+
+    assert victoria.wait_for_samples('{__name__="location_seq"}', expected=len(DEVICES) * VALID_PER_DEVICE) == 60
+    for device in DEVICES:
+        series = victoria.export(f'{{__name__="location_seq",device_id="{device}"}}')
+        assert sorted(series[0]["values"]) == list(range(1, VALID_PER_DEVICE + 1))
+    assert victoria.wait_for_samples('{__name__="status_battery"}', 1) == 1
+    assert victoria.wait_for_samples('{__name__="health_heart_rate"}', 1) == 1
+    assert victoria.wait_for_samples('{__name__="sos_seq"}', 1) == 1
+    session = victoria.export('{__name__="session_seq"}')
+    assert session[0]["metric"]["session_id"] == "s 1" and session[0]["metric"]["equipment_type"] == "rower"
+
+    counts = gw.store.dead_letter_counts()
+    assert counts == {reason: 1 for reason in invalid} | {"invalid_field": 3}  # + heart rate -5 and 400
+    too_large = gw.store.dead_letters("too_large")[0]
+    assert too_large.payload_size > 1_000_000 and len(too_large.payload) <= 1024
+
+    state = gw.store.last_state("w-ingest-1")
+    assert state["battery"] == 80 and state["position_ts"] == base + VALID_PER_DEVICE
+    assert [ts for ts, _, _ in gw.store.track("w-ingest-2")] == [base + s for s in range(1, VALID_PER_DEVICE + 1)]
+
+
+def test_a_redelivered_message_is_written_once(gateway_in_process, mosquitto, victoria):
+    gw = gateway_in_process
+    register(gw.store, "w-dup")
+    base = int(time.time() * 1000) - 10_000
+    pub = Publisher(mosquitto, mosquitto.gateway)
+    for seq in (1, 2, 2, 3, 1, 3):
+        pub.publish("eldercare/watch/w-dup/location", location(seq, base))
+    pub.wait_all()
+    pub.close()
+    wait_until(lambda: sum(w.pipeline.stats.accepted + w.pipeline.stats.duplicates for _, w in gw.lanes) >= 6,
+               30, "all six to be handled")
+    assert sum(w.pipeline.stats.duplicates for _, w in gw.lanes) == 3
+    assert victoria.wait_for_samples('{__name__="location_seq",device_id="w-dup"}', 3) == 3
+    assert gw.store.seen_count() == 3
+
+
+def _subscriber(broker, received: list[str]) -> mqtt.Client:
+    c = connected_client(broker, broker.gateway, "acl-watcher", lambda client, u, msg: received.append(msg.topic))
+    c.subscribe("eldercare/#", qos=1)
+    return c
+
+
+def test_a_device_cannot_publish_under_another_device_id(mosquitto):
+    alice = mosquitto.add_device("watch-alice")
+    mosquitto.add_device("watch-bob")
+    received: list[str] = []
+    watcher = _subscriber(mosquitto, received)
+    time.sleep(0.3)  # let the subscription settle before publishing
+    device = connected_client(mosquitto, alice, "watch-alice")
+    forged = device.publish("eldercare/watch/watch-bob/sos", b'{"ts": 1795000000000, "seq": 1}', qos=1)
+    forged.wait_for_publish(10)
+    own = device.publish("eldercare/watch/watch-alice/sos", b'{"ts": 1795000000000, "seq": 2}', qos=1)
+    own.wait_for_publish(10)
+    # Messages from one client arrive in order: once the second is here, the first would be too.
+    wait_until(lambda: "eldercare/watch/watch-alice/sos" in received, 10, "the device's own message")
+    device.loop_stop()
+    watcher.loop_stop()
+    assert "eldercare/watch/watch-bob/sos" not in received
+    assert received.count("eldercare/watch/watch-alice/sos") == 1
+
+
+@pytest.mark.parametrize("topic", ["eldercare/watch/watch-carol/cmd", "eldercare/watch/watch-dave/cmd"])
+def test_a_device_reads_only_its_own_command_topic(mosquitto, topic):
+    carol = mosquitto.add_device("watch-carol")
+    got: list[str] = []
+    device = connected_client(mosquitto, carol, "watch-carol", lambda c, u, m: got.append(m.topic))
+    device.subscribe("eldercare/watch/+/cmd", qos=1)
+    time.sleep(0.3)
+    gw = Publisher(mosquitto, mosquitto.gateway, client_id="cmd-sender")
+    gw.publish(topic, b'{"cmd": "locate"}')
+    gw.publish("eldercare/watch/watch-carol/cmd", b'{"cmd": "marker"}')
+    gw.wait_all()
+    wait_until(lambda: len(got) >= 1, 10, "the device's own command")
+    time.sleep(0.3)
+    device.loop_stop()
+    gw.close()
+    assert got.count("eldercare/watch/watch-carol/cmd") == (2 if topic.endswith("carol/cmd") else 1)
+    assert "eldercare/watch/watch-dave/cmd" not in got
