@@ -33,7 +33,7 @@ class MqttSettings(_Section):
     session_expiry_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long the broker keeps the gateway's session (and queues messages) while it is away",
     )
-    receive_maximum: int = Field(1000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway")
+    receive_maximum: int = Field(2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway")
     shared_group: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+$",
         description="If set, subscribe as $share/<group>/... so several gateway processes split the work",
@@ -68,15 +68,8 @@ class IngestSettings(_Section):
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD, ge=256, le=1_048_576, description="Larger payloads go to dead-letter")
     auto_register: bool = Field(False, description="Accept messages from unregistered devices and register them")
     batch_size: int = Field(500, ge=1, le=10_000, description="Telemetry messages handled (and acknowledged) together")
-    batch_linger_ms: int = Field(20, ge=0, le=5_000, description="How long a telemetry batch waits to fill")
-    queue_size: int = Field(5_000, ge=10, description="Messages buffered between the network thread and ingest")
+    batch_linger_ms: int = Field(50, ge=0, le=5_000, description="How long a telemetry batch waits to fill")
     dead_letter_payload_bytes: int = Field(1024, ge=0, le=65_536, description="How much of a bad payload dead-letter keeps")
-
-    @model_validator(mode="after")
-    def _batch_fits_queue(self):
-        if self.batch_size > self.queue_size:
-            raise ValueError("batch_size must not exceed queue_size")
-        return self
 
 
 class Settings(BaseSettings):

@@ -74,6 +74,16 @@ class DeviceRegistry:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A batch after judging: what is new, and what goes to dead-letter."""
+
+    now_ms: int
+    fresh: list[DeviceMessage]
+    fresh_raw: list[Received]
+    dead: list[DeadLetter]
+
+
 class IngestPipeline:
     """Handles batches of received messages; pure of MQTT, so tests drive it directly."""
 
@@ -95,7 +105,8 @@ class IngestPipeline:
         keep = self.settings.dead_letter_payload_bytes
         return DeadLetter(r.received_ms, r.topic, reason, detail, bytes(r.payload[:keep]), len(r.payload))
 
-    def handle(self, batch: Sequence[Received]) -> None:
+    def judge(self, batch: Sequence[Received]) -> Judged:
+        """Steps 1 and 2 (pure CPU apart from registry misses and one dedup query)."""
         now_ms = int(self.clock() * 1000)
         self.stats.received += len(batch)
         candidates: list[tuple[Received, DeviceMessage]] = []
@@ -122,86 +133,111 @@ class IngestPipeline:
             seen.add(m.key)
             fresh.append(m)
             fresh_raw.append(r)
+        return Judged(now_ms, fresh, fresh_raw, dead)
 
+    def commit(self, judged: Judged) -> None:
+        """Steps 3 to 5: sink, observer, store. Raises if any fails; then nothing is committed."""
+        fresh, dead = judged.fresh, judged.dead
         if fresh:
             try:
                 self.sink.write([to_line(m) for m in fresh])
             except SinkRejected as e:
                 # Keep the bytes: nothing valid is lost, an operator can replay them.
-                dead.extend(self._dead(r, "sink_rejected", str(e)) for r in fresh_raw)
+                dead = dead + [self._dead(r, "sink_rejected", str(e)) for r in judged.fresh_raw]
                 fresh = []
             if fresh and self.observer is not None:
-                self.observer.observe(fresh, now_ms)
-        self.store.commit_batch(fresh, dead, now_ms)
+                self.observer.observe(fresh, judged.now_ms)
+        self.store.commit_batch(fresh, dead, judged.now_ms)
         self.stats.accepted += len(fresh)
+
+    def handle(self, batch: Sequence[Received]) -> None:
+        self.commit(self.judge(batch))
 
 
 class IngestWorker:
-    """Drains one session's inbox in batches and acknowledges what was handled."""
+    """Drains one session's inbox in batches and acknowledges what was handled.
 
-    def __init__(self, name: str, inbox: queue.Queue, pipeline: IngestPipeline, ack: Callable[[Received], None],
-                 batch_size: int, linger_ms: int) -> None:
+    Two threads: the judge thread decodes batch N+1 while the commit thread
+    writes batch N (SQLite and HTTP release the GIL, so the two overlap on
+    two cores). Batch N+1's dedup check waits until batch N is committed, so
+    a key in both is still recognised.
+    """
+
+    def __init__(self, name: str, inbox: queue.SimpleQueue, pipeline: IngestPipeline,
+                 ack: Callable[[Sequence[Received]], None], batch_size: int, linger_ms: int) -> None:
         self.name = name
         self.inbox = inbox
         self.pipeline = pipeline
         self.ack = ack
         self.batch_size = batch_size
         self.linger_s = linger_ms / 1000
+        self._handoff: queue.Queue = queue.Queue(maxsize=1)
+        self._committed = threading.Semaphore(1)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def _next_batch(self) -> list[Received]:
         try:
             first = self.inbox.get(timeout=0.2)
         except queue.Empty:
             return []
-        batch = [first]
+        # Let the batch fill by polling its size rather than waking for each
+        # message: a wake-up per message hands the GIL back and forth with
+        # the network thread, which costs more than the work itself.
         deadline = time.monotonic() + self.linger_s
-        while len(batch) < self.batch_size:
-            try:
-                batch.append(self.inbox.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self.inbox.get(timeout=remaining))
-            except queue.Empty:
-                break
+        while self.inbox.qsize() < self.batch_size - 1 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        batch = [first]
+        for _ in range(min(self.batch_size - 1, self.inbox.qsize())):
+            batch.append(self.inbox.get_nowait())
         return batch
 
-    def _handle_until_done(self, batch: list[Received]) -> None:
+    def _until_done(self, step: Callable[[], object], what: str):
         delay = 0.5
         while True:
             try:
-                self.pipeline.handle(batch)
-                return
+                return step()
             except Exception:
                 # Not acknowledged, so not lost: try the same batch again.
-                log.exception("%s: batch of %d failed; retrying in %.1f s", self.name, len(batch), delay)
+                log.exception("%s: %s failed; retrying in %.1f s", self.name, what, delay)
                 if self._stop.wait(delay):
                     raise
                 delay = min(delay * 2, 30)
 
-    def run(self) -> None:
+    def _judge_loop(self) -> None:
         while not self._stop.is_set():
             batch = self._next_batch()
             if not batch:
                 continue
+            self._committed.acquire()  # the previous batch is committed: dedup can see it
             try:
-                self._handle_until_done(batch)
+                judged = self._until_done(lambda: self.pipeline.judge(batch), f"judging {len(batch)}")
             except Exception:
-                return  # stopping with an unhandled batch: it stays unacknowledged
-            for r in batch:
-                self.ack(r)
+                return  # stopping: the batch stays unacknowledged
+            self._handoff.put((batch, judged))
+
+    def _commit_loop(self) -> None:
+        while not self._stop.is_set() or not self._handoff.empty():
+            try:
+                batch, judged = self._handoff.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._until_done(lambda: self.pipeline.commit(judged), f"committing {len(batch)}")
+            except Exception:
+                return
+            self.ack(batch)
+            self._committed.release()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name=f"ingest-{self.name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._judge_loop, name=f"ingest-{self.name}-judge", daemon=True),
+            threading.Thread(target=self._commit_loop, name=f"ingest-{self.name}-commit", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=30)
+        for t in self._threads:
+            t.join(timeout=30)

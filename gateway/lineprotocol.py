@@ -6,14 +6,22 @@ as the timestamp in ms. Re-writing the same message yields the same series
 and timestamp, which the store treats as the same point: redelivery is
 idempotent in the sink. String fields are avoided on purpose: Influx-
 compatible stores that keep only numbers (VictoriaMetrics) would drop them.
+
+Formatting is on the ingest hot path (measured ~12 us per influxdb-client
+`Point`), so each payload class gets a precomputed field plan once.
 """
 from __future__ import annotations
 
-from gateway.models import DeviceMessage
+from functools import cache
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin
+
+from gateway.models import DeviceMessage, DevicePayload
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\", "\n": r"\n"})
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "\\\\", "\n": r"\n"})
 _SKIP = frozenset({"ts", "device_id"})
+_TAG, _BOOL, _INT, _FLOAT, _STRING = range(5)
 
 
 def escape_tag(value: str) -> str:
@@ -24,30 +32,59 @@ def escape_measurement(value: str) -> str:
     return value.translate(_MEASUREMENT_ESCAPES)
 
 
-def _field(value: object) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    # Enums and other strings: quoted string field.
+def _base_type(annotation) -> type:
+    """`Annotated[int, ...] | None` -> int."""
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation if isinstance(annotation, type) else str
+
+
+@cache
+def _plan(cls: type[DevicePayload]) -> tuple[str, tuple[tuple[str, int], ...]]:
+    plan = []
+    for name, info in cls.model_fields.items():
+        if name in _SKIP:
+            continue
+        t = _base_type(info.annotation)
+        if name in cls.tag_fields:
+            kind = _TAG
+        elif t is bool:
+            kind = _BOOL
+        elif isinstance(t, type) and issubclass(t, int):
+            kind = _INT
+        elif t is float:
+            kind = _FLOAT
+        else:
+            kind = _STRING
+        plan.append((name, kind))
+    return escape_measurement(cls.stream), tuple(plan)
+
+
+def _string_field(value: object) -> str:
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 
 
 def to_line(message: DeviceMessage) -> str:
     body = message.payload
-    tag_names = body.tag_fields
-    tags = [f"device_id={escape_tag(message.device_id)}", f"kind={message.kind.value}"]
+    measurement, plan = _plan(type(body))
+    values = body.__dict__
+    tags = f"{measurement},device_id={escape_tag(message.device_id)},kind={message.kind.value}"
     fields = []
-    for name, value in body.__dict__.items():
-        if value is None or name in _SKIP:
+    for name, kind in plan:
+        value = values[name]
+        if value is None:
             continue
-        if name in tag_names:
-            tags.append(f"{name}={escape_tag(str(value))}")
+        if kind == _FLOAT:
+            fields.append(f"{name}={value!r}")
+        elif kind == _INT:
+            fields.append(f"{name}={value}i")
+        elif kind == _BOOL:
+            fields.append(f"{name}={'true' if value else 'false'}")
+        elif kind == _TAG:
+            tags += f",{name}={escape_tag(str(value))}"
         else:
-            fields.append(f"{name}={_field(value)}")
-    return f"{escape_measurement(body.stream)},{','.join(tags)} {','.join(fields)} {body.ts}"
+            fields.append(f"{name}={_string_field(value)}")
+    return f"{tags} {','.join(fields)} {body.ts}"

@@ -1,15 +1,18 @@
 """The MQTT edge: one persistent MQTT v5 session, paho's messages converted and queued.
 
 The network thread only converts a paho message into a `Received` and puts
-it on a bounded queue (blocking when ingest falls behind, which stops
-reading the socket: backpressure reaches the broker, whose queue is
-sized for it). Acknowledgement is manual and comes from the ingest thread
-once a message is durably handled.
+it on the inbox. The inbox needs no bound of its own: messages are
+acknowledged only once handled, and the broker stops sending when
+`receive_maximum` of them await an ack (MQTT v5 flow control), so that is
+the most the inbox ever holds; the backlog waits in the broker, which is
+sized for it. Acknowledgement comes from the ingest thread.
 """
 from __future__ import annotations
 
 import logging
 import queue
+from collections import deque
+from collections.abc import Sequence
 import random
 import socket
 import threading
@@ -50,7 +53,7 @@ def backoff_delays(min_s: float, max_s: float):
 class MqttSession:
     """A persistent session that subscribes on every connect and reconnects by itself."""
 
-    def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str], inbox: queue.Queue,
+    def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str], inbox: queue.SimpleQueue,
                  status_topic: str | None = None) -> None:
         self.settings = settings
         self.client_id = client_id
@@ -61,6 +64,7 @@ class MqttSession:
         self.status_topic = status_topic
         self.connection = 0
         self.connected = threading.Event()
+        self._acks: deque[Received] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client = self._new_client()
@@ -111,12 +115,29 @@ class MqttSession:
 
     # -- control (any thread) ---------------------------------------------
 
-    def ack(self, received: Received) -> None:
-        """Acknowledge to the broker, if the connection that delivered it is still the current one."""
-        if received.qos and received.connection == self.connection:
-            self._client.ack(received.mid, received.qos)
-        # Otherwise the broker redelivers it on the new connection, where
-        # the dedup keys recognise it.
+    def ack(self, batch: Sequence[Received]) -> None:
+        """Acknowledge handled messages; the network thread sends the PUBACKs."""
+        self._acks.extend(batch)
+
+    def _flush_acks(self) -> None:
+        """Send queued PUBACKs from the network thread, one socket write for all of them.
+
+        paho's `ack()` called from another thread writes to the socket from
+        that thread when paho's own loop thread is not used, racing the
+        network thread's writes; so acks are queued and sent here. Holding
+        `_in_callback_mutex` stops paho writing each one separately.
+        """
+        if not self._acks:
+            return
+        client = self._client
+        with client._in_callback_mutex:
+            while self._acks:
+                r = self._acks.popleft()
+                # A mid is only valid on the connection that delivered it;
+                # the broker redelivers the others and dedup recognises them.
+                if r.qos and r.connection == self.connection:
+                    client.ack(r.mid, r.qos)
+        client.loop_write()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -151,9 +172,12 @@ class MqttSession:
                 self._connect()
                 delays = backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
                 while not self._stop.is_set():
-                    rc = self._client.loop(timeout=0.5)
+                    # A short select timeout bounds how long handled
+                    # messages wait for their PUBACK.
+                    rc = self._client.loop(timeout=0.005)
                     if rc != mqtt.MQTT_ERR_SUCCESS:
                         break
+                    self._flush_acks()
             except (OSError, mqtt.WebsocketConnectionError) as e:
                 log.warning("%s: cannot reach broker %s:%s (%s)", self.client_id, self.settings.host,
                             self.settings.port, e)

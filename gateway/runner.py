@@ -47,7 +47,7 @@ class Gateway:
             # critical streams to their own session.
             ("telemetry", [f"{prefix}/#"], lambda t: not_device_data(t) or is_critical(t), ing.batch_size, ing.batch_linger_ms),
         ):
-            inbox: queue.Queue = queue.Queue(maxsize=ing.queue_size)
+            inbox: queue.SimpleQueue = queue.SimpleQueue()
             session = MqttSession(settings.mqtt, f"{settings.mqtt.client_id}-{lane}", subscriptions, inbox,
                                   status_topic if lane == "critical" else None)
             pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip)

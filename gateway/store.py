@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from gateway.models import DeviceKind, DeviceMessage, Health, Location, WatchStatus, _OptionalPosition
 
 SCHEMA = """
@@ -57,8 +59,7 @@ CREATE INDEX IF NOT EXISTS dead_letter_by_reason ON dead_letter (reason);
 _UPSERT_STATE = """
 INSERT INTO last_state (device_id, last_seen_ms, lat, lon, accuracy_m, position_ts,
                         battery, charging, worn, steps, status_ts, heart_rate, spo2, health_ts)
-VALUES (:device_id, :last_seen_ms, :lat, :lon, :accuracy_m, :position_ts,
-        :battery, :charging, :worn, :steps, :status_ts, :heart_rate, :spo2, :health_ts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
     lat = iif(excluded.position_ts > coalesce(position_ts, -1), excluded.lat, lat),
@@ -75,8 +76,9 @@ ON CONFLICT (device_id) DO UPDATE SET
     health_ts = nullif(max(coalesce(health_ts, -1), coalesce(excluded.health_ts, -1)), -1)
 """
 
-_STATE_KEYS = ("lat", "lon", "accuracy_m", "position_ts", "battery", "charging", "worn", "steps",
-               "status_ts", "heart_rate", "spo2", "health_ts")
+# Column order of _UPSERT_STATE's VALUES.
+_STATE_KEYS = ("device_id", "last_seen_ms", "lat", "lon", "accuracy_m", "position_ts", "battery", "charging",
+               "worn", "steps", "status_ts", "heart_rate", "spo2", "health_ts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,16 +172,13 @@ class OperationalStore:
 
     def already_seen(self, keys: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of these (device_id, seq) keys were committed before."""
-        found: set[tuple[str, int]] = set()
-        db = self.db
-        for start in range(0, len(keys), 400):
-            chunk = keys[start:start + 400]
-            placeholders = ",".join("(?,?)" for _ in chunk)
-            params = [v for key in chunk for v in key]
-            found.update(db.execute(
-                f"SELECT device_id, seq FROM seen WHERE (device_id, seq) IN (VALUES {placeholders})", params
-            ))
-        return found
+        # A join against json_each walks the keys and probes the primary key
+        # for each; SQLite plans a row-value IN (VALUES ...) as a table scan.
+        return set(self.db.execute(
+            "SELECT s.device_id, s.seq FROM json_each(?) AS k JOIN seen AS s"
+            " ON s.device_id = json_extract(k.value, '$[0]') AND s.seq = json_extract(k.value, '$[1]')",
+            (orjson.dumps(keys),),
+        ))
 
     def commit_batch(self, accepted: Sequence[DeviceMessage], dead: Sequence[DeadLetter], received_ms: int) -> None:
         """Record one batch in one transaction: dedup keys, last state, track, dead letters."""
@@ -191,7 +190,7 @@ class OperationalStore:
                     "INSERT OR IGNORE INTO seen (device_id, seq, received_ms) VALUES (?, ?, ?)",
                     [(m.device_id, m.payload.seq, received_ms) for m in accepted],
                 )
-                db.executemany(_UPSERT_STATE, list(state_updates(accepted, received_ms).values()))
+                db.executemany(_UPSERT_STATE, [tuple(row.values()) for row in state_updates(accepted, received_ms).values()])
                 track = [
                     (m.device_id, m.payload.ts, m.payload.lat, m.payload.lon, m.payload.accuracy_m, m.payload.source)
                     for m in accepted if isinstance(m.payload, Location)

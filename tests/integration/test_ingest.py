@@ -99,12 +99,17 @@ def test_a_device_cannot_publish_under_another_device_id(mosquitto):
     received: list[str] = []
     watcher = _subscriber(mosquitto, received)
     time.sleep(0.3)  # let the subscription settle before publishing
+    acks: list[int] = []
     device = connected_client(mosquitto, alice, "watch-alice")
-    forged = device.publish("eldercare/watch/watch-bob/sos", b'{"ts": 1795000000000, "seq": 1}', qos=1)
-    forged.wait_for_publish(10)
-    own = device.publish("eldercare/watch/watch-alice/sos", b'{"ts": 1795000000000, "seq": 2}', qos=1)
-    own.wait_for_publish(10)
-    # Messages from one client arrive in order: once the second is here, the first would be too.
+    device.on_publish = lambda client, userdata, mid, reason, props: acks.append(reason.value)
+    device.publish("eldercare/watch/watch-bob/sos", b'{"ts": 1795000000000, "seq": 1}', qos=1)
+    wait_until(lambda: acks, 10, "the broker's answer to the forged publish")
+    device.loop_stop()
+    assert acks == [0x87]  # MQTT v5 "Not authorized"
+    # The broker drops a client after a refused publish; a new connection's
+    # message arrives after anything the first one could have delivered.
+    device = connected_client(mosquitto, alice, "watch-alice")
+    device.publish("eldercare/watch/watch-alice/sos", b'{"ts": 1795000000000, "seq": 2}', qos=1).wait_for_publish(10)
     wait_until(lambda: "eldercare/watch/watch-alice/sos" in received, 10, "the device's own message")
     device.loop_stop()
     watcher.loop_stop()
