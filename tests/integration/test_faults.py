@@ -25,8 +25,8 @@ def _assert_exactly_once(gateway: GatewayProcess, victoria, count: int) -> None:
     assert gateway.store.dead_letter_counts() == {}
 
 
-def test_kill_9_with_5000_messages_in_flight_loses_and_doubles_nothing(tmp_path, mosquitto, victoria):
-    gateway = GatewayProcess(tmp_path, mosquitto, victoria)
+def test_kill_9_with_5000_messages_in_flight_loses_and_doubles_nothing(gateway_process, mosquitto, victoria):
+    gateway = gateway_process()
     register(gateway.store, *DEVICES)
     gateway.start()
     base = int(time.time() * 1000) - 600_000
@@ -44,8 +44,8 @@ def test_kill_9_with_5000_messages_in_flight_loses_and_doubles_nothing(tmp_path,
     assert handled_before_kill < 5_000, "the kill came too late to test anything"
 
 
-def test_store_outage_spools_to_disk_and_replays_everything(tmp_path, mosquitto, victoria):
-    gateway = GatewayProcess(tmp_path, mosquitto, victoria)
+def test_store_outage_spools_to_disk_and_replays_everything(gateway_process, mosquitto, victoria):
+    gateway = gateway_process()
     register(gateway.store, *DEVICES)
     gateway.start()
     victoria.stop()
@@ -63,8 +63,8 @@ def test_store_outage_spools_to_disk_and_replays_everything(tmp_path, mosquitto,
     gateway.stop()
 
 
-def test_broker_restart_mid_stream_loses_nothing(tmp_path, mosquitto, victoria):
-    gateway = GatewayProcess(tmp_path, mosquitto, victoria)
+def test_broker_restart_mid_stream_loses_nothing(gateway_process, mosquitto, victoria):
+    gateway = gateway_process()
     register(gateway.store, *DEVICES)
     gateway.start()
     base = int(time.time() * 1000) - 600_000
