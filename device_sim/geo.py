@@ -1,0 +1,88 @@
+"""Positions in a community: points, metre offsets, distances and walks between spots."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+EARTH_RADIUS_M = 6_371_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class GeoPoint:
+    lat: float
+    lon: float
+
+    def moved(self, east_m: float, north_m: float) -> GeoPoint:
+        """The point `east_m` east and `north_m` north of this one (flat earth: fine within a few km)."""
+        dlat = math.degrees(north_m / EARTH_RADIUS_M)
+        dlon = math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians(self.lat))))
+        return GeoPoint(self.lat + dlat, self.lon + dlon)
+
+
+def distance_m(a: GeoPoint, b: GeoPoint) -> float:
+    """Great-circle distance (haversine)."""
+    p1, p2 = math.radians(a.lat), math.radians(b.lat)
+    dp, dl = p2 - p1, math.radians(b.lon - a.lon)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+def offset_m(origin: GeoPoint, p: GeoPoint) -> tuple[float, float]:
+    """(east, north) metres from `origin` to `p`, the inverse of `GeoPoint.moved`."""
+    north = math.radians(p.lat - origin.lat) * EARTH_RADIUS_M
+    east = math.radians(p.lon - origin.lon) * EARTH_RADIUS_M * math.cos(math.radians(origin.lat))
+    return east, north
+
+
+@dataclass(frozen=True, slots=True)
+class Community:
+    """The neighbourhood the devices live in: a centre and a radius."""
+
+    centre: GeoPoint = GeoPoint(31.2304, 121.4737)  # a Shanghai neighbourhood
+    radius_m: float = 800.0
+
+    def random_spot(self, rng: random.Random, within: float = 1.0) -> GeoPoint:
+        """A uniformly random point inside `within` x the radius."""
+        r = self.radius_m * within * math.sqrt(rng.random())
+        bearing = rng.uniform(0, 2 * math.pi)
+        return self.centre.moved(r * math.sin(bearing), r * math.cos(bearing))
+
+    def contains(self, p: GeoPoint) -> bool:
+        return distance_m(self.centre, p) <= self.radius_m
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """Walking a straight line from `start` to `end` between two offsets in ms."""
+
+    start: GeoPoint
+    end: GeoPoint
+    t0_ms: int
+    t1_ms: int
+
+    def at(self, t_ms: int) -> GeoPoint:
+        if self.t1_ms <= self.t0_ms:
+            return self.end
+        f = min(1.0, max(0.0, (t_ms - self.t0_ms) / (self.t1_ms - self.t0_ms)))
+        return GeoPoint(self.start.lat + f * (self.end.lat - self.start.lat),
+                        self.start.lon + f * (self.end.lon - self.start.lon))
+
+
+def street_legs(start: GeoPoint, end: GeoPoint, t0_ms: int, speed_mps: float) -> list[Leg]:
+    """A walk along the street grid: first east-west, then north-south, at a steady pace."""
+    east, _ = offset_m(start, end)
+    corner = start.moved(east, 0.0)
+    legs, t = [], t0_ms
+    for a, b in ((start, corner), (corner, end)):
+        dt = round(distance_m(a, b) / speed_mps * 1000)
+        legs.append(Leg(a, b, t, t + dt))
+        t += dt
+    return legs
+
+
+def noisy_fix(rng: random.Random, true: GeoPoint, accuracy_m: float) -> GeoPoint:
+    """A reported position: gaussian error, never further from the truth than the stated accuracy."""
+    err = min(abs(rng.gauss(0, accuracy_m / 2)), accuracy_m)
+    bearing = rng.uniform(0, 2 * math.pi)
+    return true.moved(err * math.sin(bearing), err * math.cos(bearing))

@@ -1,0 +1,109 @@
+"""Simulated fitness equipment: sessions that make physical sense for each machine type."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from gateway.models import EquipmentType
+
+from device_sim.equipment import MACHINES, WEIGHT_KG
+from device_sim.reading import hour_of_day
+from device_sim.scenario import load_scenario, parse_scenario
+from device_sim.stream import generate
+
+START_MS = 1_767_225_600_000
+A_DAY = parse_scenario('duration = "24h"\nstart_time = "00:00"\n[fleet]\n'
+                       'equipment = ["rower", "elliptical", "walker", "ab_board", "waist_twister"]\n')
+
+
+def _sessions(scenario, seed: int = 5) -> dict[str, list[list[tuple[int, dict]]]]:
+    """Each machine's sessions, each one's messages in order: start, telemetry..., end."""
+    sessions: dict[str, list[list[tuple[int, dict]]]] = {device: [] for device, _ in scenario.equipment}
+    for e in generate(scenario, seed, START_MS):
+        device, body = e.topic.split("/")[2], json.loads(e.payload)
+        if body.get("event") == "start":
+            sessions[device].append([])
+        sessions[device][-1].append((e.t_ms, body))
+    return sessions
+
+
+DAY_SESSIONS = _sessions(A_DAY)
+MACHINE_OF = dict(A_DAY.equipment)
+
+
+@pytest.mark.parametrize("device", sorted(DAY_SESSIONS))
+def test_a_session_is_a_start_one_reading_a_second_and_an_end_with_the_totals(device):
+    assert len(DAY_SESSIONS[device]) >= 10
+    for session in DAY_SESSIONS[device]:
+        (t0, start), *telemetry, (t_end, end) = session
+        assert (start["event"], end["event"]) == ("start", "end")
+        assert start["equipment_type"] == end["equipment_type"] == MACHINE_OF[device]
+        assert [b["elapsed_s"] for _, b in telemetry] == list(range(1, len(telemetry) + 1))
+        assert [t for t, _ in telemetry] == [t0 + 1000 * s for s in range(1, len(telemetry) + 1)]
+        assert {b["session_id"] for _, b in session} == {start["session_id"]}
+        last = telemetry[-1][1]
+        assert (end["elapsed_s"], end["count"], end["energy_kcal"]) == (last["elapsed_s"], last["count"],
+                                                                        last["energy_kcal"])
+
+
+@pytest.mark.parametrize("device", sorted(DAY_SESSIONS))
+def test_counts_distance_and_energy_never_go_back_within_a_session(device):
+    for session in DAY_SESSIONS[device]:
+        telemetry = [b for _, b in session[1:-1]]
+        for a, b in itertools.pairwise(telemetry):
+            assert b["count"] >= a["count"]
+            assert b["energy_kcal"] >= a["energy_kcal"]
+            assert b.get("distance_m", 0) >= a.get("distance_m", 0)
+
+
+@pytest.mark.parametrize("device", sorted(DAY_SESSIONS))
+def test_rate_distance_and_energy_fit_the_machine_type(device):
+    profile = MACHINES[MACHINE_OF[device]]
+    for session in DAY_SESSIONS[device]:
+        end = session[-1][1]
+        minutes = end["elapsed_s"] / 60
+        if minutes < 2:
+            continue
+        low_rate, high_rate = profile.count_per_min
+        assert 0.85 * low_rate <= end["count"] / minutes <= 1.15 * high_rate
+        kcal_per_min = end["energy_kcal"] / minutes
+        assert profile.met[0] * WEIGHT_KG[0] / 60 * 0.9 <= kcal_per_min <= profile.met[1] * WEIGHT_KG[1] / 60 * 1.1
+        if profile.metres_per_count is None:
+            assert "distance_m" not in end
+        else:
+            assert end["distance_m"] == pytest.approx(end["count"] * profile.metres_per_count)
+
+
+def test_the_rower_is_harder_work_than_the_waist_twister():
+    def kcal_per_min(device):
+        return [s[-1][1]["energy_kcal"] / (s[-1][1]["elapsed_s"] / 60) for s in DAY_SESSIONS[device] if len(s) > 120]
+    assert sum(kcal_per_min("rower-01")) / len(kcal_per_min("rower-01")) > \
+        sum(kcal_per_min("waist-twister-01")) / len(kcal_per_min("waist-twister-01"))
+
+
+def test_heart_rate_stays_physiological_in_ordinary_sessions():
+    rates = [b["heart_rate"] for sessions in DAY_SESSIONS.values() for s in sessions for _, b in s[1:-1]]
+    assert 50 <= min(rates) and max(rates) <= 220 - 60
+
+
+def test_nobody_exercises_late_at_night_and_mornings_are_busier_than_midday():
+    starts = [hour_of_day(0, s[0][0]) for sessions in DAY_SESSIONS.values() for s in sessions]
+    assert not [h for h in starts if h >= 21 or h < 5]
+    morning = sum(1 for h in starts if 6 <= h < 9)
+    midday = sum(1 for h in starts if 11 <= h < 14)
+    assert morning > 2 * midday
+
+
+def test_an_overexerting_rower_climbs_past_220_minus_age():
+    scenario = load_scenario("overexertion")  # age 80 from 10 min, for 12 min
+    (session,) = [s for s in _sessions(scenario)["rower-01"] if s[0][0] == 10 * 60_000]
+    rates = [b["heart_rate"] for _, b in session[1:-1]]
+    assert max(rates) > 220 - 80
+    assert rates[0] < 220 - 80
+    assert session[-1][1]["elapsed_s"] == 12 * 60
+
+
+def test_every_machine_type_is_described():
+    assert set(MACHINES) == set(EquipmentType)
