@@ -29,6 +29,7 @@ examples:
   python -m device_sim list
   python -m device_sim run --scenario demo --speed 60 --username simulator
   python -m device_sim dump --scenario sos_and_fall --seed 1 | head
+  python -m device_sim devices --scenario demo      # ids and kinds, to register them with the gateway
   python -m device_sim load --devices 100000 --rate 5000 --duration 60
 """
 
@@ -65,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--protocol", choices=_PROTOCOLS, default="3.1.1", help="MQTT version (default 3.1.1)")
     _broker_args(load, SIMULATOR_USER)
     sub.add_parser("list", help="the shipped scenarios")
+    devs = sub.add_parser("devices", help="a scenario's device ids and kinds, one per line (to register them)")
+    devs.add_argument("--scenario", default="demo")
     dump = sub.add_parser("dump", help="print a scenario's message stream as JSON lines, no broker needed")
     dump.add_argument("--scenario", default="demo")
     dump.add_argument("--seed", type=int, default=1)
@@ -77,7 +80,7 @@ def _run(args) -> int:
     from device_sim.publisher import load_device_passwords, publish_stream
 
     scenario = load_scenario(args.scenario)
-    devices = scenario.watches + tuple(d for d, _ in scenario.equipment)
+    devices = [d for d, _ in scenario.devices]
     passwords = None
     if args.credentials_file:
         passwords = load_device_passwords(args.credentials_file)
@@ -119,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             for name in scenario_names():
                 print(f"{name:16} {load_scenario(name).description}")
+            return 0
+        if args.command == "devices":
+            for device, kind in load_scenario(args.scenario).devices:
+                print(device, kind.value)
             return 0
         return {"run": _run, "load": _load, "dump": _dump}[args.command](args)
     except BrokenPipeError:  # `dump | head`: stop quietly, and keep the interpreter's final flush quiet too

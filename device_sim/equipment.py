@@ -106,9 +106,8 @@ def machine_readings(device_id: str, machine: EquipmentType, scenario: Scenario,
     rng = random.Random(f"{seed}:{device_id}")
     duration_ms = round(scenario.duration_s * 1000)
     scripted: list[Event] = [e for e in scenario.events_for(device_id) if e.action == "overexert"]
-    t, n = idle_gap_ms(rng, scenario.start_time_s, 0), 0
+    prof, t, n = MACHINES[machine], idle_gap_ms(rng, scenario.start_time_s, 0), 0
     while True:
-        prof = MACHINES[machine]
         seconds = round(rng.uniform(*prof.session_min) * 60)
         who = _exerciser(rng)
         # A scripted session takes over if a natural one would still be running when it is due.
@@ -117,10 +116,9 @@ def machine_readings(device_id: str, machine: EquipmentType, scenario: Scenario,
             t = e.t_ms  # never inside the previous session: that one would have been replaced
             seconds = round(e.duration_s or 600)
             who = _exerciser(rng, True, e.age)
-        if t >= duration_ms:
+        seconds = min(seconds, (duration_ms - t) // 1000 - 1)  # the scenario's end cuts a session short
+        if seconds < 1:
             return
         n += 1
-        seconds = min(seconds, (duration_ms - t) // 1000 - 1)
-        if seconds >= 1:
-            yield from session_readings(rng, machine, f"{device_id}-s{n:04d}", t, seconds, who)
+        yield from session_readings(rng, machine, f"{device_id}-s{n:04d}", t, seconds, who)
         t += seconds * 1000 + idle_gap_ms(rng, scenario.start_time_s, t + seconds * 1000)

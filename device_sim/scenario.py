@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from gateway.models import DeviceKind, EquipmentType
-from gateway.topics import Topics, TopicError
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.models import DeviceId, DeviceKind, EquipmentType
 
 from device_sim.geo import Community, GeoPoint
 from device_sim.malformed import MALFORMED_KINDS
@@ -38,6 +39,7 @@ ACTION_KEYS = {
     "duplicate": set(), "out_of_order": {"back"}, "malformed": {"kind"},
 }
 NEEDS_DURATION = frozenset({"wander", "remove_watch", "silent"})
+_DEVICE_ID = TypeAdapter(DeviceId)
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -89,7 +91,12 @@ class Scenario:
     equipment: tuple[tuple[str, EquipmentType], ...]
     events: tuple[Event, ...] = ()
     description: str = ""
-    device_kinds: dict[str, DeviceKind] = field(default_factory=dict, compare=False)
+
+    @property
+    def devices(self) -> tuple[tuple[str, DeviceKind], ...]:
+        """Every device id with its kind, watches first."""
+        return tuple((w, DeviceKind.WATCH) for w in self.watches) + tuple(
+            (e, DeviceKind.EQUIPMENT) for e, _ in self.equipment)
 
     def events_for(self, device_id: str) -> list[Event]:
         return sorted((e for e in self.events if e.device == device_id), key=lambda e: e.at_s)
@@ -142,8 +149,8 @@ def _fleet(doc: dict) -> tuple[tuple[str, ...], tuple[tuple[str, EquipmentType],
         equipment.append((f"{kind.value.replace('_', '-')}-{seen[kind]:02d}", kind))
     for device_id in watches + tuple(d for d, _ in equipment):
         try:
-            Topics().parse(Topics().device(DeviceKind.WATCH, device_id, "x"))
-        except TopicError:
+            _DEVICE_ID.validate_python(device_id)
+        except ValidationError:
             raise ScenarioError(f"[fleet]: {device_id!r} is not a valid device id") from None
     return watches, tuple(equipment)
 
@@ -198,21 +205,22 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         if "duration" not in doc:
             raise ScenarioError("missing duration")
         duration_s = parse_duration(doc["duration"], "duration")
-        c = _table(doc, "community", {"lat", "lon", "radius_m"})
-        community = Community(GeoPoint(float(c.get("lat", 31.2304)), float(c.get("lon", 121.4737))),
-                              float(c.get("radius_m", 800)))
+        c, default = _table(doc, "community", {"lat", "lon", "radius_m"}), Community()
+        community = Community(GeoPoint(float(c.get("lat", default.centre.lat)), float(c.get("lon", default.centre.lon))),
+                              float(c.get("radius_m", default.radius_m)))
         if not (-90 <= community.centre.lat <= 90 and -180 <= community.centre.lon <= 180) or community.radius_m <= 0:
             raise ScenarioError("[community]: lat/lon out of range or radius_m not positive")
         cad = _table(doc, "cadence", set(Cadence.__slots__))
         cadence = Cadence(**{k: parse_duration(v, f"[cadence] {k}") for k, v in cad.items()})
         watches, equipment = _fleet(doc)
-        kinds = {w: DeviceKind.WATCH for w in watches} | {e: DeviceKind.EQUIPMENT for e, _ in equipment}
+        scenario = Scenario(str(doc.get("name", Path(source).stem)), duration_s,
+                            _time_of_day(doc.get("start_time", "08:00")), community, cadence, watches, equipment,
+                            description=str(doc.get("description", "")))
         raw_events = doc.get("events", [])
         if not isinstance(raw_events, list):
             raise ScenarioError("events must be an array of tables ([[events]])")
-        events = tuple(_event(i, raw, kinds, duration_s) for i, raw in enumerate(raw_events))
-        return Scenario(str(doc.get("name", Path(source).stem)), duration_s, _time_of_day(doc.get("start_time", "08:00")),
-                        community, cadence, watches, equipment, events, str(doc.get("description", "")), kinds)
+        kinds = dict(scenario.devices)
+        return replace(scenario, events=tuple(_event(i, raw, kinds, duration_s) for i, raw in enumerate(raw_events)))
     except ScenarioError as e:
         raise ScenarioError(f"{source}: {e}") from None
 

@@ -70,7 +70,7 @@ class Subscriber:
 
 
 def test_a_scenario_arrives_as_generated_with_its_sos_fall_and_malformed_messages(mosquitto):
-    devices = SCENARIO.watches + tuple(d for d, _ in SCENARIO.equipment)
+    devices = [d for d, _ in SCENARIO.devices]
     passwords = {d: mosquitto.add_device(d).password for d in devices}
     sub = Subscriber(mosquitto)
     expected = list(generate(SCENARIO, 11, int(time.time() * 1000)))

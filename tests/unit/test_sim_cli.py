@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_help_runs_as_a_module_and_names_every_subcommand_and_the_credentials_options():
     out = subprocess.run([sys.executable, "-m", "device_sim", "--help"], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout
-    for word in ("run", "load", "list", "dump", "--credentials-file", "--password-for-all"):
+    for word in ("run", "load", "list", "dump", "devices", "--credentials-file", "--password-for-all"):
         assert word in out
 
 
@@ -69,3 +69,11 @@ def test_a_credentials_file_with_a_nested_table_is_refused(tmp_path):
     bad.write_text('[devices]\nwatch-0001 = "pw1"\n')
     with pytest.raises(CredentialsError, match="flat table"):
         load_device_passwords(bad)
+
+
+def test_devices_lists_each_id_with_its_kind_for_registration(capsys):
+    assert main(["devices", "--scenario", "demo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "watch-0001 watch"
+    assert "rower-01 equipment" in lines
+    assert len(lines) == len(load_scenario("demo").devices)
