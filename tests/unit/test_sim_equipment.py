@@ -1,6 +1,7 @@
 """Simulated fitness equipment: sessions that make physical sense for each machine type."""
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 
@@ -29,14 +30,19 @@ def _sessions(scenario, seed: int = 5) -> dict[str, list[list[tuple[int, dict]]]
     return sessions
 
 
-DAY_SESSIONS = _sessions(A_DAY)
 MACHINE_OF = dict(A_DAY.equipment)
 
 
-@pytest.mark.parametrize("device", sorted(DAY_SESSIONS))
+@functools.cache
+def _day() -> dict[str, list[list[tuple[int, dict]]]]:
+    """A day of every machine type, generated once for all the tests here."""
+    return _sessions(A_DAY)
+
+
+@pytest.mark.parametrize("device", sorted(MACHINE_OF))
 def test_a_session_is_a_start_one_reading_a_second_and_an_end_with_the_totals(device):
-    assert len(DAY_SESSIONS[device]) >= 10
-    for session in DAY_SESSIONS[device]:
+    assert len(_day()[device]) >= 10
+    for session in _day()[device]:
         (t0, start), *telemetry, (t_end, end) = session
         assert (start["event"], end["event"]) == ("start", "end")
         assert start["equipment_type"] == end["equipment_type"] == MACHINE_OF[device]
@@ -48,9 +54,9 @@ def test_a_session_is_a_start_one_reading_a_second_and_an_end_with_the_totals(de
                                                                         last["energy_kcal"])
 
 
-@pytest.mark.parametrize("device", sorted(DAY_SESSIONS))
+@pytest.mark.parametrize("device", sorted(MACHINE_OF))
 def test_counts_distance_and_energy_never_go_back_within_a_session(device):
-    for session in DAY_SESSIONS[device]:
+    for session in _day()[device]:
         telemetry = [b for _, b in session[1:-1]]
         for a, b in itertools.pairwise(telemetry):
             assert b["count"] >= a["count"]
@@ -58,10 +64,10 @@ def test_counts_distance_and_energy_never_go_back_within_a_session(device):
             assert b.get("distance_m", 0) >= a.get("distance_m", 0)
 
 
-@pytest.mark.parametrize("device", sorted(DAY_SESSIONS))
+@pytest.mark.parametrize("device", sorted(MACHINE_OF))
 def test_rate_distance_and_energy_fit_the_machine_type(device):
     profile = MACHINES[MACHINE_OF[device]]
-    for session in DAY_SESSIONS[device]:
+    for session in _day()[device]:
         end = session[-1][1]
         minutes = end["elapsed_s"] / 60
         if minutes < 2:
@@ -78,18 +84,18 @@ def test_rate_distance_and_energy_fit_the_machine_type(device):
 
 def test_the_rower_is_harder_work_than_the_waist_twister():
     def kcal_per_min(device):
-        return [s[-1][1]["energy_kcal"] / (s[-1][1]["elapsed_s"] / 60) for s in DAY_SESSIONS[device] if len(s) > 120]
+        return [s[-1][1]["energy_kcal"] / (s[-1][1]["elapsed_s"] / 60) for s in _day()[device] if len(s) > 120]
     assert sum(kcal_per_min("rower-01")) / len(kcal_per_min("rower-01")) > \
         sum(kcal_per_min("waist-twister-01")) / len(kcal_per_min("waist-twister-01"))
 
 
 def test_heart_rate_stays_physiological_in_ordinary_sessions():
-    rates = [b["heart_rate"] for sessions in DAY_SESSIONS.values() for s in sessions for _, b in s[1:-1]]
+    rates = [b["heart_rate"] for sessions in _day().values() for s in sessions for _, b in s[1:-1]]
     assert 50 <= min(rates) and max(rates) <= 220 - 60
 
 
 def test_nobody_exercises_late_at_night_and_mornings_are_busier_than_midday():
-    starts = [hour_of_day(0, s[0][0]) for sessions in DAY_SESSIONS.values() for s in sessions]
+    starts = [hour_of_day(0, s[0][0]) for sessions in _day().values() for s in sessions]
     assert not [h for h in starts if h >= 21 or h < 5]
     morning = sum(1 for h in starts if 6 <= h < 9)
     midday = sum(1 for h in starts if 11 <= h < 14)
