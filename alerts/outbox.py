@@ -1,0 +1,132 @@
+"""The durable outbox: one row per notification attempt, keyed (alert_id, step, recipient).
+
+Row states: pending -> sending -> sent, or failed; `unknown` when the request
+may have reached Twilio and must not be resent blindly; `operator` when an
+unknown outcome was never reconciled and a person has to check. `delivery`
+holds the provider's status from callbacks and only moves forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alerts.escalation import AttemptOutcome
+from alerts.store import Database
+
+PENDING, SENDING, SENT, FAILED, UNKNOWN, OPERATOR = "pending", "sending", "sent", "failed", "unknown", "operator"
+
+# Status callbacks may arrive late, twice or out of order; a status replaces another only if it ranks higher.
+SMS_ORDER = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
+             "delivered": 3, "undelivered": 3, "failed": 3, "read": 4}
+CALL_ORDER = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3,
+              "completed": 4, "busy": 4, "no-answer": 4, "canceled": 4, "failed": 4}
+
+_COLS = "id, alert_id, step, recipient, channel, language, text, status, attempts, due_ms, provider_id, delivery, last_error"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    alert_id: int
+    step: str
+    recipient: str
+    channel: str
+    language: str
+    text: str
+    status: str
+    attempts: int
+    due_ms: int
+    provider_id: str | None
+    delivery: str | None
+    last_error: str | None
+
+
+def moves_forward(channel: str, current: str | None, new: str) -> bool:
+    order = CALL_ORDER if channel == "voice" else SMS_ORDER
+    if new not in order:
+        return False
+    return current is None or order[new] > order.get(current, -1)
+
+
+class Outbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, alert_id: int, step: str, recipient: str, channel: str, language: str, text: str, now_ms: int) -> bool:
+        """Queue an attempt; False if that (alert, step, recipient) was already queued."""
+        with self.db.transaction() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO outbox (alert_id, step, recipient, channel, language, text, status, due_ms, updated_ms)"
+                " VALUES (?,?,?,?,?,?,?,?,?)", (alert_id, step, recipient, channel, language, text, PENDING, now_ms, now_ms))
+            return cur.rowcount == 1
+
+    def get(self, attempt_id: int) -> OutboxRow | None:
+        with self.db.transaction() as c:
+            row = c.execute(f"SELECT {_COLS} FROM outbox WHERE id=?", (attempt_id,)).fetchone()
+        return OutboxRow(*row) if row else None
+
+    def of_alert(self, alert_id: int) -> list[OutboxRow]:
+        with self.db.transaction() as c:
+            rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE alert_id=? ORDER BY id", (alert_id,)).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def outcomes(self, alert_id: int, step: int) -> list[AttemptOutcome]:
+        with self.db.transaction() as c:
+            rows = c.execute("SELECT status, delivery FROM outbox WHERE alert_id=? AND step=?", (alert_id, str(step))).fetchall()
+        return [AttemptOutcome(s, d) for s, d in rows]
+
+    def due(self, now_ms: int, limit: int = 50) -> list[OutboxRow]:
+        with self.db.transaction() as c:
+            rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE status=? AND due_ms<=? ORDER BY due_ms, id LIMIT ?",
+                             (PENDING, now_ms, limit)).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def next_due_ms(self) -> int | None:
+        with self.db.transaction() as c:
+            return c.execute("SELECT MIN(due_ms) FROM outbox WHERE status=?", (PENDING,)).fetchone()[0]
+
+    def claim(self, attempt_id: int, now_ms: int) -> bool:
+        """Mark a pending row `sending` (committed before the request goes out); False if someone else has it."""
+        with self.db.transaction() as c:
+            cur = c.execute("UPDATE outbox SET status=?, attempts=attempts+1, updated_ms=? WHERE id=? AND status=?",
+                            (SENDING, now_ms, attempt_id, PENDING))
+            return cur.rowcount == 1
+
+    def set_status(self, attempt_id: int, status: str, now_ms: int, *, error: str | None = None,
+                   provider_id: str | None = None, delivery: str | None = None, due_ms: int | None = None) -> None:
+        with self.db.transaction() as c:
+            c.execute("UPDATE outbox SET status=?, updated_ms=?, last_error=COALESCE(?, last_error),"
+                      " provider_id=COALESCE(?, provider_id), delivery=COALESCE(?, delivery), due_ms=COALESCE(?, due_ms)"
+                      " WHERE id=?", (status, now_ms, error, provider_id, delivery, due_ms, attempt_id))
+
+    def record_delivery(self, attempt_id: int, delivery: str, now_ms: int, provider_id: str | None = None) -> OutboxRow | None:
+        """Apply a provider status if it moves the attempt forward; returns the updated row, or None if ignored."""
+        with self.db.transaction() as c:
+            row = self.get(attempt_id)
+            if row is None or not moves_forward(row.channel, row.delivery, delivery):
+                return None
+            # Any callback proves the request reached the provider, which settles an unknown outcome.
+            status = SENT if row.status in (SENDING, UNKNOWN, OPERATOR, PENDING) else row.status
+            self.set_status(attempt_id, status, now_ms, provider_id=provider_id, delivery=delivery)
+            return self.get(attempt_id)
+
+    def recover_after_crash(self, now_ms: int) -> list[OutboxRow]:
+        """Rows left `sending` by a crash may have reached Twilio: they become `unknown`, never resent."""
+        with self.db.transaction() as c:
+            rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE status=?", (SENDING,)).fetchall()
+            c.execute("UPDATE outbox SET status=?, updated_ms=?, last_error='process stopped mid-send' WHERE status=?",
+                      (UNKNOWN, now_ms, SENDING))
+        return [OutboxRow(*r) for r in rows]
+
+    def expire_unknown(self, now_ms: int, window_ms: int) -> list[OutboxRow]:
+        """Unknown outcomes no callback settled within the window go to an operator."""
+        with self.db.transaction() as c:
+            rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE status=? AND updated_ms<=?",
+                             (UNKNOWN, now_ms - window_ms)).fetchall()
+            c.executemany("UPDATE outbox SET status=?, updated_ms=? WHERE id=?", [(OPERATOR, now_ms, r[0]) for r in rows])
+        return [OutboxRow(*r) for r in rows]
+
+    def sms_recipients(self, alert_id: int) -> list[tuple[str, str]]:
+        """(phone, language) of everyone an SMS for this alert went out to, for follow-ups."""
+        with self.db.transaction() as c:
+            return c.execute("SELECT DISTINCT recipient, language FROM outbox WHERE alert_id=? AND channel='sms'"
+                             " AND status=? AND step GLOB '[0-9]*'", (alert_id, SENT)).fetchall()

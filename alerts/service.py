@@ -1,0 +1,118 @@
+"""AlertService: the alert engine, its dispatch worker and its clock, behind one facade."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from alerts.config import AlertSettings
+from alerts.directory import Directory, load_directory
+from alerts.dispatch import Dispatcher
+from alerts.engine import AlertEngine, Listener
+from alerts.lifecycle import Alert, AlertEvent, TransitionError
+from alerts.notifiers.base import Notifier
+from alerts.outbox import OutboxRow
+from alerts.store import Database
+from gateway.models import DeviceMessage
+
+log = logging.getLogger(__name__)
+
+
+class AlertService:
+    """Implements gateway.observer.MessageObserver; `start()` runs the dispatch and tick threads."""
+
+    def __init__(self, engine: AlertEngine, dispatcher: Dispatcher, settings: AlertSettings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.clock = clock
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """Callables that receive every committed AlertEvent (for the dashboard's live push)."""
+        return self.engine.listeners
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _wake_if(self, queued: int) -> None:
+        if queued:
+            self.dispatcher.wake.set()
+
+    def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
+        self._wake_if(self.engine.observe(messages, now_ms))
+
+    def tick(self, now_ms: int) -> None:
+        self._wake_if(self.engine.tick(now_ms))
+
+    def acknowledge(self, alert_id: int, actor: str, now_ms: int | None = None) -> Alert:
+        alert = self.engine.acknowledge(alert_id, actor, self._now_ms() if now_ms is None else now_ms)
+        self.dispatcher.wake.set()
+        return alert
+
+    def resolve(self, alert_id: int, actor: str, now_ms: int | None = None) -> Alert:
+        alert = self.engine.resolve(alert_id, actor, self._now_ms() if now_ms is None else now_ms)
+        self.dispatcher.wake.set()
+        return alert
+
+    def accept_by_attempt(self, attempt_id: int, now_ms: int | None = None) -> Alert | None:
+        """A called person pressed 1: they (the attempt's recipient) accept the alert; None if no such attempt."""
+        row = self.attempt(attempt_id)
+        if row is None:
+            return None
+        try:
+            return self.acknowledge(row.alert_id, row.recipient, now_ms)
+        except TransitionError:  # someone accepted first; pressing 1 again changes nothing
+            return self.engine.alerts.get(row.alert_id)
+
+    def record_delivery_status(self, attempt_id: int, status: str, now_ms: int | None = None,
+                               provider_id: str | None = None) -> bool:
+        changed = self.engine.record_delivery(attempt_id, status, self._now_ms() if now_ms is None else now_ms, provider_id)
+        if changed:
+            self.dispatcher.wake.set()
+        return changed
+
+    def attempt(self, attempt_id: int) -> OutboxRow | None:
+        return self.engine.outbox.get(attempt_id)
+
+    def alerts(self, state: str | None = None) -> list[Alert]:
+        return self.engine.alerts.list(state)
+
+    def events(self, alert_id: int) -> list[AlertEvent]:
+        return self.engine.alerts.events(alert_id)
+
+    def start(self) -> None:
+        self.dispatcher.start()
+        self._stop.clear()
+        self._ticker = threading.Thread(target=self._tick_loop, name="alert-tick", daemon=True)
+        self._ticker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(5)
+            self._ticker = None
+        self.dispatcher.stop()
+
+    def close(self) -> None:
+        self.stop()
+        self.engine.db.close()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.settings.tick_interval_s):
+            try:
+                self.tick(self._now_ms())
+            except Exception:
+                log.exception("alert tick failed")
+
+
+def build_alert_service(settings: AlertSettings, notifier: Notifier, clock: Callable[[], float] = time.time,
+                        directory: Directory | None = None) -> AlertService:
+    """Opens the database and the community file; threads start with `start()`."""
+    directory = directory or load_directory(settings.community_file)
+    engine = AlertEngine(settings, directory, Database(settings.db_path))
+    return AlertService(engine, Dispatcher(engine, notifier, settings, clock), settings, clock)

@@ -1,0 +1,141 @@
+"""SQLite persistence of alerts, their events and the processed (device_id, seq) keys."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import astuple
+from pathlib import Path
+
+from alerts.lifecycle import RESOLVED, RUNNING, Alert, AlertEvent
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, subject TEXT NOT NULL, alert_type TEXT NOT NULL, severity TEXT NOT NULL,
+    state TEXT NOT NULL, resident_id TEXT, device_id TEXT NOT NULL, opened_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL, lat REAL, lon REAL, detail TEXT NOT NULL, step INTEGER NOT NULL,
+    step_started_ms INTEGER NOT NULL, escalation TEXT NOT NULL);
+-- One open (unresolved) alert per subject and type: a repeat joins it.
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts(subject, alert_type) WHERE state != 'resolved';
+CREATE INDEX IF NOT EXISTS alerts_running ON alerts(escalation) WHERE escalation = 'running';
+CREATE TABLE IF NOT EXISTS alert_events (
+    id INTEGER PRIMARY KEY, alert_id INTEGER NOT NULL REFERENCES alerts(id), at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events(alert_id);
+CREATE TABLE IF NOT EXISTS processed (
+    device_id TEXT NOT NULL, seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (device_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, alert_id INTEGER NOT NULL REFERENCES alerts(id), step TEXT NOT NULL,
+    recipient TEXT NOT NULL, channel TEXT NOT NULL, language TEXT NOT NULL, text TEXT NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_ms INTEGER NOT NULL,
+    provider_id TEXT, delivery TEXT, last_error TEXT, updated_ms INTEGER NOT NULL,
+    UNIQUE (alert_id, step, recipient));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, due_ms);
+"""
+
+_ALERT_COLS = ("id, subject, alert_type, severity, state, resident_id, device_id, opened_ms, updated_ms, "
+               "lat, lon, detail, step, step_started_ms, escalation")
+
+
+class Database:
+    """One connection shared by the ingest, dispatch, tick and web threads, serialised by a lock."""
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: an alert and its outbox rows must survive power loss once observe() returns.
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)
+        self.lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing; nested uses join the outer transaction."""
+        with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+def _alert(row) -> Alert:
+    return Alert(*row)
+
+
+class AlertStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def unseen(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        with self.db.transaction() as c:
+            return {k for k in keys if c.execute(
+                "SELECT 1 FROM processed WHERE device_id=? AND seq=?", k).fetchone() is None}
+
+    def mark_processed(self, keys: Iterable[tuple[str, int]], now_ms: int) -> None:
+        with self.db.transaction() as c:
+            c.executemany("INSERT OR IGNORE INTO processed VALUES (?,?,?)", [(d, s, now_ms) for d, s in keys])
+
+    def open_alert(self, subject: str, alert_type: str) -> Alert | None:
+        with self.db.transaction() as c:
+            row = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE subject=? AND alert_type=? AND state != ?",
+                            (subject, alert_type, RESOLVED)).fetchone()
+        return _alert(row) if row else None
+
+    def get(self, alert_id: int) -> Alert | None:
+        with self.db.transaction() as c:
+            row = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        return _alert(row) if row else None
+
+    def insert(self, alert: Alert) -> int:
+        with self.db.transaction() as c:
+            cur = c.execute(f"INSERT INTO alerts ({_ALERT_COLS}) VALUES ({','.join('?' * 15)})", astuple(alert))
+            return cur.lastrowid
+
+    def update(self, alert: Alert) -> None:
+        cols = _ALERT_COLS.split(", ")[1:]
+        with self.db.transaction() as c:
+            c.execute(f"UPDATE alerts SET {', '.join(f'{k}=?' for k in cols)} WHERE id=?", (*astuple(alert)[1:], alert.id))
+
+    def add_event(self, ev: AlertEvent) -> None:
+        with self.db.transaction() as c:
+            c.execute("INSERT INTO alert_events (alert_id, at_ms, kind, actor, detail) VALUES (?,?,?,?,?)", astuple(ev))
+
+    def events(self, alert_id: int) -> list[AlertEvent]:
+        with self.db.transaction() as c:
+            rows = c.execute("SELECT alert_id, at_ms, kind, actor, detail FROM alert_events WHERE alert_id=? ORDER BY id",
+                             (alert_id,)).fetchall()
+        return [AlertEvent(*r) for r in rows]
+
+    def running(self) -> list[Alert]:
+        with self.db.transaction() as c:
+            rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE escalation=? AND state='open'", (RUNNING,)).fetchall()
+        return [_alert(r) for r in rows]
+
+    def list(self, state: str | None = None, limit: int = 500) -> list[Alert]:
+        where, args = ("WHERE state=?", (state,)) if state else ("", ())
+        with self.db.transaction() as c:
+            rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts {where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_alert(r) for r in rows]

@@ -1,0 +1,149 @@
+"""Each rule on its own: pure functions of state, message and time."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from alerts.config import AlertSettings
+from alerts.directory import parse_community
+from alerts.rules import (
+    EquipmentState, RuleContext, WatchState, detect_battery_low, detect_button, detect_equipment, detect_geofence_exit,
+    detect_heart_rate, detect_spo2_low, equipment_tick, watch_seen, watch_tick,
+)
+from tests.unit.test_alert_support import COMMUNITY, DAY, INSIDE, NIGHT, OUTSIDE, local_ms, msg
+
+DIRECTORY = parse_community(COMMUNITY)
+CTX = RuleContext.of(AlertSettings(), DIRECTORY)
+WANG = DIRECTORY.wearer("w1")
+
+
+def run(detector, messages, state=None, resident=WANG, ctx=CTX):
+    state = state or WatchState()
+    found = []
+    for m in messages:
+        state, f = detector(state, m, resident, ctx)
+        found.append(f)
+    return state, found
+
+
+@pytest.mark.parametrize("stream,kind,severity", [("sos", "sos", "red"), ("fall", "fall", "red"),
+                                                   ("service_call", "service_call", "yellow")])
+def test_button_press_is_a_finding_with_its_grade_and_position(stream, kind, severity):
+    _, [f] = run(detect_button, [msg("w1", stream, 1, DAY, lat=31.5, lon=121.5)])
+    assert (f.alert_type, f.severity, f.lat, f.lon) == (kind, severity, 31.5, 121.5)
+
+
+def test_sos_without_a_fix_uses_the_last_known_position():
+    _, [f] = run(detect_button, [msg("w1", "sos", 1, DAY)], state=WatchState(lat=31.1, lon=121.1))
+    assert (f.lat, f.lon) == (31.1, 121.1)
+
+
+def test_geofence_exit_waits_for_the_dwell_time():
+    out = [msg("w1", "location", i, DAY + s * 1000, lat=OUTSIDE[0], lon=OUTSIDE[1], accuracy_m=10)
+           for i, s in enumerate((0, 60, 119, 120, 180))]
+    _, found = run(detect_geofence_exit, out)
+    assert [f is not None for f in found] == [False, False, False, True, False]
+    assert found[3].severity == "orange"
+
+
+def test_geofence_jitter_back_inside_restarts_the_dwell():
+    pts = [(0, OUTSIDE), (100, INSIDE), (150, OUTSIDE), (260, OUTSIDE), (270, OUTSIDE)]
+    out = [msg("w1", "location", i, DAY + s * 1000, lat=p[0], lon=p[1], accuracy_m=10) for i, (s, p) in enumerate(pts)]
+    _, found = run(detect_geofence_exit, out)
+    # 0 -> 100 s outside is cut short by the return; 150 s -> 270 s is the first full 120 s outside.
+    assert [f is not None for f in found] == [False, False, False, False, True]
+
+
+def test_geofence_exit_at_night_is_red():
+    out = [msg("w1", "location", i, NIGHT + s * 1000, lat=OUTSIDE[0], lon=OUTSIDE[1], accuracy_m=10)
+           for i, s in enumerate((0, 120))]
+    _, found = run(detect_geofence_exit, out)
+    assert found[1].severity == "red"
+
+
+@pytest.mark.parametrize("hour,night", [(21, False), (22, True), (3, True), (5, True), (6, False)])
+def test_night_hours_wrap_past_midnight(hour, night):
+    assert CTX.night(local_ms(hour, 0)) is night
+
+
+def test_polygon_geofence():
+    poly = {**COMMUNITY["residents"][0], "geofence": {"shape": "polygon", "points": [[31.0, 121.0], [31.0, 122.0], [32.0, 122.0]]}}
+    resident = parse_community({**COMMUNITY, "residents": [poly]}).wearer("w1")
+    inside = msg("w1", "location", 1, DAY, lat=31.2, lon=121.9, accuracy_m=5)
+    state, _ = run(detect_geofence_exit, [inside], resident=resident)
+    assert state.outside_since_ms is None
+    state, _ = run(detect_geofence_exit, [msg("w1", "location", 2, DAY, lat=31.8, lon=121.1, accuracy_m=5)], resident=resident)
+    assert state.outside_since_ms == DAY
+
+
+def test_heart_rate_needs_consecutive_readings_outside_range():
+    readings = [130, 130, 90, 130, 130, 130, 130]
+    _, found = run(detect_heart_rate, [msg("w1", "health", i, DAY + i, heart_rate=hr) for i, hr in enumerate(readings)])
+    assert [f is not None for f in found] == [False, False, False, False, False, True, False]
+
+
+def test_heart_rate_uses_default_range_without_resident():
+    _, found = run(detect_heart_rate, [msg("x", "health", i, DAY, heart_rate=125) for i in range(3)], resident=None)
+    assert found[2] is not None and "50-120" in found[2].detail
+
+
+def test_spo2_below_threshold():
+    _, found = run(detect_spo2_low, [msg("w1", "health", 1, DAY, spo2=90), msg("w1", "health", 2, DAY, spo2=89)])
+    assert found[0] is None and found[1].alert_type == "spo2_low"
+
+
+def test_battery_low_once_per_episode_and_not_while_charging():
+    batt = [(16, False), (15, False), (10, False), (10, True), (50, False), (12, False)]
+    ms = [msg("w1", "status", i, DAY, battery=b, worn=True, charging=c) for i, (b, c) in enumerate(batt)]
+    _, found = run(detect_battery_low, ms)
+    assert [f is not None for f in found] == [False, True, False, False, False, True]
+
+
+def test_overexertion_uses_community_default_age_for_shared_equipment():
+    # default age 70 -> limit 0.85 * 150 = 127.5
+    state = EquipmentState()
+    tel = dict(session_id="s1", elapsed_s=10, count=5, energy_kcal=1.0)
+    state, f = detect_equipment(state, msg("eq-1", "telemetry", 1, DAY, heart_rate=127, **tel), DAY, CTX)
+    assert f is None
+    state, f = detect_equipment(state, msg("eq-1", "telemetry", 2, DAY, heart_rate=128, **tel), DAY, CTX)
+    assert f.alert_type == "overexertion" and "age 70" in f.detail
+
+
+def test_overexertion_uses_assigned_residents_age():
+    # resident age 80 -> limit 119
+    tel = dict(session_id="s1", elapsed_s=10, count=5, energy_kcal=1.0, heart_rate=120)
+    _, f = detect_equipment(EquipmentState(), msg("eq-home", "telemetry", 1, DAY, **tel), DAY, CTX)
+    assert f is not None and "age 80" in f.detail
+
+
+def test_worn_watch_silent_longer_than_allowed_is_orange_once():
+    state = watch_seen(WatchState(), msg("w1", "status", 1, DAY, battery=80, worn=True), DAY)
+    assert watch_tick("w1", state, DAY + 900_000, CTX)[1] is None
+    state, f = watch_tick("w1", state, DAY + 900_001, CTX)
+    assert f.alert_type == "watch_silent" and f.severity == "orange"
+    assert watch_tick("w1", state, DAY + 2_000_000, CTX)[1] is None
+
+
+def test_unworn_watch_is_not_silent_but_not_worn_after_hours_in_daytime():
+    state = watch_seen(WatchState(), msg("w1", "status", 1, DAY, battery=80, worn=False), DAY)
+    assert watch_tick("w1", state, DAY + 4 * 3600_000 - 1, CTX)[1] is None
+    _, f = watch_tick("w1", state, DAY + 4 * 3600_000, CTX)
+    assert f.alert_type == "watch_not_worn" and f.severity == "yellow"
+
+
+def test_watch_not_worn_waits_for_daytime():
+    evening = local_ms(20)
+    state = watch_seen(WatchState(), msg("w1", "status", 1, evening, battery=80, worn=False), evening)
+    assert watch_tick("w1", state, evening + 5 * 3600_000, CTX)[1] is None  # 01:00
+    assert watch_tick("w1", state, local_ms(7, 0, day=25), CTX)[1] is not None
+
+
+def test_stalled_equipment_session_is_a_fault_and_silence_goes_to_maintenance():
+    state, _ = detect_equipment(EquipmentState(), msg("eq-1", "session", 1, DAY, event="start", session_id="s1",
+                                                       equipment_type="rower"), DAY, CTX)
+    state, f = equipment_tick("eq-1", state, DAY + 121_000, CTX)
+    assert f.alert_type == "equipment_fault"
+    state = replace(state, session_id=None)
+    _, f = equipment_tick("eq-1", state, DAY + 48 * 3600_000 + 1, CTX)
+    assert f.alert_type == "equipment_silent"
