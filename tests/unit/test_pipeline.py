@@ -1,0 +1,219 @@
+"""IngestPipeline: judge, dedup, write, observe and commit one batch, with fakes at the edges."""
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import IngestSettings
+from gateway.ingest import IngestPipeline
+from gateway.models import DeviceKind
+from gateway.mqtt_edge import Received
+from gateway.sink import SinkRejected
+from gateway.store import OperationalStore
+from gateway.topics import Topics
+
+NOW_MS = 1_767_225_660_000  # 2026-01-01T00:01Z, the fixed clock
+HEALTH = "eldercare/watch/w1/health"
+
+
+class RecordingSink:
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.fail_with = fail_with
+
+    def write(self, lines):
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.batches.append(list(lines))
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for batch in self.batches for line in batch]
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.calls: list[tuple[list, int]] = []
+
+    def observe(self, messages, now_ms):
+        self.calls.append((list(messages), now_ms))
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        return [m.key for messages, _ in self.calls for m in messages]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = OperationalStore(tmp_path / "gateway.db")
+    s.register_device("w1", DeviceKind.WATCH, now_ms=0)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sink():
+    return RecordingSink()
+
+
+@pytest.fixture
+def observer():
+    return RecordingObserver()
+
+
+def pipeline(store, sink, observer=None, **settings) -> IngestPipeline:
+    return IngestPipeline(Topics(), store, sink, IngestSettings(**settings), observer=observer,
+                          clock=lambda: NOW_MS / 1000)
+
+
+def received(topic: str, payload: bytes, mid: int = 1) -> Received:
+    return Received(topic, payload, mid=mid, qos=1, received_ms=NOW_MS, connection=1)
+
+
+def heart_rate(seq: int, bpm: int = 72, device_id: str = "w1") -> Received:
+    return received(f"eldercare/watch/{device_id}/health",
+                    b'{"ts": %d, "seq": %d, "heart_rate": %d}' % (1_767_225_600_000 + seq, seq, bpm), mid=seq)
+
+
+def test_a_mixed_batch_writes_the_valid_messages_once_and_dead_letters_the_rest(store, sink, observer):
+    p = pipeline(store, sink, observer)
+    p.handle([
+        heart_rate(1),
+        received(HEALTH, b"{not json"),
+        heart_rate(2),
+        received(HEALTH, b'{"ts": 1767225600003, "seq": 3, "heart_rate": 400}'),
+        received("eldercare/watch/w1", b"{}"),
+    ])
+    assert sink.lines == [
+        "health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001",
+        "health,device_id=w1,kind=watch seq=2i,heart_rate=72i 1767225600002",
+    ]
+    assert [d.reason for d in store.dead_letters()] == ["bad_json", "invalid_field", "bad_topic"]
+    assert [now_ms for _, now_ms in observer.calls] == [NOW_MS]
+    assert observer.keys == [("w1", 1), ("w1", 2)]
+
+
+def test_a_mixed_batch_is_counted_by_outcome(store, sink):
+    p = pipeline(store, sink)
+    p.handle([heart_rate(1), received(HEALTH, b"{not json"), heart_rate(2), heart_rate(2)])
+    assert p.stats.as_dict() == {"received": 4, "accepted": 2, "duplicates": 1, "ignored": 0,
+                                 "dead_letters": {"bad_json": 1}}
+
+
+def test_accepted_messages_are_committed_as_seen_with_the_clocks_time(store, sink):
+    pipeline(store, sink).handle([heart_rate(1)])
+    assert store.already_seen([("w1", 1)]) == {("w1", 1)}
+    assert store.last_state("w1")["last_seen_ms"] == NOW_MS
+
+
+def test_a_dead_letter_keeps_the_topic_the_detail_and_the_payload_cut_to_the_configured_size(store, sink):
+    payload = b'{"ts": 1767225600003, "seq": 3, "heart_rate": 400, "padding": "' + b"x" * 100 + b'"}'
+    pipeline(store, sink, dead_letter_payload_bytes=16).handle([received(HEALTH, payload)])
+    [letter] = store.dead_letters()
+    assert (letter.topic, letter.reason, letter.received_ms) == (HEALTH, "invalid_field", NOW_MS)
+    assert "heart_rate" in letter.detail
+    assert (letter.payload, letter.payload_size) == (payload[:16], len(payload))
+
+
+def test_a_redelivered_message_in_a_later_batch_is_written_once(store, sink, observer):
+    p = pipeline(store, sink, observer)
+    p.handle([heart_rate(1)])
+    p.handle([heart_rate(1), heart_rate(2)])
+    assert sink.batches == [
+        ["health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001"],
+        ["health,device_id=w1,kind=watch seq=2i,heart_rate=72i 1767225600002"],
+    ]
+    assert observer.keys == [("w1", 1), ("w1", 2)]
+    assert p.stats.duplicates == 1
+
+
+def test_the_same_key_twice_in_one_batch_is_written_once(store, sink, observer):
+    p = pipeline(store, sink, observer)
+    p.handle([heart_rate(1, bpm=72), heart_rate(1, bpm=72)])
+    assert sink.lines == ["health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001"]
+    assert observer.keys == [("w1", 1)]
+
+
+def test_a_batch_of_only_duplicates_writes_nothing(store, sink, observer):
+    p = pipeline(store, sink, observer)
+    p.handle([heart_rate(1)])
+    p.handle([heart_rate(1)])
+    assert len(sink.batches) == 1 and len(observer.calls) == 1
+
+
+def test_a_message_from_an_unregistered_device_is_dead_lettered_as_unknown_device(store, sink):
+    pipeline(store, sink).handle([heart_rate(1, device_id="w9")])
+    [letter] = store.dead_letters()
+    assert (letter.reason, letter.detail) == ("unknown_device", "device 'w9' is not registered")
+    assert sink.lines == [] and store.device("w9") is None
+
+
+def test_with_auto_register_an_unregistered_device_is_registered_and_accepted(store, sink):
+    pipeline(store, sink, auto_register=True).handle([heart_rate(1, device_id="w9")])
+    assert store.device("w9").kind == DeviceKind.WATCH
+    assert store.device("w9").registered_ms == NOW_MS
+    assert sink.lines == ["health,device_id=w9,kind=watch seq=1i,heart_rate=72i 1767225600001"]
+    assert store.dead_letters() == []
+
+
+def test_a_device_registered_while_the_pipeline_runs_is_admitted(store, sink):
+    p = pipeline(store, sink)
+    store.register_device("w9", DeviceKind.WATCH, now_ms=NOW_MS)
+    p.handle([heart_rate(1, device_id="w9")])
+    assert len(sink.lines) == 1
+
+
+def test_a_batch_the_sink_rejects_goes_to_dead_letter_and_is_not_marked_seen(store, observer):
+    sink = RecordingSink(fail_with=SinkRejected("store refused the batch: HTTP 400"))
+    p = pipeline(store, sink, observer)
+    p.handle([heart_rate(1), heart_rate(2)])
+    assert [(d.reason, d.detail) for d in store.dead_letters()] == [
+        ("sink_rejected", "store refused the batch: HTTP 400"),
+        ("sink_rejected", "store refused the batch: HTTP 400"),
+    ]
+    assert store.dead_letters()[0].payload == b'{"ts": 1767225600001, "seq": 1, "heart_rate": 72}'
+    assert store.already_seen([("w1", 1), ("w1", 2)]) == set()
+    assert observer.calls == []
+    assert (p.stats.accepted, p.stats.dead_letters["sink_rejected"]) == (0, 2)
+
+
+def test_a_sink_failure_propagates_and_commits_nothing(store, observer):
+    sink = RecordingSink(fail_with=ConnectionError("store unreachable"))
+    p = pipeline(store, sink, observer)
+    with pytest.raises(ConnectionError):
+        p.handle([heart_rate(1), received(HEALTH, b"{not json")])
+    assert store.already_seen([("w1", 1)]) == set()
+    assert store.dead_letters() == [] and store.last_state("w1") is None
+    assert observer.calls == [] and p.stats.accepted == 0
+
+
+def test_a_batch_that_failed_in_the_sink_is_handled_in_full_when_retried(store, observer):
+    sink = RecordingSink(fail_with=ConnectionError("store unreachable"))
+    p = pipeline(store, sink, observer)
+    batch = [heart_rate(1), received(HEALTH, b"{not json")]
+    with pytest.raises(ConnectionError):
+        p.handle(batch)
+    sink.fail_with = None
+    p.handle(batch)
+    assert sink.lines == ["health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001"]
+    assert [d.reason for d in store.dead_letters()] == ["bad_json"]
+    assert observer.keys == [("w1", 1)]
+
+
+def test_an_observer_failure_propagates_and_commits_nothing(store, sink):
+    class FailingObserver:
+        def observe(self, messages, now_ms):
+            raise RuntimeError("alert engine down")
+
+    p = pipeline(store, sink, FailingObserver())
+    with pytest.raises(RuntimeError):
+        p.handle([heart_rate(1)])
+    assert store.already_seen([("w1", 1)]) == set()
+
+
+def test_topics_the_skip_predicate_names_are_ignored_not_dead_lettered(store, sink):
+    p = IngestPipeline(Topics(), store, sink, IngestSettings(), skip=lambda topic: topic.endswith("/cmd"),
+                       clock=lambda: NOW_MS / 1000)
+    p.handle([received("eldercare/watch/w1/cmd", b'{"action": "vibrate"}'), heart_rate(1)])
+    assert store.dead_letters() == []
+    assert len(sink.lines) == 1
+    assert p.stats.ignored == 1
