@@ -1,0 +1,76 @@
+"""Twilio webhooks: delivery status callbacks and the "press 1 to accept" Gather action.
+
+Every request must carry a valid X-Twilio-Signature for the public URL it was
+sent to (config's public base URL + path + query); anything else gets 403 and
+changes nothing.
+"""
+# No `from __future__ import annotations`: FastAPI must resolve the local `Signed` alias at definition time.
+from typing import Annotated
+from xml.sax.saxutils import escape, quoteattr
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
+from twilio.request_validator import RequestValidator
+
+from alerts.service import AlertService
+
+_THANKS = {"zh": "谢谢，您已接受此警报。", "en": "Thank you. You have accepted this alert."}
+_PRESS_ONE = {"zh": "请按1接受此警报。", "en": "Press 1 to accept this alert."}
+
+
+def _say(text: str, language: str) -> str:
+    return f"<Say language={quoteattr(language)}>{escape(text)}</Say>"
+
+
+def _twiml(body: str) -> Response:
+    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>', media_type="application/xml")
+
+
+def _local(table: dict[str, str], language: str) -> str:
+    return table.get(language.split("-")[0], table["en"])
+
+
+def twilio_router(service: AlertService, auth_token: str, public_base_url: str) -> APIRouter:
+    validator = RequestValidator(auth_token)
+    base = public_base_url.rstrip("/")
+
+    async def signed_form(request: Request) -> dict[str, str]:
+        """The form fields of a request Twilio signed; 403 otherwise."""
+        form = await request.form()
+        params: dict = {}
+        for k, v in form.multi_items():
+            params.setdefault(k, []).append(str(v))
+        params = {k: v[0] if len(v) == 1 else v for k, v in params.items()}
+        url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not validator.validate(url, params, signature):
+            raise HTTPException(status_code=403, detail="invalid Twilio signature")
+        return {k: v if isinstance(v, str) else v[-1] for k, v in params.items()}
+
+    Signed = Annotated[dict[str, str], Depends(signed_form)]
+    router = APIRouter(prefix="/twilio", tags=["twilio"])
+
+    @router.post("/status/{attempt_id}", status_code=204)
+    async def delivery_status(attempt_id: int, form: Signed) -> Response:
+        status = form.get("MessageStatus") or form.get("SmsStatus") or form.get("CallStatus")
+        if not status:
+            raise HTTPException(status_code=400, detail="no MessageStatus or CallStatus")
+        if await run_in_threadpool(service.attempt, attempt_id) is None:
+            raise HTTPException(status_code=404, detail="no such attempt")
+        sid = form.get("MessageSid") or form.get("SmsSid") or form.get("CallSid")
+        await run_in_threadpool(service.record_delivery_status, attempt_id, status.lower(), None, sid)
+        return Response(status_code=204)
+
+    @router.post("/gather/{attempt_id}")
+    async def gather(attempt_id: int, request: Request, form: Signed) -> Response:
+        row = await run_in_threadpool(service.attempt, attempt_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail="no such attempt")
+        if form.get("Digits") == "1":
+            await run_in_threadpool(service.accept_by_attempt, attempt_id)
+            return _twiml(_say(_local(_THANKS, row.language), row.language))
+        action = quoteattr(base + request.url.path)
+        prompt = _say(row.text, row.language) + _say(_local(_PRESS_ONE, row.language), row.language)
+        return _twiml(f'<Gather numDigits="1" action={action} method="POST">{prompt}</Gather>')
+
+    return router

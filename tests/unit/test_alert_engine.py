@@ -1,0 +1,145 @@
+"""The engine: alerts from findings, dedup, idempotent observe, escalation, all in one transaction."""
+from __future__ import annotations
+
+import pytest
+
+from alerts.lifecycle import TransitionError
+from tests.unit.test_alert_support import DAUGHTER, DAY, DUTY, SON, FakeClock, make_service, msg
+
+
+@pytest.fixture
+def service(tmp_path):
+    svc = make_service(tmp_path)
+    yield svc
+    svc.close()
+
+
+def rows(svc, alert_id):
+    return [(r.step, r.recipient, r.channel, r.status) for r in svc.engine.outbox.of_alert(alert_id)]
+
+
+def test_sos_opens_a_red_alert_and_queues_the_first_step(service):
+    service.observe([msg("w1", "sos", 1, DAY, lat=31.2, lon=121.4)], DAY)
+    [alert] = service.alerts("open")
+    assert (alert.alert_type, alert.severity, alert.resident_id) == ("sos", "red", "r-1")
+    assert rows(service, alert.id) == [("0", DUTY["service_centre"], "voice", "pending")]
+
+
+def test_repeat_press_joins_the_open_alert_and_refreshes_its_location(service):
+    service.observe([msg("w1", "sos", 1, DAY, lat=31.2, lon=121.4)], DAY)
+    service.observe([msg("w1", "sos", 2, DAY + 5000, lat=31.3, lon=121.5)], DAY + 5000)
+    [alert] = service.alerts()
+    assert (alert.lat, alert.lon) == (31.3, 121.5)
+    assert [e.kind for e in service.events(alert.id)].count("repeated") == 1
+    assert len(rows(service, alert.id)) == 1
+
+
+def test_redelivered_message_creates_no_second_alert_or_outbox_row(service):
+    m = msg("w1", "sos", 7, DAY, lat=31.2, lon=121.4)
+    service.observe([m], DAY)
+    service.observe([m], DAY + 1000)
+    service.observe([m, m], DAY + 2000)
+    [alert] = service.alerts()
+    assert "repeated" not in [e.kind for e in service.events(alert.id)]
+    assert len(rows(service, alert.id)) == 1
+
+
+def test_idempotency_survives_a_restart(tmp_path):
+    m = msg("w1", "sos", 7, DAY)
+    first = make_service(tmp_path)
+    first.observe([m], DAY)
+    first.close()
+    second = make_service(tmp_path)
+    second.observe([m], DAY + 1000)
+    [alert] = second.alerts()
+    assert "repeated" not in [e.kind for e in second.events(alert.id)]
+    second.close()
+
+
+def test_failure_after_alert_insert_persists_nothing(service, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(service.engine.outbox, "add", boom)
+    with pytest.raises(RuntimeError):
+        service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    monkeypatch.undo()
+    assert service.alerts() == []
+    c = service.engine.db.conn
+    assert c.execute("SELECT COUNT(*) FROM alert_events").fetchone()[0] == 0
+    assert c.execute("SELECT COUNT(*) FROM processed").fetchone()[0] == 0
+    # The redelivery after the failed attempt is handled normally.
+    service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    assert len(service.alerts()) == 1
+
+
+def test_deadline_moves_the_plan_to_the_next_step(service):
+    service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    [alert] = service.alerts()
+    service.tick(DAY + 59_999)
+    assert {r[0] for r in rows(service, alert.id)} == {"0"}
+    service.tick(DAY + 60_000)
+    assert sorted(r[1] for r in rows(service, alert.id) if r[0] == "1") == sorted([DAUGHTER, SON])
+    assert "escalated" in [e.kind for e in service.events(alert.id)]
+
+
+def test_plan_runs_out_and_says_so(service):
+    service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    for t in (60_000, 90_000, 120_000):
+        service.tick(DAY + t)
+    [alert] = service.alerts()
+    assert alert.escalation == "exhausted" and alert.state == "open"
+    assert {r[0] for r in rows(service, alert.id)} == {"0", "1", "2"}
+
+
+def test_acknowledge_stops_escalation_and_cancels_unsent_steps(service):
+    service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    [alert] = service.alerts()
+    service.acknowledge(alert.id, "operator Chen", DAY + 10_000)
+    service.tick(DAY + 600_000)
+    assert [(r[0], r[3]) for r in rows(service, alert.id)] == [("0", "cancelled")]
+    ev = [e for e in service.events(alert.id) if e.kind == "acknowledged"]
+    assert ev[0].actor == "operator Chen" and ev[0].at_ms == DAY + 10_000
+
+
+def test_resolving_sends_a_follow_up_to_everyone_who_got_the_alert_sms(service):
+    service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    [alert] = service.alerts()
+    service.tick(DAY + 60_000)
+    service.clock.ms = DAY + 60_000
+    service.dispatcher.run_once()
+    service.resolve(alert.id, "operator Chen", DAY + 70_000)
+    follow = sorted(r[1] for r in rows(service, alert.id) if r[0] == "resolved")
+    assert follow == sorted([DAUGHTER, SON])
+    with pytest.raises(TransitionError):
+        service.resolve(alert.id, "operator Chen", DAY + 80_000)
+
+
+def test_service_call_goes_to_the_service_desk_by_sms(service):
+    service.observe([msg("w1", "service_call", 1, DAY)], DAY)
+    [alert] = service.alerts()
+    assert alert.severity == "yellow"
+    assert rows(service, alert.id) == [("0", DUTY["service_desk"], "sms", "pending")]
+
+
+def test_equipment_alerts_go_to_maintenance(service):
+    start = msg("eq-9", "session", 1, DAY, event="start", session_id="s", equipment_type="rower")
+    service.observe([start], DAY)
+    service.tick(DAY + 121_000)
+    [alert] = service.alerts()
+    assert alert.alert_type == "equipment_fault" and alert.subject == "eq-9"
+    assert rows(service, alert.id) == [("0", DUTY["maintenance"], "sms", "pending")]
+
+
+def test_listeners_hear_committed_events(service):
+    heard = []
+    service.listeners.append(heard.append)
+    service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    assert [e.kind for e in heard] == ["opened", "notification_queued"]
+
+
+def test_unknown_resident_gets_an_alert_keyed_by_device(tmp_path):
+    svc = make_service(tmp_path, clock=FakeClock())
+    svc.observe([msg("stranger", "sos", 1, DAY)], DAY)
+    [alert] = svc.alerts()
+    assert alert.subject == "stranger" and alert.resident_id is None
+    svc.close()
