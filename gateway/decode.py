@@ -43,7 +43,7 @@ def decode(topics: Topics, topic: str, payload: bytes, max_payload: int = DEFAUL
         return Rejection("too_large", f"payload of {len(payload)} bytes exceeds the {max_payload}-byte limit")
     model = STREAMS.get((where.kind, where.stream))
     if model is None:
-        return Rejection("unknown_stream", f"no stream {where.stream!r} for a {where.kind.value}")
+        return Rejection("unknown_stream", f"no stream {where.stream!r} for {where.kind.value} devices")
     try:
         body = model.model_validate_json(payload)
     except ValidationError as e:

@@ -44,7 +44,7 @@ class Received:
 
 def backoff_delays(min_s: float, max_s: float):
     """Exponential backoff with full jitter: 0.5x-1x of min, 2*min, 4*min ... capped at max."""
-    delay = min_s
+    delay = min(min_s, max_s)
     while True:
         yield random.uniform(delay / 2, delay)
         delay = min(delay * 2, max_s)

@@ -114,7 +114,9 @@ def state_updates(messages: Iterable[DeviceMessage], received_ms: int) -> dict[s
         elif isinstance(p, WatchStatus) and p.ts > (row["status_ts"] or -1):
             row.update(battery=p.battery, charging=int(p.charging), worn=int(p.worn), steps=p.steps, status_ts=p.ts)
         elif isinstance(p, Health) and p.ts > (row["health_ts"] or -1):
-            row.update(heart_rate=p.heart_rate, spo2=p.spo2, health_ts=p.ts)
+            # A reading may carry only one of the two; the other keeps its last value, as the upsert does across batches.
+            row.update(heart_rate=p.heart_rate if p.heart_rate is not None else row["heart_rate"],
+                       spo2=p.spo2 if p.spo2 is not None else row["spo2"], health_ts=p.ts)
     return out
 
 

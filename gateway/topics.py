@@ -75,4 +75,7 @@ class Topics:
                 and parts[-1] in critical_streams and topic.startswith(self.prefix + "/"))
 
     def is_command(self, topic: str) -> bool:
-        return topic.startswith(self.prefix + "/") and topic.endswith("/" + COMMAND_STREAM)
+        """A device's command topic of exactly the scheme's depth."""
+        parts = topic.split("/")
+        pre = self.prefix.count("/") + 1
+        return len(parts) == pre + 3 and parts[-1] == COMMAND_STREAM and topic.startswith(self.prefix + "/")

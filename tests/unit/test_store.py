@@ -89,9 +89,6 @@ def test_a_newer_spo2_reading_keeps_the_last_heart_rate_across_batches(store):
     assert (store.last_state("w1")["heart_rate"], store.last_state("w1")["spo2"]) == (72, 95)
 
 
-@pytest.mark.xfail(strict=True, reason="state_updates replaces the whole health aspect with the newest message, "
-                                       "so within one batch a later spo2-only reading erases the heart rate "
-                                       "that the SQL upsert keeps across batches")
 def test_a_newer_spo2_reading_keeps_the_last_heart_rate_within_one_batch(store):
     store.commit_batch([watch(Health(ts=T0 + 1000, seq=1, heart_rate=72)), watch(Health(ts=T0 + 2000, seq=2, spo2=95))],
                        [], received_ms=T0 + 3000)
