@@ -47,6 +47,12 @@ class MqttSettings(_Section):
         Topics(v)
         return v
 
+    @model_validator(mode="after")
+    def _backoff_ordered(self):
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
 
 class SinkSettings(_Section):
     url: str = Field("http://127.0.0.1:8428", pattern=r"^https?://", description="InfluxDB (2.x/3.x) or VictoriaMetrics base URL")
@@ -69,6 +75,9 @@ class IngestSettings(_Section):
     auto_register: bool = Field(False, description="Accept messages from unregistered devices and register them")
     batch_size: int = Field(500, ge=1, le=10_000, description="Telemetry messages handled (and acknowledged) together")
     batch_linger_ms: int = Field(50, ge=0, le=5_000, description="How long a telemetry batch waits to fill")
+    network_process: bool = Field(
+        True, description="Receive telemetry in a child process, so MQTT and ingest each get a CPU core",
+    )
     dead_letter_payload_bytes: int = Field(1024, ge=0, le=65_536, description="How much of a bad payload dead-letter keeps")
 
 

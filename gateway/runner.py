@@ -9,6 +9,7 @@ import time
 from gateway.config import Settings
 from gateway.ingest import IngestPipeline, IngestWorker
 from gateway.models import CRITICAL_STREAMS
+from gateway.edge_process import ChildProcessSession
 from gateway.mqtt_edge import MqttSession
 from gateway.observer import MessageObserver
 from gateway.sink import TimeSeriesSink
@@ -48,8 +49,12 @@ class Gateway:
             ("telemetry", [f"{prefix}/#"], lambda t: not_device_data(t) or is_critical(t), ing.batch_size, ing.batch_linger_ms),
         ):
             inbox: queue.SimpleQueue = queue.SimpleQueue()
-            session = MqttSession(settings.mqtt, f"{settings.mqtt.client_id}-{lane}", subscriptions, inbox,
-                                  status_topic if lane == "critical" else None)
+            client_id = f"{settings.mqtt.client_id}-{lane}"
+            if lane == "telemetry" and ing.network_process:
+                session = ChildProcessSession(settings.mqtt, client_id, subscriptions, inbox)
+            else:
+                session = MqttSession(settings.mqtt, client_id, subscriptions, inbox,
+                                      status_topic if lane == "critical" else None)
             pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip)
             self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger)))
         self._stop = threading.Event()

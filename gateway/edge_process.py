@@ -1,0 +1,151 @@
+"""An MQTT session in a process of its own.
+
+paho's receive path costs about as much CPU per message as all of ingest,
+and in one process both share one GIL. Running the telemetry session in a
+child process gives each a core. The child only receives, forwards batches
+of raw messages over a pipe, and sends the PUBACKs the parent asks for; it
+never acknowledges anything by itself, so the delivery guarantee is the
+in-process one. If the parent dies the pipe closes and the child leaves;
+if the child dies the parent starts another (a new MQTT connection, so
+unacknowledged messages are redelivered and recognised by dedup).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+
+from gateway.config import MqttSettings
+from gateway.mqtt_edge import MqttSession, Received
+
+log = logging.getLogger(__name__)
+
+_FORWARD_EVERY_S = 0.002
+_GENERATION_STRIDE = 1_000_000  # keeps connection numbers unique across child restarts
+
+
+def _child(settings: MqttSettings, client_id: str, subscriptions: list[str], conn: Connection,
+           first_connection: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    session = MqttSession(settings, client_id, subscriptions, inbox)
+    session.connection = first_connection
+    send_lock = threading.Lock()
+    stop = threading.Event()
+
+    def forward() -> None:
+        connected = False
+        while not stop.is_set():
+            batch = []
+            try:
+                while True:
+                    r = inbox.get_nowait()
+                    batch.append((r.topic, r.payload, r.mid, r.qos, r.received_ms, r.connection))
+            except queue.Empty:
+                pass
+            with send_lock:
+                if batch:
+                    conn.send(("messages", batch))
+                if session.connected.is_set() != connected:
+                    connected = not connected
+                    conn.send(("connected", connected))
+            if not batch:
+                time.sleep(_FORWARD_EVERY_S)
+
+    session.start()
+    forwarder = threading.Thread(target=forward, name="forward", daemon=True)
+    forwarder.start()
+    try:
+        while True:
+            kind, body = conn.recv()
+            if kind == "ack":
+                session.ack([Received("", b"", mid, qos, 0, connection) for mid, qos, connection in body])
+            elif kind == "stop":
+                break
+    except (EOFError, OSError):
+        pass  # the parent is gone: leave without acknowledging anything more
+    stop.set()
+    session.stop()
+
+
+class ChildProcessSession:
+    """Looks like MqttSession to the ingest worker; the session itself runs in a child process."""
+
+    def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str],
+                 inbox: queue.SimpleQueue) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.subscriptions = subscriptions
+        self.inbox = inbox
+        self.connected = threading.Event()
+        self._ctx = mp.get_context("spawn")  # never fork a process that already runs threads
+        self._generation = 0
+        self._conn: Connection | None = None
+        self._proc = None
+        self._send_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    def _spawn(self) -> None:
+        self._generation += 1
+        parent_end, child_end = self._ctx.Pipe()
+        self._proc = self._ctx.Process(
+            target=_child, name=f"mqtt-{self.client_id}", daemon=True,
+            args=(self.settings, self.client_id, self.subscriptions, child_end,
+                  self._generation * _GENERATION_STRIDE),
+        )
+        self._proc.start()
+        child_end.close()
+        self._conn = parent_end
+
+    def start(self) -> None:
+        self._spawn()
+        self._reader = threading.Thread(target=self._read, name=f"from-{self.client_id}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kind, body = self._conn.recv()
+            except (EOFError, OSError):
+                self.connected.clear()
+                if self._stop.is_set():
+                    return
+                log.error("%s: MQTT child process ended (exit code %s); starting another",
+                          self.client_id, self._proc.exitcode)
+                self._proc.join(timeout=5)
+                time.sleep(0.5)
+                self._spawn()
+                continue
+            if kind == "messages":
+                put = self.inbox.put
+                for item in body:
+                    put(Received(*item))
+            elif kind == "connected":
+                (self.connected.set if body else self.connected.clear)()
+
+    def ack(self, batch: Sequence[Received]) -> None:
+        acks = [(r.mid, r.qos, r.connection) for r in batch if r.qos]
+        if not acks:
+            return
+        with self._send_lock:
+            try:
+                self._conn.send(("ack", acks))
+            except (OSError, ValueError):
+                pass  # child gone: the broker redelivers, dedup recognises
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._send_lock:
+            try:
+                self._conn.send(("stop", None))
+            except (OSError, ValueError):
+                pass
+        if self._proc is not None:
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
