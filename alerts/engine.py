@@ -41,21 +41,33 @@ class AlertEngine:
     # -- input ---------------------------------------------------------------
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
-        """Run the rules on messages not seen before; returns how many outbox rows were queued."""
+        """Run the rules on messages not seen before; returns how many outbox rows were queued.
+
+        Only keys of messages that raised findings are recorded: they are the
+        ones whose redelivery could open or repeat an alert. Other messages only
+        move in-memory state, whose latches make a replay harmless, so the
+        telemetry stream costs the database nothing.
+        """
         staged_w: dict[str, WatchState] = {}
         staged_e: dict[str, EquipmentState] = {}
+        in_batch: set[tuple[str, int]] = set()
+        raised: list[tuple[DeviceMessage, list[Finding]]] = []
+        for m in messages:
+            if m.key in in_batch:  # a key twice in one batch counts once
+                continue
+            in_batch.add(m.key)
+            found = self._run_rules(m, now_ms, staged_w, staged_e)
+            if found:
+                raised.append((m, found))
         queued = 0
-        with self._changes():
-            fresh = self.alerts.unseen({m.key for m in messages})
-            done = []
-            for m in messages:
-                if m.key not in fresh:
-                    continue
-                fresh.discard(m.key)  # a key twice in one batch counts once
-                done.append(m.key)
-                for f in self._run_rules(m, now_ms, staged_w, staged_e):
-                    queued += self._raise(f, now_ms)
-            self.alerts.mark_processed(done, now_ms)
+        if raised:
+            with self._changes():
+                fresh = self.alerts.unseen({m.key for m, _ in raised})
+                for m, found in raised:
+                    if m.key in fresh:
+                        for f in found:
+                            queued += self._raise(f, now_ms)
+                self.alerts.mark_processed(fresh, now_ms)
         # Memory state changes only once the transaction holding its consequences committed.
         self.watches.update(staged_w)
         self.equipment.update(staged_e)
