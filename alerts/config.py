@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class RetryPolicy(BaseModel):
@@ -16,6 +17,27 @@ class RetryPolicy(BaseModel):
     base_delay_s: float = Field(1.0, gt=0, description="Delay before the first retry; doubles each time")
     max_delay_s: float = Field(30.0, gt=0, description="Longest delay between retries")
     jitter: float = Field(0.2, ge=0, le=1, description="Random share added to or taken from each delay")
+
+
+class TwilioSettings(BaseModel):
+    """Twilio account for SMS and calls; all three of sid, token and from number, or the dry-run notifier is used."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_sid: str = Field("", pattern=r"^(AC[0-9a-fA-F]{32})?$", description="Account SID (AC + 32 hex digits); empty when not configured")
+    auth_token: SecretStr = Field(SecretStr(""), description="Auth token, also the key of webhook signatures (set it in the environment)")
+    from_number: str = Field("", pattern=r"^(\+[1-9][0-9]{1,14})?$", description="Sending number in E.164 (+8613...); empty when not configured")
+    api_base_url: str = Field("https://api.twilio.com", pattern=r"^https?://", description="REST API root; tests point it at a local mock")
+    timeout_s: float = Field(10, gt=0, description="Connect and read timeout of one request to Twilio")
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.account_sid and self.auth_token.get_secret_value() and self.from_number)
 
 
 class AlertSettings(BaseModel):
@@ -50,6 +72,11 @@ class AlertSettings(BaseModel):
     map_url_template: str = Field(
         "https://uri.amap.com/marker?position={lon},{lat}", description="Map link in SMS; {lat} and {lon} are filled in",
     )
+    map_datum: Literal["wgs84", "gcj02"] = Field(
+        "gcj02", description="Datum the map in map_url_template expects; AMap/Gaode/Tencent use GCJ-02",
+    )
+    twilio: TwilioSettings = Field(TwilioSettings(), description="Twilio account; without it notifications are only recorded (dry run)")
+    dry_run_log: Path = Field(Path("var/notifications.jsonl"), description="JSON-lines file the dry-run notifier appends each would-be send to")
 
     @field_validator("public_base_url")
     @classmethod

@@ -125,7 +125,8 @@ class AlertEngine:
         for phone, lang in self.directory.recipients(step, resident):
             if step.channel == "sms":
                 text = texts.alert_sms(name, alert.alert_type, alert.severity, alert.opened_ms, alert.lat, alert.lon,
-                                       language=lang, tz=self.settings.timezone, map_url_template=self.settings.map_url_template)
+                                       language=lang, tz=self.settings.timezone, map_url_template=self.settings.map_url_template,
+                                       map_datum=self.settings.map_datum)
             else:
                 text = texts.call_text(name, alert.alert_type, alert.severity, language=lang)
             if self.outbox.add(alert.id, str(alert.step), phone, step.channel, lang, text, now_ms):
