@@ -1,0 +1,154 @@
+"""Twilio SMS and voice through the official SDK; Twilio's answers become the project's send errors here, once.
+
+The SDK has no base-URL setting, so a subclass of its HTTP client rewrites the
+API prefix (the seam the SDK supports, used by tests to reach a local mock).
+Nothing here retries: Twilio has no idempotency key for creating messages or
+calls, so only the dispatcher, which knows the attempt's history, decides.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from xml.sax.saxutils import escape
+
+import requests
+import urllib3.exceptions
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from alerts.notifiers.base import (
+    Notification, PermanentSendError, RetryableSendError, SendReceipt, UnknownOutcomeError,
+)
+from alerts.wording import no_input_goodbye, press_one_prompt, say_language
+
+TWILIO_API = "https://api.twilio.com"
+TWIML_MAX_CHARS = 4000          # Twilio's limit for inline `Twiml` on a call
+PERMANENT_CODES = frozenset({21211, 21614, 21610, 21408})  # invalid To, not mobile, opted out, region not enabled
+RATE_LIMITED = 20429
+CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
+
+
+def _attr(value: str) -> str:
+    return escape(value, {'"': "&quot;"})
+
+
+def _escaped_within(text: str, budget: int) -> str:
+    """The longest prefix of `text` whose escaped form fits `budget` characters (never half an entity)."""
+    out, used = [], 0
+    for ch in text:
+        piece = escape(ch)
+        if used + len(piece) > budget:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out)
+
+
+def voice_twiml(text: str, language: str, gather_action_url: str | None) -> str:
+    """The call: the alert, "press 1 to accept" in a one-digit Gather, and a goodbye when nothing is pressed.
+
+    Within Twilio's 4,000-character inline limit: the spoken alert is cut short, the tags never.
+    """
+    lang = _attr(say_language(language))
+    action = f' action="{_attr(gather_action_url)}"' if gather_action_url else ""
+    head = f'<Response><Gather numDigits="1"{action} method="POST"><Say language="{lang}">'
+    tail = (f'</Say><Say language="{lang}">{escape(press_one_prompt(language))}</Say></Gather>'
+            f'<Say language="{lang}">{escape(no_input_goodbye(language))}</Say></Response>')
+    return head + _escaped_within(text, TWIML_MAX_CHARS - len(head) - len(tail)) + tail
+
+
+class BaseUrlHttpClient(TwilioHttpClient):
+    """The SDK's HTTP client sending to `api_base_url` instead of api.twilio.com; remembers each thread's last response."""
+
+    def __init__(self, api_base_url: str = TWILIO_API, timeout_s: float = 10) -> None:
+        super().__init__(timeout=timeout_s)
+        self.api_base_url = api_base_url.rstrip("/")
+        self._last = threading.local()
+
+    @property
+    def last_response(self) -> Response | None:
+        return getattr(self._last, "response", None)
+
+    def request(self, method, url, params=None, data=None, headers=None, auth=None, timeout=None,
+                allow_redirects=False) -> Response:
+        if url.startswith(TWILIO_API):
+            url = self.api_base_url + url[len(TWILIO_API):]
+        self._last.response = None
+        response = super().request(method, url, params, data, headers, auth, timeout, allow_redirects)
+        self._last.response = response
+        return response
+
+
+def retry_after_s(headers, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or unreadable."""
+    value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now))
+    except (TypeError, ValueError):
+        return None
+
+
+def _sent_nothing(e: requests.ConnectionError) -> bool:
+    """True when the connection itself failed (refused, DNS, connect timeout, TLS handshake), so no request left."""
+    if isinstance(e, requests.ConnectTimeout):
+        return True
+    reason = e.args[0] if e.args else None
+    reason = getattr(reason, "reason", reason)   # requests wraps urllib3's MaxRetryError around the cause
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+                               urllib3.exceptions.SSLError))
+
+
+def classify(e: Exception, retry_after: float | None = None) -> Exception:
+    """The project's send error for what the SDK or requests raised."""
+    if isinstance(e, (TwilioRestException, TwilioServiceException)):
+        status, code = e.status, e.code
+        code = code if isinstance(code, int) else None
+        what = f"Twilio HTTP {status}" + (f" code {code}" if code else "") + f": {getattr(e, 'msg', '') or getattr(e, 'title', '')}"
+        if status == 429 or code == RATE_LIMITED:
+            return RetryableSendError(what, code, retry_after)
+        if isinstance(status, int) and status >= 500:
+            return RetryableSendError(what, code, retry_after)
+        if code in PERMANENT_CODES or (isinstance(status, int) and 400 <= status < 500):
+            return PermanentSendError(what, code)
+        return UnknownOutcomeError(what)
+    if isinstance(e, requests.ConnectionError) and _sent_nothing(e):
+        return RetryableSendError(f"no connection to Twilio: {e}")
+    # A read timeout, a dropped connection, anything else: the request may have been acted on.
+    return UnknownOutcomeError(f"{type(e).__name__}: {e}")
+
+
+class TwilioNotifier:
+    name = "twilio"
+
+    def __init__(self, account_sid: str, auth_token: str, from_number: str, *,
+                 api_base_url: str = TWILIO_API, timeout_s: float = 10) -> None:
+        self.from_number = from_number
+        self.http_client = BaseUrlHttpClient(api_base_url, timeout_s)
+        self.client = Client(account_sid, auth_token, http_client=self.http_client)
+
+    def send(self, notification: Notification) -> SendReceipt:
+        if notification.channel not in ("sms", "voice"):
+            raise PermanentSendError(f"Twilio has no channel {notification.channel!r}")
+        try:
+            created = self._create(notification)
+        except Exception as e:
+            last = self.http_client.last_response
+            raise classify(e, retry_after_s(last.headers) if last is not None else None) from e
+        return SendReceipt(created.sid, str(created.status or "queued"))
+
+    def _create(self, n: Notification):
+        callback = {"status_callback": n.status_callback_url} if n.status_callback_url else {}
+        if n.channel == "sms":
+            return self.client.messages.create(to=n.to, from_=self.from_number, body=n.text, **callback)
+        return self.client.calls.create(to=n.to, from_=self.from_number,
+                                        twiml=voice_twiml(n.text, n.language, n.gather_action_url),
+                                        status_callback_event=CALL_EVENTS, **callback)
