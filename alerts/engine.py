@@ -6,6 +6,7 @@ restarts silence timers; alerts, events, processed keys and the outbox are durab
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -37,10 +38,17 @@ class AlertEngine:
         self.equipment: dict[str, EquipmentState] = {}
         self.listeners: list[Listener] = []
         self._events: list[AlertEvent] = []
+        # The critical and telemetry lanes observe from their own threads and the ticker runs
+        # silence rules: per-device state is read and replaced under this lock, never concurrently.
+        self._rules_lock = threading.Lock()
 
     # -- input ---------------------------------------------------------------
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
+        with self._rules_lock:
+            return self._observe(messages, now_ms)
+
+    def _observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
         """Run the rules on messages not seen before; returns how many outbox rows were queued.
 
         Only keys of messages that raised findings are recorded: they are the
@@ -154,6 +162,10 @@ class AlertEngine:
 
     def tick(self, now_ms: int) -> int:
         """Silence rules, unknown-outcome expiry and escalation deadlines; returns outbox rows queued."""
+        with self._rules_lock:
+            return self._tick(now_ms)
+
+    def _tick(self, now_ms: int) -> int:
         queued = 0
         watches, equipment = dict(self.watches), dict(self.equipment)
         with self._changes():

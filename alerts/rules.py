@@ -62,6 +62,7 @@ class EquipmentState:
     last_telemetry_ms: int = 0
     stall_fired: bool = False
     silent_fired: bool = False
+    over_limit: bool = False  # latched while heart rate stays above the limit: one finding per crossing
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,15 +182,20 @@ def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx
     state = replace(state, last_seen_ms=now_ms, silent_fired=False)
     if isinstance(p, EquipmentSession):
         sid = p.session_id if p.event == "start" else None
-        return replace(state, session_id=sid, last_telemetry_ms=now_ms, stall_fired=False), None
+        return replace(state, session_id=sid, last_telemetry_ms=now_ms, stall_fired=False, over_limit=False), None
     if not isinstance(p, EquipmentTelemetry):
         return state, None
     state = replace(state, session_id=p.session_id, last_telemetry_ms=now_ms, stall_fired=False)
     age = ctx.directory.equipment_user_age(msg.device_id)
     limit = ctx.settings.overexertion_share * (220 - age)
-    if p.heart_rate is None or p.heart_rate <= limit:
+    if p.heart_rate is None:
         return state, None
-    return state, _finding("overexertion", msg, detail=f"heart rate {p.heart_rate} above {limit:.0f} (age {age})")
+    if p.heart_rate <= limit:
+        return replace(state, over_limit=False), None
+    if state.over_limit:  # still above: the open alert already says so
+        return state, None
+    return (replace(state, over_limit=True),
+            _finding("overexertion", msg, detail=f"heart rate {p.heart_rate} above {limit:.0f} (age {age})"))
 
 
 def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: RuleContext):

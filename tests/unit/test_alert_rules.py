@@ -110,6 +110,16 @@ def test_overexertion_uses_community_default_age_for_shared_equipment():
     assert f.alert_type == "overexertion" and "age 70" in f.detail
 
 
+def test_overexertion_fires_once_per_crossing_not_once_per_second():
+    tel = dict(session_id="s1", elapsed_s=10, count=5, energy_kcal=1.0)
+    state, fired = EquipmentState(), []
+    for seq, hr in enumerate([128, 135, 140, 120, 130, 131], start=1):
+        state, f = detect_equipment(state, msg("eq-1", "telemetry", seq, DAY, heart_rate=hr, **tel), DAY, CTX)
+        fired.append(f is not None)
+    # above, still above, still above, back under, above again, still above
+    assert fired == [True, False, False, False, True, False]
+
+
 def test_overexertion_uses_assigned_residents_age():
     # resident age 80 -> limit 119
     tel = dict(session_id="s1", elapsed_s=10, count=5, energy_kcal=1.0, heart_rate=120)
