@@ -40,6 +40,7 @@ _CALL_OPENING = {ZH: {"red": "紧急警报。", "orange": "警报。", "yellow":
 _OUTCOME = {ZH: {"accepted": "受理", "resolved": "处理完毕"}, EN: {"accepted": "accepted", "resolved": "resolved"}}
 _PRESS_ONE = {ZH: "请按1接受此警报。", EN: "Press 1 to accept this alert."}
 _NO_INPUT = {ZH: "没有收到按键，再见。", EN: "No key was pressed. Goodbye."}
+_THANKS = {ZH: "谢谢，您已接受此警报。", EN: "Thank you. You have accepted this alert."}
 
 
 def wording_language(language: str) -> str:
@@ -101,3 +102,7 @@ def press_one_prompt(language: str) -> str:
 
 def no_input_goodbye(language: str) -> str:
     return _NO_INPUT[wording_language(language)]
+
+
+def accepted_thanks(language: str) -> str:
+    return _THANKS[wording_language(language)]

@@ -6,28 +6,18 @@ changes nothing.
 """
 # No `from __future__ import annotations`: FastAPI must resolve the local `Signed` alias at definition time.
 from typing import Annotated
-from xml.sax.saxutils import escape, quoteattr
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
+from alerts.notifiers.twilio import say_twiml, voice_twiml
 from alerts.service import AlertService
-
-_THANKS = {"zh": "谢谢，您已接受此警报。", "en": "Thank you. You have accepted this alert."}
-_PRESS_ONE = {"zh": "请按1接受此警报。", "en": "Press 1 to accept this alert."}
-
-
-def _say(text: str, language: str) -> str:
-    return f"<Say language={quoteattr(language)}>{escape(text)}</Say>"
+from alerts.wording import accepted_thanks
 
 
 def _twiml(body: str) -> Response:
-    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>', media_type="application/xml")
-
-
-def _local(table: dict[str, str], language: str) -> str:
-    return table.get(language.split("-")[0], table["en"])
+    return Response('<?xml version="1.0" encoding="UTF-8"?>' + body, media_type="application/xml")
 
 
 def twilio_router(service: AlertService, auth_token: str, public_base_url: str) -> APIRouter:
@@ -43,7 +33,8 @@ def twilio_router(service: AlertService, auth_token: str, public_base_url: str) 
         params = {k: v[0] if len(v) == 1 else v for k, v in params.items()}
         url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         signature = request.headers.get("X-Twilio-Signature", "")
-        if not signature or not validator.validate(url, params, signature):
+        # Without a configured auth token nothing can be verified, so nothing is accepted.
+        if not auth_token or not signature or not validator.validate(url, params, signature):
             raise HTTPException(status_code=403, detail="invalid Twilio signature")
         return {k: v if isinstance(v, str) else v[-1] for k, v in params.items()}
 
@@ -68,9 +59,8 @@ def twilio_router(service: AlertService, auth_token: str, public_base_url: str) 
             raise HTTPException(status_code=404, detail="no such attempt")
         if form.get("Digits") == "1":
             await run_in_threadpool(service.accept_by_attempt, attempt_id)
-            return _twiml(_say(_local(_THANKS, row.language), row.language))
-        action = quoteattr(base + request.url.path)
-        prompt = _say(row.text, row.language) + _say(_local(_PRESS_ONE, row.language), row.language)
-        return _twiml(f'<Gather numDigits="1" action={action} method="POST">{prompt}</Gather>')
+            return _twiml(say_twiml(accepted_thanks(row.language), row.language))
+        # Another key: say the alert again and ask once more.
+        return _twiml(voice_twiml(row.text, row.language, base + request.url.path))
 
     return router

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from alerts.directory import DirectoryError, load_directory
 from gateway.broker_accounts import acl_text, new_password, set_password
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.models import DeviceKind
@@ -45,22 +46,32 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(settings: Settings) -> int:
     from gateway.runner import Gateway
-    from gateway.wiring import build_observer
+    from gateway.wiring import WebServer, build_observer
 
-    observer = build_observer(settings)
-    gateway = Gateway(settings, observer=observer)
+    try:
+        alerts = build_observer(settings)
+    except DirectoryError as e:
+        print(f"eldercare-gateway: {e}", file=sys.stderr)
+        return 2
+    # The dispatcher starts first: it settles rows a crash left mid-send before new messages arrive.
+    alerts.start()
+    web = WebServer(settings, alerts) if settings.web.enabled else None
+    if web:
+        web.start()
+    gateway = Gateway(settings, observer=alerts)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     gateway.start()
     logging.getLogger("gateway").info(
-        "gateway %s running: broker %s:%s, store %s, sink %s", settings.instance, settings.mqtt.host,
-        settings.mqtt.port, settings.store.path, settings.sink.url,
+        "gateway %s running: broker %s:%s, store %s, sink %s, alerts %s", settings.instance, settings.mqtt.host,
+        settings.mqtt.port, settings.store.path, settings.sink.url, settings.alerts.db_path,
     )
     stop.wait()
     gateway.stop()
-    if hasattr(observer, "stop"):
-        observer.stop()
+    if web:
+        web.stop()
+    alerts.close()
     return 0
 
 
@@ -98,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eldercare-gateway: {e}", file=sys.stderr)
         return 2
     if args.validate_config:
+        try:
+            load_directory(settings.alerts.community_file)
+        except DirectoryError as e:
+            print(f"eldercare-gateway: {e}", file=sys.stderr)
+            return 2
         print(settings.model_dump_json(indent=2))
         print("configuration is valid", file=sys.stderr)
         return 0

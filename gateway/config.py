@@ -12,8 +12,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from alerts.config import AlertSettings
 from gateway.decode import DEFAULT_MAX_PAYLOAD
 from gateway.topics import DEFAULT_PREFIX, Topics
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -81,6 +83,13 @@ class IngestSettings(_Section):
     dead_letter_payload_bytes: int = Field(1024, ge=0, le=65_536, description="How much of a bad payload dead-letter keeps")
 
 
+class WebSettings(_Section):
+    enabled: bool = Field(True, description="Serve Twilio's webhooks and the operator API")
+    host: str = Field("127.0.0.1", description="Address to listen on (put a TLS reverse proxy in front for Twilio)")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
+    api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the operator API; empty keeps it closed")
+
+
 class Settings(BaseSettings):
     """Everything the gateway reads at start-up."""
 
@@ -95,6 +104,8 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
+    alerts: AlertSettings = AlertSettings()
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def _inflight_leaves_room_for_a_batch(self):

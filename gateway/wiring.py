@@ -1,9 +1,43 @@
-"""Builds what reacts to accepted messages (the alert engine) from the settings."""
+"""Builds what runs beside ingest: the alert service (the ingest observer) and the web server."""
 from __future__ import annotations
 
+import logging
+import threading
+
+from alerts.service import AlertService, build_alert_service
 from gateway.config import Settings
-from gateway.observer import MessageObserver
+
+log = logging.getLogger(__name__)
 
 
-def build_observer(settings: Settings) -> MessageObserver | None:
-    return None
+def build_observer(settings: Settings) -> AlertService:
+    """The alert engine with its notifier (Twilio when configured, otherwise dry-run); call `start()`."""
+    from alerts.notifiers.factory import build_notifier
+
+    return build_alert_service(settings.alerts, build_notifier(settings.alerts))
+
+
+class WebServer:
+    """Uvicorn in a thread: Twilio's webhooks and the operator API."""
+
+    def __init__(self, settings: Settings, service: AlertService) -> None:
+        import uvicorn
+
+        from dashboards.app import create_app
+
+        app = create_app(service, twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),
+                         public_base_url=settings.alerts.public_base_url,
+                         api_token=settings.web.api_token.get_secret_value() or None)
+        config = uvicorn.Config(app, host=settings.web.host, port=settings.web.port, log_level="warning",
+                                lifespan="off", access_log=False)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self.address = f"http://{settings.web.host}:{settings.web.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("web: webhooks and operator API on %s", self.address)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)

@@ -60,6 +60,11 @@ def voice_twiml(text: str, language: str, gather_action_url: str | None) -> str:
     return head + _escaped_within(text, TWIML_MAX_CHARS - len(head) - len(tail)) + tail
 
 
+def say_twiml(text: str, language: str) -> str:
+    """A call's answer that only speaks (e.g. the thanks after the callee pressed 1)."""
+    return f'<Response><Say language="{_attr(say_language(language))}">{escape(text)}</Say></Response>'
+
+
 class BaseUrlHttpClient(TwilioHttpClient):
     """The SDK's HTTP client sending to `api_base_url` instead of api.twilio.com; remembers each thread's last response."""
 
