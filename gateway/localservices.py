@@ -7,6 +7,7 @@ directories, so a newcomer's demo and the test suite use the real thing.
 from __future__ import annotations
 
 import os
+import sys
 import re
 import shutil
 import signal
@@ -199,3 +200,44 @@ class LocalVictoriaMetrics(_ChildService):
     def flush(self) -> None:
         """Make everything written so far visible to queries."""
         urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+
+
+def settings_env(settings: dict, prefix: str = "ELDERCARE") -> dict[str, str]:
+    """Nested settings as the environment variables the gateway reads (ELDERCARE_ALERTS__TWILIO__API_BASE_URL)."""
+    env = {}
+    for key, value in settings.items():
+        name = f"{prefix}_{key.upper()}" if prefix == "ELDERCARE" else f"{prefix}__{key.upper()}"
+        if isinstance(value, dict):
+            env |= settings_env(value, name)
+        else:
+            env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+class LocalGateway(_ChildService):
+    """`python -m gateway run` as a child process, configured through the environment."""
+
+    name = "gateway"
+
+    def __init__(self, workdir: Path, settings: dict) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.log_file = self.workdir / f"{self.name}.log"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        log = open(self.log_file, "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")} | settings_env(self.settings)
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run"], cwd=REPO_ROOT, env=env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.log_file.read_bytes()[offset:].decode(errors="replace")
+            if "critical: connected" in text and "telemetry: connected" in text:
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"gateway did not connect; its log ends:\n{text[-3000:]}")
+            time.sleep(0.1)
