@@ -32,6 +32,9 @@ from gateway.localservices import LocalMosquitto, LocalVictoriaMetrics  # noqa: 
 from gateway.models import DeviceKind  # noqa: E402
 from gateway.runner import Gateway  # noqa: E402
 from gateway.store import OperationalStore  # noqa: E402
+from gateway.wiring import build_observer  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def messages(count: int, devices: int, seed: int = 7):
@@ -135,12 +138,16 @@ def gateway_run(broker, tsdb, workdir: Path, count: int, devices: int) -> tuple[
         mqtt={"port": broker.port, "password": broker.gateway.password, "client_id": "bench-gw"},
         sink={"url": tsdb.url, "spool_dir": str(workdir / "spool")},
         store={"path": str(workdir / "gateway.db")},
+        alerts={"db_path": str(workdir / "alerts.db"), "dry_run_log": str(workdir / "notifications.jsonl"),
+                "community_file": str(REPO / "examples" / "community.toml")},
     )
     store = OperationalStore(settings.store.path)
     now = int(time.time() * 1000)
     for d in range(devices):
         store.register_device(f"bench-{d}", DeviceKind.WATCH, now)
-    gateway = Gateway(settings)
+    alerts = build_observer(settings)  # the alert engine sees every message, as in production
+    alerts.start()
+    gateway = Gateway(settings, observer=alerts)
     telemetry = next(worker for _, worker in gateway.lanes if worker.name == "telemetry")
     start = time.perf_counter()
     gateway.start()
@@ -151,6 +158,7 @@ def gateway_run(broker, tsdb, workdir: Path, count: int, devices: int) -> tuple[
     elapsed = time.perf_counter() - start
     stats = gateway.stats()
     gateway.stop()
+    alerts.close()
     return count / elapsed, stats
 
 
@@ -174,7 +182,7 @@ def main() -> None:
             fill(broker, broker.simulator, args.messages, args.devices)
             gw, stats = gateway_run(broker, tsdb, work, args.messages, args.devices)
             tsdb.flush()
-            print(f"gateway (validate, dedup, VictoriaMetrics, SQLite, ack): {gw:,.0f} msg/s")
+            print(f"gateway (validate, dedup, VictoriaMetrics, SQLite, alert rules, ack): {gw:,.0f} msg/s")
             print(f"ratio gateway / bare: {gw / bare:.2f}   (publisher filled at {pub_rate:,.0f} msg/s)")
             lost = args.messages - stats["telemetry"]["accepted"]
             print(f"lost: {lost}   sink: {stats['sink']}")
@@ -186,7 +194,7 @@ def main() -> None:
             [
                 ("messages (QoS 1, MQTT v5)", f"{args.messages:,}"),
                 ("bare paho subscriber, count only", f"{bare:,.0f} msg/s"),
-                ("gateway, end to end into VictoriaMetrics + SQLite", f"{gw:,.0f} msg/s"),
+                ("gateway, end to end into VictoriaMetrics + SQLite + alert engine", f"{gw:,.0f} msg/s"),
                 ("ratio gateway / bare (target >= 0.6)", f"{gw / bare:.2f}"),
                 ("messages lost", f"{lost}"),
             ],

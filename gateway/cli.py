@@ -48,6 +48,9 @@ def _run(settings: Settings) -> int:
     from gateway.runner import Gateway
     from gateway.wiring import WebServer, build_observer
 
+    # Several busy threads share the GIL; a shorter switch interval lets the critical lane's
+    # network thread and the dispatcher run sooner while telemetry batches are being judged.
+    sys.setswitchinterval(0.001)
     try:
         alerts = build_observer(settings)
     except DirectoryError as e:

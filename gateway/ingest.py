@@ -3,14 +3,16 @@
 For each batch, in this order:
 1. judge every message (decode), reject unknown devices;
 2. drop keys already committed and repeats within the batch;
-3. write the new points to the sink (store or disk spool);
-4. let the observer (alert engine) see the new messages;
+3. let the observer (alert engine) see the new messages: first, so an SOS
+   becomes an alert without waiting for the time-series write, and even if
+   the time-series store rejects its point;
+4. write the new points to the sink (store or disk spool);
 5. commit dedup keys, last state, track and dead letters in one transaction;
 6. only then acknowledge the batch to the broker.
 
-A crash before 5 redelivers the batch: the sink gets the same points again
-(same series and timestamp, so the store keeps one) and the observer
-recognises the keys itself. A crash after 5 redelivers keys that step 2 drops.
+A crash before 5 redelivers the batch: the observer recognises the keys
+itself and the sink gets the same points again (same series and timestamp,
+so the store keeps one). A crash after 5 redelivers keys that step 2 drops.
 """
 from __future__ import annotations
 
@@ -136,17 +138,17 @@ class IngestPipeline:
         return Judged(now_ms, fresh, fresh_raw, dead)
 
     def commit(self, judged: Judged) -> None:
-        """Steps 3 to 5: sink, observer, store. Raises if any fails; then nothing is committed."""
+        """Steps 3 to 5: observer, sink, store. Raises if any fails; then the store commits nothing."""
         fresh, dead = judged.fresh, judged.dead
         if fresh:
+            if self.observer is not None:
+                self.observer.observe(fresh, judged.now_ms)
             try:
                 self.sink.write([to_line(m) for m in fresh])
             except SinkRejected as e:
                 # Keep the bytes: nothing valid is lost, an operator can replay them.
                 dead = dead + [self._dead(r, "sink_rejected", str(e)) for r in judged.fresh_raw]
                 fresh = []
-            if fresh and self.observer is not None:
-                self.observer.observe(fresh, judged.now_ms)
         self.store.commit_batch(fresh, dead, judged.now_ms)
         self.stats.accepted += len(fresh)
 

@@ -162,7 +162,7 @@ def test_a_device_registered_while_the_pipeline_runs_is_admitted(store, sink):
     assert len(sink.lines) == 1
 
 
-def test_a_batch_the_sink_rejects_goes_to_dead_letter_and_is_not_marked_seen(store, observer):
+def test_a_batch_the_sink_rejects_goes_to_dead_letter_but_the_alert_engine_still_saw_it(store, observer):
     sink = RecordingSink(fail_with=SinkRejected("store refused the batch: HTTP 400"))
     p = pipeline(store, sink, observer)
     p.handle([heart_rate(1), heart_rate(2)])
@@ -172,18 +172,20 @@ def test_a_batch_the_sink_rejects_goes_to_dead_letter_and_is_not_marked_seen(sto
     ]
     assert store.dead_letters()[0].payload == b'{"ts": 1767225600001, "seq": 1, "heart_rate": 72}'
     assert store.already_seen([("w1", 1), ("w1", 2)]) == set()
-    assert observer.calls == []
+    # An SOS must raise its alert even if the time-series store refuses its point.
+    assert observer.keys == [("w1", 1), ("w1", 2)]
     assert (p.stats.accepted, p.stats.dead_letters["sink_rejected"]) == (0, 2)
 
 
-def test_a_sink_failure_propagates_and_commits_nothing(store, observer):
+def test_a_sink_failure_propagates_and_the_store_commits_nothing(store, observer):
     sink = RecordingSink(fail_with=ConnectionError("store unreachable"))
     p = pipeline(store, sink, observer)
     with pytest.raises(ConnectionError):
         p.handle([heart_rate(1), received(HEALTH, b"{not json")])
     assert store.already_seen([("w1", 1)]) == set()
     assert store.dead_letters() == [] and store.last_state("w1") is None
-    assert observer.calls == [] and p.stats.accepted == 0
+    # The observer ran first (alerts never wait for the time-series write) and dedups the redelivery itself.
+    assert observer.keys == [("w1", 1)] and p.stats.accepted == 0
 
 
 def test_a_batch_that_failed_in_the_sink_is_handled_in_full_when_retried(store, observer):
@@ -196,7 +198,7 @@ def test_a_batch_that_failed_in_the_sink_is_handled_in_full_when_retried(store, 
     p.handle(batch)
     assert sink.lines == ["health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001"]
     assert [d.reason for d in store.dead_letters()] == ["bad_json"]
-    assert observer.keys == [("w1", 1)]
+    assert observer.keys == [("w1", 1), ("w1", 1)]  # seen again on the retry; the alert engine dedups by key
 
 
 def test_an_observer_failure_propagates_and_commits_nothing(store, sink):
