@@ -46,6 +46,18 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 15.0, wh
     raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s} s")
 
 
+def terminate(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM a child we started, and SIGKILL it if it has not left within the timeout."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _require(program: str, package: str) -> str:
     path = shutil.which(program) or next(
         (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.access(p, os.X_OK)), None
@@ -71,13 +83,7 @@ class _ChildService:
         wait_for_port(self.port, self.proc, what=self.name)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
