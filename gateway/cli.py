@@ -75,6 +75,7 @@ def _run(settings: Settings) -> int:
     if web:
         web.stop()
     alerts.close()
+    logging.getLogger("gateway").info("gateway %s stopped", settings.instance)
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ _GENERATION_STRIDE = 1_000_000  # keeps connection numbers unique across child r
 
 def _child(settings: MqttSettings, client_id: str, subscriptions: list[str], conn: Connection,
            first_connection: int) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     session = MqttSession(settings, client_id, subscriptions, inbox)
