@@ -131,14 +131,18 @@ class Directory:
     def wearer(self, device_id: str) -> Resident | None:
         return self._by_watch.get(device_id)
 
+    def equipment_user(self, device_id: str) -> Resident | None:
+        """The resident a machine is assigned to (e.g. in their home); None for shared equipment."""
+        e = self._equipment.get(device_id)
+        return self.resident(e.resident_id) if e else None
+
     def equipment_user_age(self, device_id: str) -> int:
         """The assigned resident's age, else the community default (sessions name no user)."""
-        e = self._equipment.get(device_id)
-        r = self.resident(e.resident_id) if e else None
+        r = self.equipment_user(device_id)
         return r.age if r else self.community.default_age
 
-    def plan_for(self, resident: Resident | None, severity: str, equipment: bool) -> Plan:
-        if equipment:
+    def plan_for(self, resident: Resident | None, severity: str, maintenance: bool) -> Plan:
+        if maintenance:
             return self.community.maintenance_plan
         if severity == "yellow":
             return self.community.yellow_plan

@@ -99,12 +99,20 @@ class AlertEngine:
         return found
 
     @staticmethod
-    def _is_equipment(alert_type: str) -> bool:
-        return alert_type.startswith("equipment_") or alert_type == "overexertion"
+    def _for_maintenance(alert_type: str) -> bool:
+        """A machine's own trouble goes to maintenance; overexertion is about the person on it."""
+        return alert_type.startswith("equipment_")
+
+    def _concerned(self, f: Finding) -> Resident | None:
+        if self._for_maintenance(f.alert_type):
+            return None
+        if f.alert_type == "overexertion":
+            return self.directory.equipment_user(f.device_id)
+        return self.directory.wearer(f.device_id)
 
     def _raise(self, f: Finding, now_ms: int) -> int:
         """Open an alert for a finding, or record it on the open alert of the same subject and type."""
-        resident = None if self._is_equipment(f.alert_type) else self.directory.wearer(f.device_id)
+        resident = self._concerned(f)
         subject = resident.id if resident else f.device_id
         existing = self.alerts.open_alert(subject, f.alert_type)
         if existing is not None:
@@ -122,7 +130,7 @@ class AlertEngine:
 
     def _plan(self, alert: Alert):
         resident = self.directory.resident(alert.resident_id)
-        return self.directory.plan_for(resident, alert.severity, self._is_equipment(alert.alert_type))
+        return self.directory.plan_for(resident, alert.severity, self._for_maintenance(alert.alert_type))
 
     def _queue_step(self, alert: Alert, now_ms: int) -> int:
         plan = self._plan(alert)

@@ -143,3 +143,28 @@ def test_unknown_resident_gets_an_alert_keyed_by_device(tmp_path):
     [alert] = svc.alerts()
     assert alert.subject == "stranger" and alert.resident_id is None
     svc.close()
+
+
+def _overexert(device_id: str) -> list:
+    return [msg(device_id, "telemetry", 1, DAY, session_id="s1", elapsed_s=60, count=30, energy_kcal=5.0, heart_rate=160)]
+
+
+def test_overexertion_on_shared_equipment_calls_the_duty_line_not_maintenance(service):
+    service.observe(_overexert("eq-park"), DAY)
+    [alert] = service.alerts("open")
+    assert (alert.alert_type, alert.subject, alert.resident_id) == ("overexertion", "eq-park", None)
+    assert rows(service, alert.id) == [("0", DUTY["service_centre"], "voice", "pending")]
+
+
+def test_overexertion_on_a_residents_own_machine_is_their_alert(service):
+    service.observe(_overexert("eq-home"), DAY)
+    [alert] = service.alerts("open")
+    assert (alert.subject, alert.resident_id) == ("r-1", "r-1")
+
+
+def test_an_equipment_fault_goes_to_maintenance(service):
+    service.observe([msg("eq-park", "session", 1, DAY, event="start", session_id="s1", equipment_type="rower")], DAY)
+    service.tick(DAY + 10 * 60_000)  # the session stopped reporting
+    [alert] = service.alerts("open")
+    assert alert.alert_type == "equipment_fault"
+    assert [(r[1], r[2]) for r in rows(service, alert.id)] == [(DUTY["maintenance"], "sms")]

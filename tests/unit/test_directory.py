@@ -58,6 +58,6 @@ def test_resident_plan_overrides_the_default_for_red_but_not_yellow():
     data["residents"][0]["escalation_plan"] = [{"channel": "sms", "target": "family_all"}]
     d = parse_community(data)
     wang = d.wearer("w1")
-    assert d.plan_for(wang, "red", equipment=False)[0].target == "family_all"
-    assert d.plan_for(wang, "yellow", equipment=False)[0].target == "service_desk"
-    assert d.plan_for(None, "orange", equipment=True)[0].target == "maintenance"
+    assert d.plan_for(wang, "red", maintenance=False)[0].target == "family_all"
+    assert d.plan_for(wang, "yellow", maintenance=False)[0].target == "service_desk"
+    assert d.plan_for(None, "orange", maintenance=True)[0].target == "maintenance"
