@@ -65,6 +65,7 @@ class AlertSettings(BaseModel):
     unknown_outcome_window_s: float = Field(
         300, gt=0, description="How long to wait for a status callback on an unknown-outcome send before handing it to an operator",
     )
+    send_concurrency: int = Field(4, ge=1, le=32, description="Notifications sent at the same time (most urgent first)")
     tick_interval_s: float = Field(1.0, gt=0, le=60, description="How often deadlines and silence rules are checked")
     public_base_url: str = Field(
         "http://127.0.0.1:8000", pattern=r"^https?://", description="Public URL Twilio reaches the webhooks at (signatures are checked against it)",

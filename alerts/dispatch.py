@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from alerts.config import AlertSettings
 from alerts.engine import AlertEngine
@@ -33,6 +34,7 @@ class Dispatcher:
         self.clock = clock
         self.rand = rand
         self.wake = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, gone after stop()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -47,10 +49,19 @@ class Dispatcher:
                 self.engine.note(row, "notification_unknown", "process stopped mid-send; waiting for a status callback", now)
 
     def run_once(self) -> int:
-        """Send every due row once; returns how many were tried."""
+        """Send every due row once, up to `send_concurrency` at a time; returns how many were tried.
+
+        Rows come most urgent first; sending several at once keeps one slow request (Twilio
+        answering in seconds, or timing out) from holding up the calls behind it.
+        """
         rows = self.outbox.due(self.now_ms())
-        for row in rows:
-            self.send(row)
+        if len(rows) <= 1 or self.settings.send_concurrency <= 1:
+            for row in rows:
+                self.send(row)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.settings.send_concurrency, thread_name_prefix="alert-send")
+            list(self._pool.map(self.send, rows))
         return len(rows)
 
     def notification(self, row: OutboxRow) -> Notification:
@@ -117,6 +128,9 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():

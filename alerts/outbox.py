@@ -75,9 +75,13 @@ class Outbox:
         return [AttemptOutcome(s, d) for s, d in rows]
 
     def due(self, now_ms: int, limit: int = 50) -> list[OutboxRow]:
+        """Rows ready to send, red alerts' first: an SOS never queues behind a backlog of yellow SMS."""
+        cols = ", ".join(f"o.{c.strip()}" for c in _COLS.split(","))
         with self.db.transaction() as c:
-            rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE status=? AND due_ms<=? ORDER BY due_ms, id LIMIT ?",
-                             (PENDING, now_ms, limit)).fetchall()
+            rows = c.execute(
+                f"SELECT {cols} FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE o.status=? AND o.due_ms<=?"
+                " ORDER BY CASE a.severity WHEN 'red' THEN 0 WHEN 'orange' THEN 1 ELSE 2 END, o.due_ms, o.id LIMIT ?",
+                (PENDING, now_ms, limit)).fetchall()
         return [OutboxRow(*r) for r in rows]
 
     def next_due_ms(self) -> int | None:

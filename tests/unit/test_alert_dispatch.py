@@ -1,6 +1,8 @@
 """The dispatch worker: retries, failures, unknown outcomes and crash recovery."""
 from __future__ import annotations
 
+import threading
+
 from alerts.config import AlertSettings, RetryPolicy
 from alerts.dispatch import retry_delay_s
 from alerts.notifiers.base import PermanentSendError, RetryableSendError, UnknownOutcomeError
@@ -147,3 +149,46 @@ def test_started_worker_sends_as_soon_as_woken(tmp_path):
         assert only_row(svc).status == "sent" and len(fake.sent) == 1
     finally:
         svc.close()
+
+
+def test_red_alerts_go_out_before_earlier_yellow_ones(tmp_path):
+    fake = FakeNotifier()
+    svc = make_service(tmp_path, fake, send_concurrency=1)
+    svc.observe([msg("w1", "service_call", 1, DAY)], DAY)   # yellow: SMS to the service desk, queued first
+    svc.observe([msg("w1", "sos", 2, DAY)], DAY)            # red: the duty line
+    svc.dispatcher.run_once()
+    assert [(n.channel, n.to) for n in fake.sent] == [("voice", DUTY["service_centre"]), ("sms", DUTY["service_desk"])]
+    svc.close()
+
+
+class _StuckFirstSend(FakeNotifier):
+    """The first send hangs until released, as a Twilio request that takes its time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release, self.second_sent = threading.Event(), threading.Event()
+
+    def send(self, notification):
+        first = not self.sent
+        receipt = super().send(notification)
+        if first:
+            self.release.wait(10)
+        else:
+            self.second_sent.set()
+        return receipt
+
+
+def test_a_slow_send_does_not_hold_up_the_next_one(tmp_path):
+    fake = _StuckFirstSend()
+    svc = make_service(tmp_path, fake, send_concurrency=2)
+    svc.observe([msg("w1", "sos", 1, DAY)], DAY)
+    svc.observe([msg("w1", "service_call", 2, DAY)], DAY)
+    worker = threading.Thread(target=svc.dispatcher.run_once)
+    worker.start()
+    try:
+        assert fake.second_sent.wait(10), "the second notification waited for the first"
+    finally:
+        fake.release.set()
+        worker.join(10)
+    assert {r.status for a in svc.alerts() for r in svc.engine.outbox.of_alert(a.id)} == {"sent"}
+    svc.close()
