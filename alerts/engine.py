@@ -23,6 +23,7 @@ from alerts.store import AlertStore, Database
 from gateway.models import DeviceKind, DeviceMessage
 
 Listener = Callable[[AlertEvent], None]
+_OBSERVE_SLICE = 50
 CANCELLED = "cancelled"
 
 
@@ -45,8 +46,13 @@ class AlertEngine:
     # -- input ---------------------------------------------------------------
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
-        with self._rules_lock:
-            return self._observe(messages, now_ms)
+        # A telemetry batch holds the rule lock a slice at a time, so an SOS arriving on the
+        # critical lane waits for at most one slice, not for the whole batch.
+        queued = 0
+        for start in range(0, len(messages), _OBSERVE_SLICE):
+            with self._rules_lock:
+                queued += self._observe(messages[start:start + _OBSERVE_SLICE], now_ms)
+        return queued
 
     def _observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
         """Run the rules on messages not seen before; returns how many outbox rows were queued.
@@ -169,30 +175,37 @@ class AlertEngine:
             return self.escalate(alert, now_ms) if alert else 0
 
     def tick(self, now_ms: int) -> int:
-        """Silence rules, unknown-outcome expiry and escalation deadlines; returns outbox rows queued."""
-        with self._rules_lock:
-            return self._tick(now_ms)
+        """Silence rules, unknown-outcome expiry and escalation deadlines; returns outbox rows queued.
 
-    def _tick(self, now_ms: int) -> int:
-        queued = 0
-        watches, equipment = dict(self.watches), dict(self.equipment)
+        Each part takes the locks only briefly: the silence rules scan every device without
+        holding the rule lock or the database, so an SOS and the dispatcher never wait for the scan.
+        """
+        queued = self._tick_silence(now_ms)
         with self._changes():
-            for device_id, state in watches.items():
-                new, f = watch_tick(device_id, state, now_ms, self.ctx)
-                if f:
-                    watches[device_id] = new
-                    queued += self._raise(f, now_ms)
-            for device_id, state in equipment.items():
-                new, f = equipment_tick(device_id, state, now_ms, self.ctx)
-                if f:
-                    equipment[device_id] = new
-                    queued += self._raise(f, now_ms)
             for row in self.outbox.expire_unknown(now_ms, int(self.settings.unknown_outcome_window_s * 1000)):
                 self._event(AlertEvent(row.alert_id, now_ms, "needs_operator", lifecycle.SYSTEM,
                                        f"no status for {row.channel} to {row.recipient}: check whether it arrived"))
-            for alert in self.alerts.running():
-                queued += self.escalate(alert, now_ms)
-        self.watches, self.equipment = watches, equipment
+        for alert in self.alerts.running():
+            queued += self.reevaluate(alert.id, now_ms)  # re-read in its own transaction: a person may have accepted
+        return queued
+
+    def _tick_silence(self, now_ms: int) -> int:
+        with self._rules_lock:
+            watches, equipment = list(self.watches.items()), list(self.equipment.items())
+        found = [(self.watches, d, old, *watch_tick(d, old, now_ms, self.ctx)) for d, old in watches]
+        found += [(self.equipment, d, old, *equipment_tick(d, old, now_ms, self.ctx)) for d, old in equipment]
+        found = [hit for hit in found if hit[4] is not None]
+        if not found:
+            return 0
+        queued = 0
+        with self._rules_lock:
+            # A device heard from since the scan is not silent any more: its finding is dropped.
+            live = [(table, d, new, f) for table, d, old, new, f in found if table.get(d) is old]
+            with self._changes():
+                for *_, f in live:
+                    queued += self._raise(f, now_ms)
+            for table, d, new, _ in live:
+                table[d] = new
         return queued
 
     # -- people --------------------------------------------------------------

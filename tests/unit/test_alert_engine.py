@@ -168,3 +168,29 @@ def test_an_equipment_fault_goes_to_maintenance(service):
     [alert] = service.alerts("open")
     assert alert.alert_type == "equipment_fault"
     assert [(r[1], r[2]) for r in rows(service, alert.id)] == [(DUTY["maintenance"], "sms")]
+
+
+def test_a_silent_watch_raises_one_orange_alert_on_tick(service):
+    service.observe([msg("w1", "status", 1, DAY, battery=80, worn=True)], DAY)
+    service.tick(DAY + 60_000)
+    assert service.alerts() == []
+    service.tick(DAY + 16 * 60_000)
+    service.tick(DAY + 17 * 60_000)
+    [alert] = service.alerts("open")
+    assert (alert.alert_type, alert.severity) == ("watch_silent", "orange")
+
+
+def test_a_watch_heard_from_while_the_tick_scans_is_not_reported_silent(service, monkeypatch):
+    import alerts.engine as engine_module
+
+    service.observe([msg("w1", "status", 1, DAY, battery=80, worn=True)], DAY)
+    real_tick = engine_module.watch_tick
+
+    def scan_while_a_message_arrives(device_id, state, now_ms, ctx):
+        result = real_tick(device_id, state, now_ms, ctx)
+        service.observe([msg("w1", "status", 2, now_ms, battery=79, worn=True)], now_ms)  # the ingest thread
+        return result
+
+    monkeypatch.setattr(engine_module, "watch_tick", scan_while_a_message_arrives)
+    service.tick(DAY + 16 * 60_000)
+    assert service.alerts() == []
