@@ -97,7 +97,7 @@ class AlertEngine:
         state = staged_w.get(m.device_id) or self.watches.get(m.device_id) or WatchState()
         state = watch_seen(state, m, now_ms)
         resident = self.directory.wearer(m.device_id)
-        for detect in WATCH_DETECTORS:
+        for detect in WATCH_DETECTORS.get(type(m.payload), ()):
             state, f = detect(state, m, resident, self.ctx)
             if f:
                 found.append(f)

@@ -111,11 +111,10 @@ def detect_geofence_exit(state: WatchState, msg: DeviceMessage, resident: Reside
     p = msg.payload
     if not isinstance(p, Location):
         return state, None
-    state = replace(state, lat=p.lat, lon=p.lon)
     if resident is None or resident.geofence is None or inside(resident.geofence, p.lat, p.lon):
-        return replace(state, outside_since_ms=None, fence_fired=False), None
+        return replace(state, lat=p.lat, lon=p.lon, outside_since_ms=None, fence_fired=False), None
     since = state.outside_since_ms if state.outside_since_ms is not None else p.ts
-    state = replace(state, outside_since_ms=since)
+    state = replace(state, lat=p.lat, lon=p.lon, outside_since_ms=since)
     if state.fence_fired or p.ts - since < ctx.settings.geofence_dwell_s * 1000:
         return state, None
     severity = RED if ctx.night(p.ts) else ORANGE
@@ -156,7 +155,11 @@ def detect_battery_low(state: WatchState, msg: DeviceMessage, resident: Resident
     return replace(state, battery_fired=True), _finding("battery_low", msg, state.lat, state.lon, f"battery {p.battery}%")
 
 
-WATCH_DETECTORS = (detect_button, detect_geofence_exit, detect_heart_rate, detect_spo2_low, detect_battery_low)
+# The detectors each watch stream can trigger (each also checks its stream itself, for direct use in tests).
+WATCH_DETECTORS = {
+    SosPressed: (detect_button,), FallDetected: (detect_button,), ServiceCall: (detect_button,),
+    Location: (detect_geofence_exit,), Health: (detect_heart_rate, detect_spo2_low), WatchStatus: (detect_battery_low,),
+}
 
 
 def watch_seen(state: WatchState, msg: DeviceMessage, now_ms: int) -> WatchState:

@@ -157,3 +157,10 @@ def test_stalled_equipment_session_is_a_fault_and_silence_goes_to_maintenance():
     state = replace(state, session_id=None)
     _, f = equipment_tick("eq-1", state, DAY + 48 * 3600_000 + 1, CTX)
     assert f.alert_type == "equipment_silent"
+
+
+def test_every_watch_stream_has_its_detectors_listed():
+    from alerts.rules import WATCH_DETECTORS
+    from gateway.models import STREAMS, DeviceKind
+
+    assert set(WATCH_DETECTORS) == {cls for (kind, _), cls in STREAMS.items() if kind == DeviceKind.WATCH}
