@@ -174,3 +174,16 @@ def test_a_send_cut_off_by_kill_9_is_never_resent_and_a_status_callback_settles_
     assert _query(gateway, "SELECT status, delivery, provider_id FROM outbox") == [("sent", "ringing", "CA" + "b" * 32)]
     gateway.stop()
     assert twilio_standin.requests == [], "a send with an unknown outcome was repeated"
+
+
+def test_sos_still_rings_while_the_time_series_store_is_down(gateway_process, mosquitto, victoria, twilio_standin):
+    gateway, watch = _start(gateway_process, mosquitto, _sections(twilio_standin.base_url, free_port()))
+    victoria.stop()
+    watch.publish(f"eldercare/watch/{WATCH}/sos", _sos(1, int(time.time() * 1000)))
+    watch.wait_all()
+    twilio_standin.wait_for(1, timeout_s=30)
+    assert [c.field("To") for c in _creates(twilio_standin, "Calls")] == [DUTY_LINE]
+    # The SOS point waited in the spool and reaches the store once it is back.
+    victoria.start()
+    assert victoria.wait_for_samples('{__name__="sos_seq"}', 1, timeout_s=60) == 1
+    gateway.stop()
