@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(settings: Settings) -> int:
     from gateway.runner import Gateway
-    from gateway.wiring import WebServer, build_observer
+    from gateway.wiring import WebServer, WebServerError, build_observer
 
     # Several busy threads share the GIL; a shorter switch interval lets the critical lane's
     # network thread and the dispatcher run sooner while telemetry batches are being judged.
@@ -60,7 +60,12 @@ def _run(settings: Settings) -> int:
     alerts.start()
     web = WebServer(settings, alerts) if settings.web.enabled else None
     if web:
-        web.start()
+        try:
+            web.start()
+        except WebServerError as e:
+            print(f"eldercare-gateway: {e}", file=sys.stderr)
+            alerts.close()
+            return 2
     gateway = Gateway(settings, observer=alerts)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from alerts.service import AlertService, build_alert_service
 from gateway.config import Settings
@@ -15,6 +16,10 @@ def build_observer(settings: Settings) -> AlertService:
     from alerts.notifiers.factory import build_notifier
 
     return build_alert_service(settings.alerts, build_notifier(settings.alerts))
+
+
+class WebServerError(RuntimeError):
+    """The web server could not start."""
 
 
 class WebServer:
@@ -34,8 +39,14 @@ class WebServer:
         self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
         self.address = f"http://{settings.web.host}:{settings.web.port}"
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start serving; raises WebServerError if the address cannot be served (e.g. the port is taken)."""
         self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise WebServerError(f"web: cannot serve on {self.address} (is the port taken? see [web] port)")
+            time.sleep(0.02)
         log.info("web: webhooks and operator API on %s", self.address)
 
     def stop(self) -> None:
