@@ -104,7 +104,9 @@ def test_kill_9_between_alert_and_dispatch_then_each_notification_goes_out_once(
     dies before anything is sent; after a restart every planned notification leaves exactly once."""
     web_port = free_port()
     unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused, retried later
-    gateway, watch = _start(gateway_process, mosquitto, _sections(unreachable, web_port, ack_deadline_red_s=3))
+    # A 5 s retry delay leaves a wide window in which the row is durably pending and nothing is in flight.
+    retry = {"base_delay_s": 5.0, "jitter": 0.0}
+    gateway, watch = _start(gateway_process, mosquitto, _sections(unreachable, web_port, ack_deadline_red_s=3, retry=retry))
     watch.publish(f"eldercare/watch/{WATCH}/sos", _sos(1, int(time.time() * 1000)))
     watch.wait_all()
     wait_until(lambda: _query(gateway, "SELECT status, attempts FROM outbox") == [("pending", 1)], 30,
