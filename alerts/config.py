@@ -47,6 +47,9 @@ class AlertSettings(BaseModel):
     community_file: Path = Field(Path("examples/community.toml"), description="TOML community directory (residents, contacts, duty phones)")
     ack_deadline_red_s: float = Field(60, gt=0, description="Seconds a red alert may stay unacknowledged before escalation moves on")
     ack_deadline_orange_s: float = Field(180, gt=0, description="The same for orange alerts")
+    red_repeat_rounds: int = Field(
+        3, ge=0, le=100, description="After the plan's last step, a red alert nobody accepted goes round the plan's calls again this many times",
+    )
     ack_deadline_yellow_s: float = Field(1800, gt=0, description="The same for yellow alerts")
     night_start: time = Field(time(22, 0), description="Local time night begins (geofence exits become red)")
     night_end: time = Field(time(6, 0), description="Local time night ends")

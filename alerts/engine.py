@@ -138,9 +138,12 @@ class AlertEngine:
         resident = self.directory.resident(alert.resident_id)
         return self.directory.plan_for(resident, alert.severity, self._for_maintenance(alert.alert_type))
 
+    def _repeat_rounds(self, alert: Alert) -> int:
+        """Red alerts keep calling until someone accepts (up to the configured rounds); others end with the plan."""
+        return self.settings.red_repeat_rounds if alert.severity == "red" else 0
+
     def _queue_step(self, alert: Alert, now_ms: int) -> int:
-        plan = self._plan(alert)
-        step = plan[alert.step]
+        step = escalation.plan_step(self._plan(alert), alert.step, self._repeat_rounds(alert))
         resident = self.directory.resident(alert.resident_id)
         name = resident.name if resident else alert.device_id
         queued = 0
@@ -161,7 +164,8 @@ class AlertEngine:
         """Move one running alert on if its step's deadline passed or its step failed."""
         plan = self._plan(alert)
         outcomes = self.outbox.outcomes(alert.id, alert.step)
-        action = escalation.next_action(plan, alert, outcomes, now_ms, self.settings.ack_deadline_s(alert.severity))
+        action = escalation.next_action(plan, alert, outcomes, now_ms, self.settings.ack_deadline_s(alert.severity),
+                                        self._repeat_rounds(alert))
         if action is None:
             return 0
         alert, ev = escalation.apply(alert, action, now_ms)

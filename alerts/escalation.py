@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from alerts.directory import Plan
+from alerts.directory import EscalationStep, Plan
 from alerts.lifecycle import EXHAUSTED, OPEN, RUNNING, Alert, AlertEvent, SYSTEM
 
 # Outbox states and provider statuses after which an attempt cannot reach anyone.
@@ -35,12 +35,26 @@ class Exhaust:
     reason: str
 
 
-def step_wait_s(plan: Plan, index: int, deadline_s: float) -> float:
-    return plan[index].wait_s or deadline_s
+def plan_step(plan: Plan, index: int, repeat_rounds: int = 0) -> EscalationStep | None:
+    """The step at escalation position `index`: the plan once, then its calls again `repeat_rounds` times.
+
+    Positions only grow, so every round's notifications have outbox keys of their own.
+    """
+    if index < len(plan):
+        return plan[index]
+    calls = [step for step in plan if step.channel == "voice"]
+    extra = index - len(plan)
+    if not calls or extra >= repeat_rounds * len(calls):
+        return None
+    return calls[extra % len(calls)]
+
+
+def step_wait_s(step: EscalationStep, deadline_s: float) -> float:
+    return step.wait_s or deadline_s
 
 
 def next_action(plan: Plan, alert: Alert, attempts: Iterable[AttemptOutcome], now_ms: int,
-                deadline_s: float) -> StartStep | Exhaust | None:
+                deadline_s: float, repeat_rounds: int = 0) -> StartStep | Exhaust | None:
     """The escalation's next move for an alert on its current step, or None to keep waiting."""
     if alert.state != OPEN or alert.escalation != RUNNING:
         return None
@@ -48,11 +62,11 @@ def next_action(plan: Plan, alert: Alert, attempts: Iterable[AttemptOutcome], no
     # A step with nobody to reach (no family on file) or whose every attempt failed is over now.
     if not attempts or all(a.failed for a in attempts):
         reason = "step failed" if attempts else "step had no recipients"
-    elif now_ms >= alert.step_started_ms + step_wait_s(plan, alert.step, deadline_s) * 1000:
+    elif now_ms >= alert.step_started_ms + step_wait_s(plan_step(plan, alert.step, repeat_rounds), deadline_s) * 1000:
         reason = "deadline passed"
     else:
         return None
-    if alert.step + 1 < len(plan):
+    if plan_step(plan, alert.step + 1, repeat_rounds) is not None:
         return StartStep(alert.step + 1, reason)
     return Exhaust(reason)
 

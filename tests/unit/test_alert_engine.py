@@ -82,13 +82,46 @@ def test_deadline_moves_the_plan_to_the_next_step(service):
     assert "escalated" in [e.kind for e in service.events(alert.id)]
 
 
-def test_plan_runs_out_and_says_so(service):
+def test_plan_runs_out_and_says_so(tmp_path):
+    service = make_service(tmp_path, red_repeat_rounds=0)
     service.observe([msg("w1", "sos", 1, DAY)], DAY)
     for t in (60_000, 90_000, 120_000):
         service.tick(DAY + t)
     [alert] = service.alerts()
     assert alert.escalation == "exhausted" and alert.state == "open"
     assert {r[0] for r in rows(service, alert.id)} == {"0", "1", "2"}
+    service.close()
+
+
+def test_an_unaccepted_red_alert_goes_round_the_calls_again(tmp_path):
+    service = make_service(tmp_path, red_repeat_rounds=2)
+    service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    # plan: call duty (60 s), SMS family (30 s), call backup (30 s); then the two calls twice more, 60 s each
+    t = DAY
+    for wait_s in (60, 30, 30, 60, 60, 60, 60):
+        t += wait_s * 1000
+        service.tick(t)
+    [alert] = service.alerts()
+    calls = [(r[0], r[1]) for r in rows(service, alert.id) if r[2] == "voice"]
+    duty, backup = DUTY["service_centre"], DUTY["backup_centre"]
+    assert calls == [("0", duty), ("2", backup), ("3", duty), ("4", backup), ("5", duty), ("6", backup)]
+    assert [r[0] for r in rows(service, alert.id) if r[2] == "sms"] == ["1", "1"]  # the family is texted once
+    assert alert.escalation == "exhausted"
+    service.close()
+
+
+def test_an_orange_alert_ends_with_its_plan(tmp_path):
+    service = make_service(tmp_path, red_repeat_rounds=2)
+    service.observe([msg("w1", "health", n, DAY + n, heart_rate=150) for n in range(1, 4)], DAY)
+    [alert] = service.alerts()
+    assert alert.severity == "orange"
+    t = DAY
+    for wait_s in (180, 30, 30):
+        t += wait_s * 1000
+        service.tick(t)
+    assert service.alerts()[0].escalation == "exhausted"
+    assert {r[0] for r in rows(service, alert.id)} == {"0", "1", "2"}
+    service.close()
 
 
 def test_acknowledge_stops_escalation_and_cancels_unsent_steps(service):

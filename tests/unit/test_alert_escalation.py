@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from alerts.directory import EscalationStep
-from alerts.escalation import AttemptOutcome, Exhaust, StartStep, apply, next_action
+from alerts.escalation import AttemptOutcome, Exhaust, StartStep, apply, next_action, plan_step
 from alerts.lifecycle import Alert, acknowledge
 
 PLAN = (EscalationStep(channel="voice", target="service_centre"),
@@ -47,3 +47,12 @@ def test_apply_records_the_step_change_as_an_event():
     alert, ev = apply(ALERT, StartStep(1, "deadline passed"), T0 + 60_000)
     assert (alert.step, alert.step_started_ms) == (1, T0 + 60_000)
     assert (ev.kind, ev.actor, ev.at_ms) == ("escalated", "system", T0 + 60_000)
+
+
+def test_a_red_plan_goes_round_its_calls_again_then_exhausts():
+    on_last = replace(ALERT, step=1, step_started_ms=T0)
+    assert next_action(PLAN, on_last, [SENT], T0 + 30_000, 60, repeat_rounds=1) == StartStep(2, "deadline passed")
+    again = replace(ALERT, step=2, step_started_ms=T0)
+    assert plan_step(PLAN, 2, repeat_rounds=1) == PLAN[0]           # the only call step, once more
+    assert next_action(PLAN, again, [SENT], T0 + 60_000, 60, repeat_rounds=1) == Exhaust("deadline passed")
+    assert plan_step(PLAN, 3, repeat_rounds=1) is None
