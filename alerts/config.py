@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from alerts.maps import Datum
 
 
 class RetryPolicy(BaseModel):
@@ -76,7 +77,7 @@ class AlertSettings(BaseModel):
     map_url_template: str = Field(
         "https://uri.amap.com/marker?position={lon},{lat}", description="Map link in SMS; {lat} and {lon} are filled in",
     )
-    map_datum: Literal["wgs84", "gcj02"] = Field(
+    map_datum: Datum = Field(
         "gcj02", description="Datum the map in map_url_template expects; AMap/Gaode/Tencent use GCJ-02",
     )
     twilio: TwilioSettings = Field(TwilioSettings(), description="Twilio account; without it notifications are only recorded (dry run)")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
-from alerts import escalation, lifecycle, texts
+from alerts import escalation, lifecycle, wording
 from alerts.config import AlertSettings
 from alerts.directory import Directory, Resident
 from alerts.lifecycle import Alert, AlertEvent
@@ -149,11 +149,11 @@ class AlertEngine:
         queued = 0
         for phone, lang in self.directory.recipients(step, resident):
             if step.channel == "sms":
-                text = texts.alert_sms(name, alert.alert_type, alert.severity, alert.opened_ms, alert.lat, alert.lon,
+                text = wording.alert_sms(name, alert.alert_type, alert.severity, alert.opened_ms, alert.lat, alert.lon,
                                        language=lang, tz=self.settings.timezone, map_url_template=self.settings.map_url_template,
                                        map_datum=self.settings.map_datum)
             else:
-                text = texts.call_text(name, alert.alert_type, alert.severity, language=lang)
+                text = wording.call_text(name, alert.alert_type, alert.severity, language=lang)
             if self.outbox.add(alert.id, str(alert.step), phone, step.channel, lang, text, now_ms):
                 queued += 1
                 self._event(AlertEvent(alert.id, now_ms, "notification_queued", lifecycle.SYSTEM,
@@ -196,9 +196,12 @@ class AlertEngine:
     def _tick_silence(self, now_ms: int) -> int:
         with self._rules_lock:
             watches, equipment = list(self.watches.items()), list(self.equipment.items())
-        found = [(self.watches, d, old, *watch_tick(d, old, now_ms, self.ctx)) for d, old in watches]
-        found += [(self.equipment, d, old, *equipment_tick(d, old, now_ms, self.ctx)) for d, old in equipment]
-        found = [hit for hit in found if hit[4] is not None]
+        found = []  # (table, device, state scanned, state after, finding): only devices with a finding
+        for table, states, rule in ((self.watches, watches, watch_tick), (self.equipment, equipment, equipment_tick)):
+            for d, old in states:
+                new, f = rule(d, old, now_ms, self.ctx)
+                if f is not None:
+                    found.append((table, d, old, new, f))
         if not found:
             return 0
         queued = 0
@@ -234,7 +237,7 @@ class AlertEngine:
             resident = self.directory.resident(alert.resident_id)
             name = resident.name if resident else alert.device_id
             for phone, lang in self.outbox.sms_recipients(alert_id):
-                text = texts.follow_up_sms(name, alert.alert_type, outcome, actor, now_ms, language=lang, tz=self.settings.timezone)
+                text = wording.follow_up_sms(name, alert.alert_type, outcome, actor, now_ms, language=lang, tz=self.settings.timezone)
                 self.outbox.add(alert_id, outcome, phone, "sms", lang, text, now_ms)
         return alert
 

@@ -21,6 +21,7 @@ CALL_ORDER = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3,
               "completed": 4, "busy": 4, "no-answer": 4, "canceled": 4, "failed": 4}
 
 _COLS = "id, alert_id, step, recipient, channel, language, text, status, attempts, due_ms, provider_id, delivery, last_error"
+_O_COLS = ", ".join(f"o.{c.strip()}" for c in _COLS.split(","))  # the same, qualified, for joins
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +77,9 @@ class Outbox:
 
     def due(self, now_ms: int, limit: int = 50) -> list[OutboxRow]:
         """Rows ready to send, red alerts' first: an SOS never queues behind a backlog of yellow SMS."""
-        cols = ", ".join(f"o.{c.strip()}" for c in _COLS.split(","))
         with self.db.transaction() as c:
             rows = c.execute(
-                f"SELECT {cols} FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE o.status=? AND o.due_ms<=?"
+                f"SELECT {_O_COLS} FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE o.status=? AND o.due_ms<=?"
                 " ORDER BY CASE a.severity WHEN 'red' THEN 0 WHEN 'orange' THEN 1 ELSE 2 END, o.due_ms, o.id LIMIT ?",
                 (PENDING, now_ms, limit)).fetchall()
         return [OutboxRow(*r) for r in rows]

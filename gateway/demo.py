@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,8 +33,6 @@ API_TOKEN = "demo-operator-token"
 
 def _port(preferred: int) -> int:
     """The usual port if it is free (so the README's URLs work), else any free one."""
-    import socket
-
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", preferred))

@@ -7,12 +7,12 @@ directories, so a newcomer's demo and the test suite use the real thing.
 from __future__ import annotations
 
 import os
-import sys
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -82,8 +82,10 @@ class _ChildService:
         log.close()
         wait_for_port(self.port, self.proc, what=self.name)
 
+    stop_timeout_s = 10.0
+
     def stop(self) -> None:
-        terminate(self.proc)
+        terminate(self.proc, self.stop_timeout_s)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -224,6 +226,7 @@ class LocalGateway(_ChildService):
     """`python -m gateway run` as a child process, configured through the environment."""
 
     name = "gateway"
+    stop_timeout_s = 20.0
 
     def __init__(self, workdir: Path, settings: dict) -> None:
         self.workdir = Path(workdir)
@@ -231,13 +234,18 @@ class LocalGateway(_ChildService):
         self.settings = settings
         self.log_file = self.workdir / f"{self.name}.log"
 
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "gateway", "run"]
+
+    def _env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")} | settings_env(self.settings)
+
     def start(self, timeout_s: float = 60.0) -> None:
+        """Start it and wait until both MQTT sessions are connected."""
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        log = open(self.log_file, "ab")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")} | settings_env(self.settings)
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run"], cwd=REPO_ROOT, env=env,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(self._command(), cwd=REPO_ROOT, env=self._env(),
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while True:
             text = self.log_file.read_bytes()[offset:].decode(errors="replace")

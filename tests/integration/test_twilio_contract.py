@@ -18,7 +18,7 @@ from alerts.notifiers.base import Notification, PermanentSendError, RetryableSen
 from alerts.notifiers.twilio import TwilioNotifier
 from alerts.service import build_alert_service
 from gateway.localservices import free_port
-from tests.unit.test_alert_support import DAY, FakeClock, msg
+from tests.unit.alert_support import DAY, FakeClock, msg
 
 SID = "AC" + "5f" * 16
 TOKEN = "contract-test-token"

@@ -6,7 +6,7 @@ import threading
 from alerts.config import AlertSettings, RetryPolicy
 from alerts.dispatch import retry_delay_s
 from alerts.notifiers.base import PermanentSendError, RetryableSendError, UnknownOutcomeError
-from tests.unit.test_alert_support import DAY, DUTY, FakeClock, FakeNotifier, make_service, msg
+from tests.unit.alert_support import DAY, DUTY, FakeClock, FakeNotifier, make_service, msg
 
 SOS = msg("w1", "sos", 1, DAY, lat=31.2, lon=121.4)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from alerts.lifecycle import TransitionError
-from tests.unit.test_alert_support import DAUGHTER, DAY, DUTY, SON, FakeClock, make_service, msg
+from tests.unit.alert_support import DAUGHTER, DAY, DUTY, SON, FakeClock, make_service, msg
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tracemalloc
 
 from alerts.rules import EquipmentState, WatchState, watch_seen
-from tests.unit.test_alert_support import DAY, msg
+from tests.unit.alert_support import DAY, msg
 
 
 def test_rule_state_for_100k_devices_fits_in_200_mb():

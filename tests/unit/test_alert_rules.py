@@ -11,7 +11,7 @@ from alerts.rules import (
     EquipmentState, RuleContext, WatchState, detect_battery_low, detect_button, detect_equipment, detect_geofence_exit,
     detect_heart_rate, detect_spo2_low, equipment_tick, watch_seen, watch_tick,
 )
-from tests.unit.test_alert_support import COMMUNITY, DAY, INSIDE, NIGHT, OUTSIDE, local_ms, msg
+from tests.unit.alert_support import COMMUNITY, DAY, INSIDE, NIGHT, OUTSIDE, local_ms, msg
 
 DIRECTORY = parse_community(COMMUNITY)
 CTX = RuleContext.of(AlertSettings(), DIRECTORY)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from alerts.directory import DirectoryError, EscalationStep, load_directory, parse_community
-from tests.unit.test_alert_support import COMMUNITY, DAUGHTER, DUTY
+from tests.unit.alert_support import COMMUNITY, DAUGHTER, DUTY
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "community.toml"
 

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from dashboards.app import create_app
-from tests.unit.test_alert_support import DAY, DUTY, FakeNotifier, make_service, msg
+from tests.unit.alert_support import DAY, DUTY, FakeNotifier, make_service, msg
 
 TOKEN = "test-auth-token-0123456789abcdef"
 BASE = "https://gw.example.test"
