@@ -1,12 +1,36 @@
 """Alert engine settings; the gateway nests them as its `[alerts]` section."""
 from __future__ import annotations
 
+import ipaddress
 from datetime import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from alerts.maps import Datum
+from gateway.models import HeartRate
+
+
+class SettingError(ValueError):
+    """A check across fields that blames one of them; `setting` is its path within the section."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting}: {reason}")
+        self.setting, self.reason = setting, reason
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is this machine (127.0.0.0/8, ::1, localhost): unreachable from Twilio."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return ip.is_loopback or ip.is_unspecified
 
 
 class RetryPolicy(BaseModel):
@@ -19,9 +43,15 @@ class RetryPolicy(BaseModel):
     max_delay_s: float = Field(30.0, gt=0, description="Longest delay between retries")
     jitter: float = Field(0.2, ge=0, le=1, description="Random share added to or taken from each delay")
 
+    @model_validator(mode="after")
+    def _delays_ordered(self):
+        if self.base_delay_s > self.max_delay_s:
+            raise SettingError("base_delay_s", "must not exceed max_delay_s")
+        return self
+
 
 class TwilioSettings(BaseModel):
-    """Twilio account for SMS and calls; all three of sid, token and from number, or the dry-run notifier is used."""
+    """Twilio account for SMS and calls: all three of sid, token and from number, or none (dry run)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,7 +59,7 @@ class TwilioSettings(BaseModel):
     auth_token: SecretStr = Field(SecretStr(""), description="Auth token, also the key of webhook signatures (set it in the environment)")
     from_number: str = Field("", pattern=r"^(\+[1-9][0-9]{1,14})?$", description="Sending number in E.164 (+8613...); empty when not configured")
     api_base_url: str = Field("https://api.twilio.com", pattern=r"^https?://", description="REST API root; tests point it at a local mock")
-    timeout_s: float = Field(10, gt=0, description="Connect and read timeout of one request to Twilio")
+    timeout_s: float = Field(10, gt=0, le=120, description="Connect and read timeout of one request to Twilio")
 
     @field_validator("api_base_url")
     @classmethod
@@ -37,8 +67,15 @@ class TwilioSettings(BaseModel):
         return v.rstrip("/")
 
     @property
+    def missing(self) -> list[str]:
+        """The account settings left empty."""
+        values = {"account_sid": self.account_sid, "auth_token": self.auth_token.get_secret_value(),
+                  "from_number": self.from_number}
+        return [name for name, value in values.items() if not value]
+
+    @property
     def configured(self) -> bool:
-        return bool(self.account_sid and self.auth_token.get_secret_value() and self.from_number)
+        return not self.missing
 
 
 class AlertSettings(BaseModel):
@@ -57,19 +94,59 @@ class AlertSettings(BaseModel):
     timezone: str = Field("Asia/Shanghai", description="IANA time zone of the community, for night hours and SMS times")
     geofence_dwell_s: float = Field(120, ge=0, description="How long the wearer must stay outside the geofence before an alert")
     heart_rate_consecutive: int = Field(3, ge=1, description="Readings in a row outside the resident's range before an alert")
-    default_heart_rate_range: tuple[int, int] = Field((50, 120), description="Heart-rate range for residents without their own")
-    spo2_threshold: int = Field(90, ge=50, le=100, description="SpO2 (%) below which an alert is raised")
+    default_heart_rate_range: tuple[HeartRate, HeartRate] = Field(
+        (50, 120), description="Heart-rate range (bpm, each end 20..250, low < high) for residents without their own",
+    )
+    spo2_threshold: int = Field(90, ge=70, le=100, description="SpO2 (%) below which an alert is raised (a resident may have their own)")
+    spo2_consecutive: int = Field(2, ge=1, le=20, description="SpO2 readings in a row below the threshold before an alert")
+    geofence_inside_fixes: int = Field(
+        2, ge=1, le=20, description="Inside fixes in a row that end an outside episode (one stray fix does not reset the dwell)",
+    )
+    burst_window_s: float = Field(
+        60, ge=0, le=3600, description="Presses within this long of the press that began a burst count as one press",
+    )
+    watch_silent_min_s: float = Field(300, gt=0, description="Shortest silence threshold a watch's learned cadence can give")
+    watch_silent_max_s: float = Field(3600, gt=0, description="Longest silence threshold a watch's learned cadence can give")
+    silence_cadence_factor: float = Field(
+        4, ge=1.5, le=100, description="A watch is silent after this many of its usual reporting intervals (within min and max)",
+    )
+    silence_learn_intervals: int = Field(
+        5, ge=1, le=1000, description="Intervals heard before a watch's cadence is trusted; until then watch_silent_s applies",
+    )
+    restart_grace_s: float = Field(
+        120, ge=0, le=3600, description="After a start, silence is not judged for this long while the broker's backlog drains",
+    )
+    state_save_interval_s: float = Field(
+        10, gt=0, le=600, description="How often devices' last-heard times and rule state are saved for the next start",
+    )
+    clock_wrong_count: int = Field(
+        3, ge=1, le=1000, description="Messages in a row with a device time too far ahead before a 'device clock wrong' alert",
+    )
+    processed_window_h: float = Field(7 * 24, gt=0, description="How long keys of messages that raised findings are remembered")
+    audit_retention_days: float = Field(
+        400, ge=30, description="Resolved alerts, their events and notifications are kept this long (service centres are audited)",
+    )
     overexertion_share: float = Field(0.85, gt=0, le=1.5, description="Share of (220 - age) above which equipment heart rate alerts")
     battery_low_pct: int = Field(15, ge=0, le=100, description="Battery at or below this (not charging) raises a yellow alert")
     not_worn_s: float = Field(4 * 3600, gt=0, description="Daytime hours a watch may lie unworn before a yellow alert")
-    watch_silent_s: float = Field(900, gt=0, description="A worn watch silent this long raises an orange alert")
+    watch_silent_s: float = Field(
+        900, gt=0, description="A worn watch silent this long raises an orange alert, until its own reporting cadence is learned",
+    )
     equipment_silent_s: float = Field(48 * 3600, gt=0, description="Equipment silent this long raises a yellow maintenance alert")
     session_stall_s: float = Field(120, gt=0, description="An open equipment session without telemetry this long counts as a fault")
     retry: RetryPolicy = Field(RetryPolicy(), description="Retries of retryable send failures")
     unknown_outcome_window_s: float = Field(
-        300, gt=0, description="How long to wait for a status callback on an unknown-outcome send before handing it to an operator",
+        300, gt=0, description="How long an unknown-outcome send may stay unsettled (no callback, Twilio's records unreadable) before an operator is asked",
     )
-    send_concurrency: int = Field(4, ge=1, le=32, description="Notifications sent at the same time (most urgent first)")
+    reconcile_after_s: float = Field(
+        5, ge=0, le=300, description="Wait after an unknown-outcome send before asking Twilio's Calls/Messages list whether it arrived",
+    )
+    reconcile_tries: int = Field(
+        4, ge=1, le=20, description="Failed requests to Twilio's list API before an unknown outcome goes to an operator",
+    )
+    send_concurrency: int = Field(
+        4, ge=1, le=32, description="Notifications sent at the same time, most urgent first; one slot is always kept free for red alerts",
+    )
     tick_interval_s: float = Field(1.0, gt=0, le=60, description="How often deadlines and silence rules are checked")
     public_base_url: str = Field(
         "http://127.0.0.1:8000", pattern=r"^https?://", description="Public URL Twilio reaches the webhooks at (signatures are checked against it)",
@@ -80,6 +157,7 @@ class AlertSettings(BaseModel):
     map_datum: Datum = Field(
         "gcj02", description="Datum the map in map_url_template expects; AMap/Gaode/Tencent use GCJ-02",
     )
+    dry_run: bool = Field(False, description="Only record notifications, even when the Twilio account is filled in")
     twilio: TwilioSettings = Field(TwilioSettings(), description="Twilio account; without it notifications are only recorded (dry run)")
     dry_run_log: Path = Field(Path("var/notifications.jsonl"), description="JSON-lines file the dry-run notifier appends each would-be send to")
 
@@ -93,14 +171,41 @@ class AlertSettings(BaseModel):
     def _known_zone(cls, v: str) -> str:
         from zoneinfo import ZoneInfo
 
-        ZoneInfo(v)
+        try:
+            ZoneInfo(v)
+        except (KeyError, ValueError, OSError):   # unknown key, path-like key, directory: all the same to an operator
+            raise ValueError(f"unknown time zone {v!r}") from None
         return v
 
+    @field_validator("night_end")
+    @classmethod
+    def _night_has_length(cls, v: time, info: ValidationInfo) -> time:
+        if v == info.data.get("night_start"):
+            raise ValueError("must differ from night_start (night would be empty)")
+        return v
+
+    @field_validator("default_heart_rate_range")
+    @classmethod
+    def _range_ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] >= v[1]:
+            raise ValueError("must be [low, high] with low < high")
+        return v
+
+    @property
+    def sends_for_real(self) -> bool:
+        """Notifications go out through Twilio (not dry run)."""
+        return self.twilio.configured and not self.dry_run
+
     @model_validator(mode="after")
-    def _range_ordered(self):
-        lo, hi = self.default_heart_rate_range
-        if lo >= hi:
-            raise ValueError("default_heart_rate_range must be (low, high) with low < high")
+    def _notifications_can_arrive(self):
+        t = self.twilio
+        if 0 < len(t.missing) < 3 and not self.dry_run:
+            raise SettingError("twilio", f"{' and '.join(t.missing)} missing while the rest of the account is set: fill in "
+                                         "all three for real calls and SMS, none for a dry run, or set alerts.dry_run = true")
+        # A stand-in Twilio on this machine (tests) reaches loopback webhooks; the real one never does.
+        if self.sends_for_real and not is_loopback_url(t.api_base_url) and is_loopback_url(self.public_base_url):
+            raise SettingError("public_base_url", f"{self.public_base_url} is this machine: Twilio's status callbacks "
+                                                  "and press-1 could never arrive; give the URL Twilio reaches the webhooks at")
         return self
 
     def ack_deadline_s(self, severity: str) -> float:

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from alerts.lifecycle import TransitionError
 from alerts.service import AlertService
+from dashboards.params import RowId
 
 
 class ActorBody(BaseModel):
@@ -31,7 +32,7 @@ def operator_router(service: AlertService, api_token: str | None) -> APIRouter:
         return [asdict(a) for a in await run_in_threadpool(service.alerts, state)]
 
     @router.get("/{alert_id}/events")
-    async def alert_events(alert_id: int) -> list[dict]:
+    async def alert_events(alert_id: RowId) -> list[dict]:
         return [asdict(e) for e in await run_in_threadpool(service.events, alert_id)]
 
     async def _change(fn, alert_id: int, body: ActorBody) -> dict:
@@ -43,11 +44,11 @@ def operator_router(service: AlertService, api_token: str | None) -> APIRouter:
             raise HTTPException(status_code=409, detail=str(e)) from None
 
     @router.post("/{alert_id}/ack")
-    async def acknowledge(alert_id: int, body: ActorBody) -> dict:
+    async def acknowledge(alert_id: RowId, body: ActorBody) -> dict:
         return await _change(service.acknowledge, alert_id, body)
 
     @router.post("/{alert_id}/resolve")
-    async def resolve(alert_id: int, body: ActorBody) -> dict:
+    async def resolve(alert_id: RowId, body: ActorBody) -> dict:
         return await _change(service.resolve, alert_id, body)
 
     return router

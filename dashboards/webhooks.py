@@ -14,6 +14,7 @@ from twilio.request_validator import RequestValidator
 from alerts.notifiers.twilio import say_twiml, voice_twiml
 from alerts.service import AlertService
 from alerts.wording import accepted_thanks
+from dashboards.params import RowId
 
 
 def _twiml(body: str) -> Response:
@@ -42,7 +43,7 @@ def twilio_router(service: AlertService, auth_token: str, public_base_url: str) 
     router = APIRouter(prefix="/twilio", tags=["twilio"])
 
     @router.post("/status/{attempt_id}", status_code=204)
-    async def delivery_status(attempt_id: int, form: Signed) -> Response:
+    async def delivery_status(attempt_id: RowId, form: Signed) -> Response:
         status = form.get("MessageStatus") or form.get("SmsStatus") or form.get("CallStatus")
         if not status:
             raise HTTPException(status_code=400, detail="no MessageStatus or CallStatus")
@@ -53,7 +54,7 @@ def twilio_router(service: AlertService, auth_token: str, public_base_url: str) 
         return Response(status_code=204)
 
     @router.post("/gather/{attempt_id}")
-    async def gather(attempt_id: int, request: Request, form: Signed) -> Response:
+    async def gather(attempt_id: RowId, request: Request, form: Signed) -> Response:
         row = await run_in_threadpool(service.attempt, attempt_id)
         if row is None:
             raise HTTPException(status_code=404, detail="no such attempt")

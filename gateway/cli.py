@@ -17,6 +17,13 @@ from gateway.models import DeviceKind
 from gateway.store import OperationalStore
 
 
+class _RefusedOnCommandLine(argparse.Action):
+    """A password in the arguments shows in `ps` and the shell history; say where it goes instead."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not accepted on the command line: use --password-stdin or --device-password-file")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eldercare-gateway",
@@ -33,9 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     reg.add_argument("device_id")
     reg.add_argument("--kind", choices=[k.value for k in DeviceKind], required=True)
     reg.add_argument("--label", help="a name operators recognise, e.g. the resident or the machine's spot")
-    reg.add_argument("--password-file", type=Path,
+    reg.add_argument("--password-file", type=Path, metavar="MOSQUITTO_PASSWD",
                      help="Mosquitto password file to add the device's account to (reload the broker afterwards)")
-    reg.add_argument("--password", help="the device's broker password (default: a new random one, printed)")
+    given = reg.add_mutually_exclusive_group()
+    given.add_argument("--password-stdin", action="store_true",
+                       help="read the device's broker password from the first line of standard input "
+                            "(default: a new random one, printed)")
+    given.add_argument("--device-password-file", type=Path, metavar="PATH",
+                       help="read the device's broker password from the first line of this file "
+                            "(not the Mosquitto file: that is --password-file)")
+    reg.add_argument("--password", action=_RefusedOnCommandLine, help=argparse.SUPPRESS)
     dl = sub.add_parser("dead-letters", help="show rejected messages and why")
     dl.add_argument("--reason", help="only this reason, e.g. invalid_field")
     dl.add_argument("--counts", action="store_true", help="only the count per reason")
@@ -84,15 +98,41 @@ def _run(settings: Settings) -> int:
     return 0
 
 
+def _given_password(args) -> str | None:
+    """The device password from standard input or a file, if one was asked for; ValueError if unreadable or empty."""
+    if args.password_stdin:
+        line, source = sys.stdin.readline(), "standard input"
+    elif args.device_password_file:
+        try:
+            with open(args.device_password_file, encoding="utf-8") as f:
+                line, source = f.readline(), str(args.device_password_file)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read {args.device_password_file}: {e}") from None
+    else:
+        return None
+    password = line.rstrip("\r\n")
+    if not password:
+        raise ValueError(f"no password on the first line of {source}")
+    return password
+
+
 def _register(settings: Settings, args) -> int:
+    try:
+        given = _given_password(args)
+    except ValueError as e:
+        print(f"eldercare-gateway: {e}", file=sys.stderr)
+        return 2
+    if given is not None and not args.password_file:
+        print("eldercare-gateway: a device password needs --password-file (the Mosquitto file to add it to)", file=sys.stderr)
+        return 2
     store = OperationalStore(settings.store.path)
     store.register_device(args.device_id, DeviceKind(args.kind), int(time.time() * 1000), label=args.label)
     print(f"registered {args.kind} {args.device_id} in {settings.store.path}")
     if args.password_file:
-        password = args.password or new_password()
+        password = given or new_password()
         set_password(args.password_file, args.device_id, password)
         print(f"broker account {args.device_id!r} added to {args.password_file}; reload Mosquitto (SIGHUP) to apply")
-        if not args.password:
+        if given is None:
             print(f"password: {password}")
     return 0
 
@@ -115,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
-        print(f"eldercare-gateway: {e}", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(f"eldercare-gateway: {line}", file=sys.stderr)
         return 2
     if args.validate_config:
         try:

@@ -5,14 +5,17 @@ sets `[mqtt] password`. Secrets belong in the environment, not the file.
 """
 from __future__ import annotations
 
+import difflib
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from alerts.config import AlertSettings
+from alerts.config import AlertSettings, SettingError
 from gateway.decode import DEFAULT_MAX_PAYLOAD
 from gateway.topics import DEFAULT_PREFIX, Topics
 
@@ -22,7 +25,7 @@ class _Section(BaseModel):
 
 
 class MqttSettings(_Section):
-    host: str = Field("127.0.0.1", description="Broker host name or address")
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="Broker port")
     username: str = Field("gateway", min_length=1, description="The gateway's own broker account")
     password: SecretStr = Field(SecretStr(""), description="Password of the gateway's broker account (set it in the environment)")
@@ -33,7 +36,8 @@ class MqttSettings(_Section):
     topic_prefix: str = Field(DEFAULT_PREFIX, description="First topic level(s) of every device topic")
     keepalive_s: int = Field(30, ge=5, le=600, description="MQTT keepalive")
     session_expiry_s: int = Field(
-        7 * 24 * 3600, ge=60, description="How long the broker keeps the gateway's session (and queues messages) while it is away",
+        7 * 24 * 3600, ge=60, le=2**32 - 1,   # MQTT 5 carries it in four bytes
+        description="How long the broker keeps the gateway's session (and queues messages) while it is away",
     )
     receive_maximum: int = Field(2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway")
     shared_group: str | None = Field(
@@ -69,7 +73,10 @@ class SinkSettings(_Section):
 class StoreSettings(_Section):
     path: Path = Field(Path("var/gateway.db"), description="SQLite file of the operational store")
     track_window_h: float = Field(48, gt=0, description="How long recent positions are kept for track replay")
-    dedup_window_h: float = Field(7 * 24, gt=0, description="How long (device_id, seq) keys are remembered to drop redeliveries")
+    dedup_window_h: float = Field(
+        7 * 24, gt=0, description="How long (device_id, ts, seq) keys are remembered to drop redeliveries (by receive time)",
+    )
+    dead_letter_retention_days: float = Field(30, gt=0, description="How long rejected messages are kept for inspection")
 
 
 class IngestSettings(_Section):
@@ -81,13 +88,30 @@ class IngestSettings(_Section):
         True, description="Receive telemetry in a child process, so MQTT and ingest each get a CPU core",
     )
     dead_letter_payload_bytes: int = Field(1024, ge=0, le=65_536, description="How much of a bad payload dead-letter keeps")
+    max_clock_skew_s: float = Field(
+        600, ge=1, le=86_400,
+        description="A message whose device time is further ahead of the gateway's clock is dead-lettered as ts_in_future",
+    )
+
+
+MIN_API_TOKEN_CHARS = 32
 
 
 class WebSettings(_Section):
     enabled: bool = Field(True, description="Serve Twilio's webhooks and the operator API")
-    host: str = Field("127.0.0.1", description="Address to listen on (put a TLS reverse proxy in front for Twilio)")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (put a TLS reverse proxy in front for Twilio)")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
-    api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the operator API; empty keeps it closed")
+    api_token: SecretStr = Field(
+        SecretStr(""), description=f"Bearer token for the operator API, at least {MIN_API_TOKEN_CHARS} characters; empty keeps it closed",
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _too_long_to_guess(cls, v: SecretStr) -> SecretStr:
+        # The token alone lets anyone acknowledge an SOS; a short one can be guessed.
+        if 0 < len(v.get_secret_value()) < MIN_API_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_API_TOKEN_CHARS} characters (or empty, which keeps the operator API closed)")
+        return v
 
 
 class Settings(BaseSettings):
@@ -112,7 +136,7 @@ class Settings(BaseSettings):
         # The broker stops sending once receive_maximum messages wait for our
         # ack; a batch that needs more than that would only ever fill by timeout.
         if self.ingest.batch_size > self.mqtt.receive_maximum:
-            raise ValueError("ingest.batch_size must not exceed mqtt.receive_maximum")
+            raise SettingError("ingest.batch_size", "must not exceed mqtt.receive_maximum")
         return self
 
     @classmethod
@@ -121,25 +145,78 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+ENV_PREFIX = "ELDERCARE_"
+# The device simulator's own variables (ELDERCARE_SIM_PASSWORD) share the prefix; no setting starts with `sim_`.
+_SIMULATOR_PREFIX = "ELDERCARE_SIM_"
+
+
 class ConfigError(Exception):
-    """The configuration cannot be used; the message names every bad setting."""
+    """The configuration cannot be used; one line per problem, each naming the setting."""
+
+
+def _setting_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every `__`-joined path an environment variable may name: the sections and the settings in them."""
+    paths = set()
+    for name, field in model.model_fields.items():
+        paths.add(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            paths |= _setting_paths(field.annotation, f"{prefix}{name}__")
+    return paths
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """ELDERCARE_* variables that name no setting, by `__`-joined path; outside a known
+    section pydantic-settings would ignore them without a word."""
+    known = _setting_paths(Settings)
+    problems = {}
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_SIMULATOR_PREFIX):
+            continue
+        path = upper.removeprefix(ENV_PREFIX).lower()
+        if path not in known:
+            guess = difflib.get_close_matches(path, known, n=1)
+            problems[path] = f"{name}: names no setting" + (f" (did you mean {ENV_PREFIX}{guess[0].upper()}?)" if guess else "")
+    return problems
+
+
+def _validation_problems(error: ValidationError, unknown_variables: dict[str, str]) -> list[str]:
+    """One `setting: reason` line per error, the setting's full dotted path first."""
+    problems = []
+    for err in error.errors(include_url=False):
+        where = [str(p) for p in err["loc"]]
+        if err["type"] == "extra_forbidden" and "__".join(where).lower() in unknown_variables:
+            continue   # already named as the variable it came from
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, SettingError):
+            where.append(cause.setting)
+            reason = cause.reason
+        else:
+            reason = str(cause) if err["type"] == "value_error" else err["msg"]
+        problems.append(f"{'.'.join(where)}: {reason}" if where else reason)
+    return problems
+
+
+def _read_file(config_file: Path) -> dict:
+    try:
+        return tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {config_file} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {config_file}: {e}") from None
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
-    """Read the TOML file (if any) and the environment; raise ConfigError naming bad settings."""
-    from_file: dict = {}
-    if config_file is not None:
-        try:
-            from_file = tomllib.loads(Path(config_file).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {config_file} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"cannot read {config_file}: {e}") from None
+    """Read the TOML file (if any) and the environment; raise ConfigError naming every bad setting."""
+    from_file = _read_file(config_file) if config_file is not None else {}
+    unknown = _unknown_variables(os.environ)
+    problems = list(unknown.values())
     try:
-        return Settings(**from_file)
+        settings = Settings(**from_file)
     except ValidationError as e:
-        problems = []
-        for err in e.errors(include_url=False):
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"  {where}: {err['msg']}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from None
+        problems += _validation_problems(e, unknown)
+    except SettingsError as e:   # an environment value that is not the JSON a list or section needs
+        problems.append(f"{e} (a list or a whole section in one variable must be JSON, e.g. [50, 120])")
+    if problems:
+        raise ConfigError("\n".join(f"invalid configuration: {p}" for p in problems))
+    return settings

@@ -28,7 +28,7 @@ from device_sim.scenario import load_scenario
 from gateway.localservices import REPO_ROOT, LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 from gateway.store import OperationalStore
 
-API_TOKEN = "demo-operator-token"
+API_TOKEN = "demo-operator-token-0123456789abcdef"   # the gateway refuses tokens shorter than 32 characters
 
 
 def _port(preferred: int) -> int:

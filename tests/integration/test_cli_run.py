@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.fixtures.gateway_proc import REPO
 
 
@@ -31,3 +33,25 @@ def test_a_missing_community_file_is_named(tmp_path):
     run = _run(tmp_path, ELDERCARE_ALERTS__COMMUNITY_FILE=str(tmp_path / "nowhere.toml"))
     assert run.returncode == 2
     assert "nowhere.toml" in run.stderr.splitlines()[-1]
+
+
+TWILIO_ACCOUNT = {"ELDERCARE_ALERTS__TWILIO__ACCOUNT_SID": "AC" + "0123456789abcdef" * 2,
+                  "ELDERCARE_ALERTS__TWILIO__FROM_NUMBER": "+15555550199"}
+
+
+@pytest.mark.parametrize("env, line", [
+    ({"ELDERCARE_ALERTS__TIMEZONE": "Mars/Base"}, "alerts.timezone: unknown time zone 'Mars/Base'"),
+    ({"ELDERCARE_ALERT__TWILIO__AUTH_TOKEN": "a-real-looking-auth-token"},
+     "ELDERCARE_ALERT__TWILIO__AUTH_TOKEN: names no setting (did you mean ELDERCARE_ALERTS__TWILIO__AUTH_TOKEN?)"),
+    (TWILIO_ACCOUNT, "alerts.twilio: auth_token missing while the rest of the account is set"),
+    (TWILIO_ACCOUNT | {"ELDERCARE_ALERTS__TWILIO__AUTH_TOKEN": "a-real-looking-auth-token"},
+     "alerts.public_base_url: http://127.0.0.1:8000 is this machine"),
+    ({"ELDERCARE_WEB__API_TOKEN": "short-operator-token"}, "web.api_token: must be at least 32 characters"),
+    ({"ELDERCARE_ALERTS__DEFAULT_HEART_RATE_RANGE": "[-10, 5]"}, "alerts.default_heart_rate_range.0: "),
+], ids=["timezone", "env-typo", "partial-twilio", "loopback-callbacks", "short-api-token", "heart-rate-range"])
+def test_a_setting_that_would_disable_safety_stops_run_naming_it_without_a_traceback(tmp_path, env, line):
+    run = _run(tmp_path, **env)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    first = run.stderr.splitlines()[0]
+    assert first.startswith(f"eldercare-gateway: invalid configuration: {line}"), run.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import MIN_API_TOKEN_CHARS, ConfigError, Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
 
@@ -105,7 +105,7 @@ def test_a_file_that_is_not_toml_is_a_config_error(tmp_path):
 
 def test_a_batch_larger_than_the_brokers_in_flight_window_is_refused(tmp_path):
     path = write(tmp_path, "[mqtt]\nreceive_maximum = 100\n[ingest]\nbatch_size = 101\n")
-    with pytest.raises(ConfigError, match=r"ingest\.batch_size must not exceed mqtt\.receive_maximum"):
+    with pytest.raises(ConfigError, match=r"ingest\.batch_size: must not exceed mqtt\.receive_maximum"):
         load_settings(path)
 
 
@@ -117,3 +117,172 @@ def test_validate_config_accepts_a_good_file(tmp_path, capsys):
 def test_validate_config_refuses_a_bad_file_and_names_the_setting(tmp_path, capsys):
     assert main(["--config", str(write(tmp_path, "[mqtt]\nport = 0\n")), "--validate-config"]) == 2
     assert "mqtt.port" in capsys.readouterr().err
+
+
+# -- settings that would silently disable safety --------------------------------------------------
+
+SID = "AC" + "0123456789abcdef" * 2
+TWILIO = f'[alerts.twilio]\naccount_sid = "{SID}"\nfrom_number = "+15555550199"\n'   # the token comes from the environment
+
+
+def refused_in_one_line(capsys, path) -> str:
+    """Run --validate-config on the file; it must exit 2 with a single clean line, which is returned."""
+    assert main(["--config", str(path), "--validate-config"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("zone", ["Mars/Base", "../etc", "", "Asia", "/etc/passwd"])
+def test_an_unknown_time_zone_is_refused_in_one_line_naming_alerts_timezone(tmp_path, capsys, zone):
+    line = refused_in_one_line(capsys, write(tmp_path, f'[alerts]\ntimezone = "{zone}"\n'))
+    assert line == f"eldercare-gateway: invalid configuration: alerts.timezone: unknown time zone {zone!r}"
+
+
+def test_partial_twilio_settings_are_refused_naming_the_missing_one(tmp_path, capsys):
+    line = refused_in_one_line(capsys, write(tmp_path, TWILIO))
+    assert line.startswith("eldercare-gateway: invalid configuration: alerts.twilio: auth_token missing")
+    assert "alerts.dry_run = true" in line
+
+
+def test_a_twilio_token_alone_is_refused_naming_the_other_two(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELDERCARE_ALERTS__TWILIO__AUTH_TOKEN", "a-real-looking-auth-token")
+    with pytest.raises(ConfigError, match=r"alerts\.twilio: account_sid and from_number missing"):
+        load_settings(None)
+
+
+def test_partial_twilio_settings_are_accepted_when_dry_run_is_asked_for(tmp_path):
+    settings = load_settings(write(tmp_path, "[alerts]\ndry_run = true\n" + TWILIO))
+    assert settings.alerts.dry_run and not settings.alerts.sends_for_real
+
+
+def test_no_twilio_settings_at_all_is_a_dry_run():
+    assert not load_settings(None).alerts.sends_for_real
+
+
+def test_dry_run_wins_over_a_complete_twilio_account(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELDERCARE_ALERTS__TWILIO__AUTH_TOKEN", "a-real-looking-auth-token")
+    path = write(tmp_path, '[alerts]\ndry_run = true\npublic_base_url = "https://gw.example.org"\n' + TWILIO)
+    assert not load_settings(path).alerts.sends_for_real
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://127.3.2.1", "http://[::1]:8000", "http://localhost:8000",
+                                 "https://LOCALHOST./", "http://0.0.0.0:8000"])
+def test_a_loopback_public_url_with_real_twilio_is_refused(tmp_path, monkeypatch, capsys, url):
+    monkeypatch.setenv("ELDERCARE_ALERTS__TWILIO__AUTH_TOKEN", "a-real-looking-auth-token")
+    line = refused_in_one_line(capsys, write(tmp_path, f'[alerts]\npublic_base_url = "{url}"\n' + TWILIO))
+    assert line.startswith("eldercare-gateway: invalid configuration: alerts.public_base_url: ")
+    assert "press-1" in line
+
+
+def test_a_reachable_public_url_with_real_twilio_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELDERCARE_ALERTS__TWILIO__AUTH_TOKEN", "a-real-looking-auth-token")
+    settings = load_settings(write(tmp_path, '[alerts]\npublic_base_url = "https://gw.example.org"\n' + TWILIO))
+    assert settings.alerts.sends_for_real
+
+
+def test_a_loopback_public_url_with_a_local_twilio_stand_in_is_accepted(tmp_path, monkeypatch):
+    """Tests run Twilio's stand-in on this machine; it can reach webhooks on this machine."""
+    monkeypatch.setenv("ELDERCARE_ALERTS__TWILIO__AUTH_TOKEN", "a-real-looking-auth-token")
+    path = write(tmp_path, TWILIO + 'api_base_url = "http://127.0.0.1:4010"\n')
+    settings = load_settings(path)
+    assert settings.alerts.sends_for_real and settings.alerts.public_base_url == "http://127.0.0.1:8000"
+
+
+def test_a_short_operator_api_token_is_refused_without_showing_it(monkeypatch, capsys):
+    token = "x" * (MIN_API_TOKEN_CHARS - 1)
+    monkeypatch.setenv("ELDERCARE_WEB__API_TOKEN", token)
+    assert main(["--validate-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eldercare-gateway: invalid configuration: web.api_token: must be at least 32 characters")
+    assert token not in err
+
+
+def test_an_operator_api_token_of_32_characters_is_accepted(monkeypatch):
+    monkeypatch.setenv("ELDERCARE_WEB__API_TOKEN", "x" * MIN_API_TOKEN_CHARS)
+    assert load_settings(None).web.api_token.get_secret_value() == "x" * 32
+
+
+def test_an_empty_operator_api_token_is_accepted_and_keeps_the_api_closed():
+    assert load_settings(None).web.api_token.get_secret_value() == ""
+
+
+@pytest.mark.parametrize("low, high", [(-10, 5), (50, 300), (0, 120)])
+def test_a_heart_rate_range_no_heart_can_have_is_refused(tmp_path, capsys, low, high):
+    path = write(tmp_path, f"[alerts]\ndefault_heart_rate_range = [{low}, {high}]\n")
+    assert main(["--config", str(path), "--validate-config"]) == 2
+    err = capsys.readouterr().err
+    assert "alerts.default_heart_rate_range" in err and "Traceback" not in err
+
+
+def test_an_inverted_heart_rate_range_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"alerts\.default_heart_rate_range: must be \[low, high\] with low < high"):
+        load_settings(write(tmp_path, "[alerts]\ndefault_heart_rate_range = [120, 50]\n"))
+
+
+def test_a_night_that_ends_when_it_starts_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"alerts\.night_end: must differ from night_start"):
+        load_settings(write(tmp_path, '[alerts]\nnight_start = "22:00:00"\nnight_end = "22:00:00"\n'))
+
+
+def test_a_first_retry_delay_longer_than_the_longest_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"alerts\.retry\.base_delay_s: must not exceed max_delay_s"):
+        load_settings(write(tmp_path, "[alerts.retry]\nbase_delay_s = 60\nmax_delay_s = 30\n"))
+
+
+@pytest.mark.parametrize("text, setting", [
+    ("[mqtt]\nsession_expiry_s = 4294967296\n", "mqtt.session_expiry_s"),
+    ('[mqtt]\nhost = ""\n', "mqtt.host"),
+    ('[web]\nhost = ""\n', "web.host"),
+    ("[alerts.twilio]\ntimeout_s = 0\n", "alerts.twilio.timeout_s"),
+    ("[alerts.twilio]\ntimeout_s = 600\n", "alerts.twilio.timeout_s"),
+])
+def test_numbers_and_names_that_cannot_work_are_refused_naming_the_setting(tmp_path, text, setting):
+    with pytest.raises(ConfigError, match=rf"invalid configuration: {setting.replace('.', '[.]')}: "):
+        load_settings(write(tmp_path, text))
+
+
+def test_a_misspelt_section_in_an_environment_variable_is_refused_naming_it(monkeypatch, capsys):
+    monkeypatch.setenv("ELDERCARE_ALERT__TWILIO__AUTH_TOKEN", "a-real-looking-auth-token")
+    assert main(["--validate-config"]) == 2
+    assert capsys.readouterr().err == ("eldercare-gateway: invalid configuration: ELDERCARE_ALERT__TWILIO__AUTH_TOKEN: "
+                                       "names no setting (did you mean ELDERCARE_ALERTS__TWILIO__AUTH_TOKEN?)\n")
+
+
+def test_an_environment_variable_naming_no_setting_inside_a_section_is_refused(monkeypatch):
+    monkeypatch.setenv("ELDERCARE_MQTT__HOTS", "broker.local")
+    with pytest.raises(ConfigError, match=r"ELDERCARE_MQTT__HOTS: names no setting \(did you mean ELDERCARE_MQTT__HOST\?\)"):
+        load_settings(None)
+
+
+def test_every_unknown_environment_variable_and_bad_setting_is_reported_together(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELDERCARE_MQQT__PORT", "1884")
+    monkeypatch.setenv("ELDERCARE_WEB__PROT", "8001")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "[mqtt]\nport = 0\n"))
+    lines = str(caught.value).splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["ELDERCARE_MQQT__PORT", "ELDERCARE_WEB__PROT", "mqtt.port"]
+
+
+def test_environment_variable_names_are_matched_without_regard_to_case(monkeypatch):
+    monkeypatch.setenv("eldercare_mqtt__Port", "2883")
+    assert load_settings(None).mqtt.port == 2883
+
+
+def test_a_whole_section_or_list_may_be_given_in_one_variable(monkeypatch):
+    monkeypatch.setenv("ELDERCARE_ALERTS__DEFAULT_HEART_RATE_RANGE", "[45, 110]")
+    monkeypatch.setenv("ELDERCARE_WEB", '{"port": 8001}')
+    settings = load_settings(None)
+    assert settings.alerts.default_heart_rate_range == (45, 110) and settings.web.port == 8001
+
+
+def test_the_device_simulators_own_variable_is_not_taken_for_a_setting(monkeypatch):
+    monkeypatch.setenv("ELDERCARE_SIM_PASSWORD", "simulator-password")
+    assert load_settings(None) == Settings()
+
+
+def test_a_list_in_an_environment_variable_that_is_not_json_is_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("ELDERCARE_ALERTS__DEFAULT_HEART_RATE_RANGE", "50,120")
+    assert main(["--validate-config"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and '"alerts"' in err and "must be JSON" in err

@@ -10,6 +10,10 @@ from tests.unit.alert_support import DAY, DUTY, FakeNotifier, make_service, msg
 
 TOKEN = "test-auth-token-0123456789abcdef"
 BASE = "https://gw.example.test"
+API_TOKEN = "op-secret-0123456789abcdef-0123456789"
+OPERATOR = {"Authorization": f"Bearer {API_TOKEN}"}
+# Past SQLite's signed 64-bit integers, not positive, or just large: each must be a 4xx, never a 500.
+HOSTILE_IDS = [str(2**63), str(2**64 + 1), "-1", "0", "x" * 10_240, "9" * 10_240]
 SIGNER = RequestValidator(TOKEN)
 
 
@@ -24,7 +28,9 @@ def svc(tmp_path):
 
 @pytest.fixture
 def client(svc):
-    return TestClient(create_app(svc, twilio_auth_token=TOKEN, public_base_url=BASE, api_token="op-secret"))
+    # Server errors come back as a 500 response (as a caller sees them), not as an exception in the test.
+    return TestClient(create_app(svc, twilio_auth_token=TOKEN, public_base_url=BASE, api_token=API_TOKEN),
+                      raise_server_exceptions=False)
 
 
 def attempt(svc):
@@ -101,11 +107,64 @@ def test_operator_api_needs_the_bearer_token(client):
 
 
 def test_operator_lists_acknowledges_and_resolves(client, svc):
-    auth = {"Authorization": "Bearer op-secret"}
-    [a] = client.get("/api/alerts?state=open", headers=auth).json()
+    [a] = client.get("/api/alerts?state=open", headers=OPERATOR).json()
     assert a["alert_type"] == "sos"
-    assert client.post(f"/api/alerts/{a['id']}/ack", json={"actor": "Chen"}, headers=auth).json()["state"] == "acknowledged"
-    assert client.post(f"/api/alerts/{a['id']}/ack", json={"actor": "Chen"}, headers=auth).status_code == 409
-    assert client.post(f"/api/alerts/{a['id']}/resolve", json={"actor": "Chen"}, headers=auth).json()["state"] == "resolved"
-    assert client.get("/api/alerts?state=open", headers=auth).json() == []
-    assert client.post("/api/alerts/999/ack", json={"actor": "Chen"}, headers=auth).status_code == 404
+    assert client.post(f"/api/alerts/{a['id']}/ack", json={"actor": "Chen"}, headers=OPERATOR).json()["state"] == "acknowledged"
+    assert client.post(f"/api/alerts/{a['id']}/ack", json={"actor": "Chen"}, headers=OPERATOR).status_code == 409
+    assert client.post(f"/api/alerts/{a['id']}/resolve", json={"actor": "Chen"}, headers=OPERATOR).json()["state"] == "resolved"
+    assert client.get("/api/alerts?state=open", headers=OPERATOR).json() == []
+    assert client.post("/api/alerts/999/ack", json={"actor": "Chen"}, headers=OPERATOR).status_code == 404
+
+
+# -- hostile input: a 4xx, never a 500 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["status", "gather"])
+@pytest.mark.parametrize("bad_id", HOSTILE_IDS, ids=lambda v: v[:20])
+def test_a_signed_twilio_webhook_with_an_impossible_attempt_id_is_refused_with_422(client, svc, route, bad_id):
+    r = post_signed(client, f"/twilio/{route}/{bad_id}", {"CallSid": "CA1", "CallStatus": "failed", "Digits": "1"})
+    assert r.status_code == 422
+    assert attempt(svc).delivery == "queued" and svc.alerts()[0].state == "open"
+
+
+@pytest.mark.parametrize("route", ["status", "gather"])
+@pytest.mark.parametrize("bad_id", HOSTILE_IDS, ids=lambda v: v[:20])
+def test_an_unsigned_twilio_webhook_with_an_impossible_attempt_id_is_refused_with_403(client, route, bad_id):
+    assert client.post(f"/twilio/{route}/{bad_id}", data={"CallStatus": "failed"}).status_code == 403
+
+
+def test_a_signed_status_callback_with_a_10_kb_status_is_not_a_server_error(client, svc):
+    row = attempt(svc)
+    r = post_signed(client, f"/twilio/status/{row.id}", {"CallSid": "CA1", "CallStatus": "x" * 10_240})
+    assert 200 <= r.status_code < 500
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/api/alerts/{}/events"), ("POST", "/api/alerts/{}/ack"),
+                                          ("POST", "/api/alerts/{}/resolve")])
+@pytest.mark.parametrize("bad_id", HOSTILE_IDS, ids=lambda v: v[:20])
+def test_an_operator_route_with_an_impossible_alert_id_is_refused_with_422(client, svc, method, path, bad_id):
+    r = client.request(method, path.format(bad_id), json={"actor": "Chen"}, headers=OPERATOR)
+    assert r.status_code == 422
+    assert svc.alerts()[0].state == "open"
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/api/alerts/{}/events"), ("POST", "/api/alerts/{}/ack")])
+@pytest.mark.parametrize("bad_id", HOSTILE_IDS, ids=lambda v: v[:20])
+def test_an_operator_route_with_an_impossible_alert_id_and_no_token_is_refused_with_401(client, method, path, bad_id):
+    assert client.request(method, path.format(bad_id), json={"actor": "Chen"}).status_code == 401
+
+
+@pytest.mark.parametrize("state", ["closed", "x" * 10_240, "-1"])
+def test_an_unknown_state_filter_is_refused_with_422(client, state):
+    assert client.get("/api/alerts", params={"state": state}, headers=OPERATOR).status_code == 422
+
+
+def test_the_largest_possible_alert_id_is_simply_not_found(client):
+    r = client.post(f"/api/alerts/{2**63 - 1}/ack", json={"actor": "Chen"}, headers=OPERATOR)
+    assert r.status_code == 404
+
+
+def test_an_actor_of_10_kb_is_refused_with_422(client, svc):
+    a = svc.alerts()[0]
+    assert client.post(f"/api/alerts/{a.id}/ack", json={"actor": "x" * 10_240}, headers=OPERATOR).status_code == 422
+    assert svc.alerts()[0].state == "open"

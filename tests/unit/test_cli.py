@@ -1,0 +1,104 @@
+"""`register-device`: the device's broker password never travels on the command line."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import shutil
+
+import pytest
+
+from gateway.cli import main
+from gateway.store import OperationalStore
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto_passwd") is None,
+                                reason="mosquitto_passwd not found: apt-get install mosquitto")
+
+
+@pytest.fixture(autouse=True)
+def no_eldercare_environment(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("ELDERCARE_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def register(tmp_path):
+    """Runs `register-device w1 --kind watch` with extra arguments against a store in tmp_path."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "gateway.db"}"\n')
+
+    def run(*args: str) -> int:
+        return main(["--config", str(config), "register-device", "w1", "--kind", "watch", *args])
+    return run
+
+
+def registered(tmp_path) -> bool:
+    return (tmp_path / "gateway.db").exists() and OperationalStore(tmp_path / "gateway.db").device("w1") is not None
+
+
+def accepts(passwd_file, username: str, password: str) -> bool:
+    """Checks a password against Mosquitto's PBKDF2-SHA512 entry (`user:$7$iterations$salt$hash`)."""
+    for line in passwd_file.read_text().splitlines():
+        user, _, entry = line.partition(":")
+        if user == username:
+            _, kind, iterations, salt, digest = entry.split("$")
+            assert kind == "7"
+            return hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt),
+                                       int(iterations)) == base64.b64decode(digest)
+    return False
+
+
+@pytest.mark.parametrize("args", [["--password", "s3cret-pw"], ["--password=s3cret-pw"]])
+def test_a_password_on_the_command_line_is_refused_and_nothing_is_registered(register, tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        register("--password-file", str(tmp_path / "passwd"), *args)
+    assert exit_.value.code == 2
+    assert "--password-stdin or --device-password-file" in capsys.readouterr().err
+    assert not registered(tmp_path) and not (tmp_path / "passwd").exists()
+
+
+def test_the_device_password_is_read_from_standard_input(register, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret pw: with spaces\nnext line ignored\n"))
+    assert register("--password-file", str(tmp_path / "passwd"), "--password-stdin") == 0
+    assert accepts(tmp_path / "passwd", "w1", "s3cret pw: with spaces")
+    assert "s3cret" not in capsys.readouterr().out and registered(tmp_path)
+
+
+def test_the_device_password_is_read_from_a_file(register, tmp_path, capsys):
+    (tmp_path / "w1.pw").write_text("from-a-file\n")
+    assert register("--password-file", str(tmp_path / "passwd"), "--device-password-file", str(tmp_path / "w1.pw")) == 0
+    assert accepts(tmp_path / "passwd", "w1", "from-a-file")
+    assert "from-a-file" not in capsys.readouterr().out
+
+
+def test_without_a_given_password_a_random_one_is_made_and_printed(register, tmp_path, capsys):
+    assert register("--password-file", str(tmp_path / "passwd")) == 0
+    [printed] = [line.removeprefix("password: ") for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("password: ")]
+    assert len(printed) >= 20 and accepts(tmp_path / "passwd", "w1", printed)
+
+
+@pytest.mark.parametrize("stdin", ["", "\n"])
+def test_an_empty_password_on_standard_input_is_refused(register, tmp_path, monkeypatch, capsys, stdin):
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert register("--password-file", str(tmp_path / "passwd"), "--password-stdin") == 2
+    assert "no password on the first line of standard input" in capsys.readouterr().err
+    assert not registered(tmp_path)
+
+
+def test_an_unreadable_device_password_file_is_named(register, tmp_path, capsys):
+    assert register("--password-file", str(tmp_path / "passwd"), "--device-password-file", str(tmp_path / "nope")) == 2
+    assert f"cannot read {tmp_path / 'nope'}" in capsys.readouterr().err
+
+
+def test_a_given_password_without_a_mosquitto_file_is_refused(register, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    assert register("--password-stdin") == 2
+    assert "needs --password-file" in capsys.readouterr().err and not registered(tmp_path)
+
+
+def test_standard_input_and_a_password_file_together_are_refused(register, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        register("--password-file", str(tmp_path / "passwd"), "--password-stdin", "--device-password-file", "x")
+    assert exit_.value.code == 2
