@@ -191,6 +191,12 @@ class AlertSettings(BaseModel):
             raise ValueError("must be [low, high] with low < high")
         return v
 
+    @model_validator(mode="after")
+    def _silence_bounds_ordered(self):
+        if self.watch_silent_min_s > self.watch_silent_max_s:
+            raise SettingError("watch_silent_min_s", "must not exceed watch_silent_max_s")
+        return self
+
     @property
     def sends_for_real(self) -> bool:
         """Notifications go out through Twilio (not dry run)."""

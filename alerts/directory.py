@@ -55,7 +55,8 @@ class Resident(_Model):
     age: int = Field(ge=40, le=130)
     language: str = "zh-CN"
     watch_device_id: str | None = None
-    heart_rate_range: tuple[int, int] | None = None
+    heart_rate_range: tuple[Annotated[int, Field(ge=20, le=250)], Annotated[int, Field(ge=20, le=250)]] | None = None
+    spo2_threshold: int | None = Field(None, ge=70, le=100, description="SpO2 (%) below which this resident's alert is raised")
     geofence: CircleFence | PolygonFence | None = Field(None, discriminator="shape")
     contacts: tuple[Contact, ...] = ()
     escalation_plan: Plan | None = Field(None, min_length=1, description="Overrides the community default plan")

@@ -1,15 +1,19 @@
 """The alert engine: rules -> alerts -> escalation steps -> outbox rows, each change in one transaction.
 
-Per-device rule state lives in memory only. After a restart it starts empty,
-which at worst delays a dwell or consecutive-reading alert by one window and
-restarts silence timers; alerts, events, processed keys and the outbox are durable.
+Per-device rule state lives in memory and is saved every `state_save_interval_s`
+(and at stop), so after a restart silence is judged from when each device was
+really last heard, and a registered device never heard since is reported too.
+Alerts, events, processed keys and the outbox are durable at every commit.
 """
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+
+import orjson
 
 from alerts import escalation, lifecycle, wording
 from alerts.config import AlertSettings
@@ -17,11 +21,13 @@ from alerts.directory import Directory, Resident
 from alerts.lifecycle import Alert, AlertEvent
 from alerts.outbox import PENDING, Outbox, OutboxRow
 from alerts.rules import (
-    WATCH_DETECTORS, EquipmentState, Finding, RuleContext, WatchState, detect_equipment, equipment_tick, watch_seen, watch_tick,
+    MAINTENANCE_TYPES, RED, SEVERITY, WATCH_DETECTORS, EquipmentState, Finding, RuleContext, WatchState, detect_button,
+    detect_equipment, equipment_tick, watch_seen, watch_tick,
 )
 from alerts.store import AlertStore, Database
 from gateway.models import DeviceKind, DeviceMessage
 
+log = logging.getLogger(__name__)
 Listener = Callable[[AlertEvent], None]
 _OBSERVE_SLICE = 50
 CANCELLED = "cancelled"
@@ -39,6 +45,8 @@ class AlertEngine:
         self.equipment: dict[str, EquipmentState] = {}
         self.listeners: list[Listener] = []
         self._events: list[AlertEvent] = []
+        self._dirty: set[str] = set()          # devices whose rule state changed since it was last saved
+        self._clock_runs: dict[str, int] = {}  # messages in a row from a device whose clock runs ahead
         # The critical and telemetry lanes observe from their own threads and the ticker runs
         # silence rules: per-device state is read and replaced under this lock, never concurrently.
         self._rules_lock = threading.Lock()
@@ -76,7 +84,7 @@ class AlertEngine:
         queued = 0
         if raised:
             with self._changes():
-                fresh = self.alerts.unseen({m.key for m, _ in raised})
+                fresh = self.alerts.unprocessed({m.key for m, _ in raised})
                 for m, found in raised:
                     if m.key in fresh:
                         for f in found:
@@ -85,6 +93,33 @@ class AlertEngine:
         # Memory state changes only once the transaction holding its consequences committed.
         self.watches.update(staged_w)
         self.equipment.update(staged_e)
+        self._dirty.update(staged_w, staged_e)
+        if self._clock_runs:
+            for m in messages:
+                self._clock_runs.pop(m.device_id, None)  # a message on time ends a clock episode
+        return queued
+
+    def observe_clock_skew(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
+        """Messages whose device time is too far ahead: ingest dead-letters them, but a press among them is
+        still a person asking for help, and a device that keeps doing it needs its clock seen to."""
+        queued = 0
+        with self._rules_lock, self._changes():
+            presses = [m for m in messages if m.payload.critical]
+            fresh = self.alerts.unprocessed({m.key for m in presses}) if presses else set()
+            for m in messages:
+                if m.key in fresh:
+                    fresh.discard(m.key)
+                    state = self.watches.get(m.device_id) or WatchState()
+                    _, f = detect_button(state, m, self.directory.wearer(m.device_id), self.ctx)
+                    if f is not None:  # timed by the gateway's clock: the device's is wrong
+                        queued += self._raise(replace(f, at_ms=now_ms, detail=f"{f.detail} (device clock ahead)".strip()), now_ms)
+                        self.alerts.mark_processed([m.key], now_ms)
+                run = self._clock_runs.get(m.device_id, 0) + 1
+                self._clock_runs[m.device_id] = run
+                if run == self.settings.clock_wrong_count:
+                    ahead_s = (m.payload.ts - now_ms) / 1000
+                    queued += self._raise(Finding("device_clock_wrong", SEVERITY["device_clock_wrong"], m.device_id, now_ms,
+                                                  detail=f"device clock {ahead_s:.0f} s ahead"), now_ms)
         return queued
 
     def _run_rules(self, m: DeviceMessage, now_ms: int, staged_w: dict, staged_e: dict) -> list[Finding]:
@@ -107,7 +142,7 @@ class AlertEngine:
     @staticmethod
     def _for_maintenance(alert_type: str) -> bool:
         """A machine's own trouble goes to maintenance; overexertion is about the person on it."""
-        return alert_type.startswith("equipment_")
+        return alert_type in MAINTENANCE_TYPES
 
     def _concerned(self, f: Finding) -> Resident | None:
         if self._for_maintenance(f.alert_type):
@@ -122,10 +157,14 @@ class AlertEngine:
         subject = resident.id if resident else f.device_id
         existing = self.alerts.open_alert(subject, f.alert_type)
         if existing is not None:
-            alert, ev = lifecycle.repeat(existing, f, now_ms)
-            self.alerts.update(alert)
+            burst_ms = int(self.settings.burst_window_s * 1000)
+            again = lifecycle.asks_again(existing, f, burst_ms)
+            alert, ev = lifecycle.repeat(existing, f, now_ms, burst_ms)
             self._event(ev)
-            return 0
+            if not again:
+                self.alerts.update(alert)
+                return 0
+            return self._restart(alert, now_ms)
         alert = lifecycle.open_alert(f, subject, resident.id if resident else None, now_ms)
         alert_id = self.alerts.insert(alert)
         alert = replace(alert, id=alert_id)
@@ -142,22 +181,41 @@ class AlertEngine:
         """Red alerts keep calling until someone accepts (up to the configured rounds); others end with the plan."""
         return self.settings.red_repeat_rounds if alert.severity == "red" else 0
 
-    def _queue_step(self, alert: Alert, now_ms: int) -> int:
-        step = escalation.plan_step(self._plan(alert), alert.step, self._repeat_rounds(alert))
+    def _restart(self, alert: Alert, now_ms: int) -> int:
+        """A press after acknowledgement, or after the plan ran out: the alert opens again and its plan starts
+        over. A red one also calls, at once, whoever acknowledged it (if a phone did) and the duty line."""
+        who = alert.acknowledged_by if alert.state == lifecycle.ACKNOWLEDGED else None
+        why = (f"pressed again after {who} acknowledged" if who else
+               "pressed again after the plan ran out" if alert.escalation == lifecycle.EXHAUSTED else "pressed again")
+        alert, ev = lifecycle.restart(alert, now_ms, why)
+        self.alerts.update(alert)
+        self._event(ev)
+        extra: list[tuple[str, str]] = []
+        if alert.severity == RED:
+            resident = self.directory.resident(alert.resident_id)
+            lang = resident.language if resident else "zh-CN"
+            extra = [(p, lang) for p in (who, self.directory.community.duty.service_centre) if p and p.startswith("+")]
+        return self._queue_step(alert, now_ms, extra_calls=extra)
+
+    def _queue_step(self, alert: Alert, now_ms: int, extra_calls: Iterable[tuple[str, str]] = ()) -> int:
+        """Queue the current step's notifications (plus `extra_calls`, voice, to these phones)."""
+        step = escalation.plan_step(self._plan(alert), alert.plan_position, self._repeat_rounds(alert))
         resident = self.directory.resident(alert.resident_id)
         name = resident.name if resident else alert.device_id
+        sends = [(phone, lang, step.channel, step.target) for phone, lang in self.directory.recipients(step, resident)]
+        sends += [(phone, lang, "voice", "repeat press") for phone, lang in extra_calls]
         queued = 0
-        for phone, lang in self.directory.recipients(step, resident):
-            if step.channel == "sms":
+        for phone, lang, channel, target in sends:
+            if channel == "sms":
                 text = wording.alert_sms(name, alert.alert_type, alert.severity, alert.opened_ms, alert.lat, alert.lon,
                                        language=lang, tz=self.settings.timezone, map_url_template=self.settings.map_url_template,
                                        map_datum=self.settings.map_datum)
             else:
                 text = wording.call_text(name, alert.alert_type, alert.severity, language=lang)
-            if self.outbox.add(alert.id, str(alert.step), phone, step.channel, lang, text, now_ms):
+            if self.outbox.add(alert.id, str(alert.step), phone, channel, lang, text, now_ms):
                 queued += 1
                 self._event(AlertEvent(alert.id, now_ms, "notification_queued", lifecycle.SYSTEM,
-                                       f"step {alert.step} {step.channel} {step.target} {phone}"))
+                                       f"step {alert.step} {channel} {target} {phone}"))
         return queued
 
     def escalate(self, alert: Alert, now_ms: int) -> int:
@@ -214,6 +272,44 @@ class AlertEngine:
             for table, d, new, _ in live:
                 table[d] = new
         return queued
+
+    # -- state across restarts ---------------------------------------------------
+
+    def save_states(self, now_ms: int) -> int:
+        """Save the rule state of devices heard since the last save; returns how many."""
+        with self._rules_lock:
+            dirty, self._dirty = self._dirty, set()
+            rows = [(d, "watch", orjson.dumps(self.watches[d]).decode()) if d in self.watches
+                    else (d, "equipment", orjson.dumps(self.equipment[d]).decode()) for d in dirty]
+        try:
+            self.alerts.save_device_states(rows, now_ms)
+        except BaseException:
+            with self._rules_lock:
+                self._dirty |= dirty
+            raise
+        return len(rows)
+
+    def restore(self, registered: Iterable[tuple[str, str]], now_ms: int) -> None:
+        """Rule state as saved before the last stop, and a fresh 'never heard' state for every other
+        registered (device_id, kind). Silence is not judged for `restart_grace_s`, while the broker
+        hands over what the devices sent while the gateway was away."""
+        quiet_until = now_ms + int(self.settings.restart_grace_s * 1000)
+        with self._rules_lock:
+            for device_id, kind, saved in self.alerts.device_states():
+                cls, table = (WatchState, self.watches) if kind == DeviceKind.WATCH else (EquipmentState, self.equipment)
+                known = set(cls.__slots__)
+                values = {k: v for k, v in orjson.loads(saved).items() if k in known}
+                table[device_id] = replace(cls(**values), quiet_until_ms=quiet_until)
+            for device_id, kind in registered:
+                cls, table = (WatchState, self.watches) if kind == DeviceKind.WATCH else (EquipmentState, self.equipment)
+                if device_id not in table:
+                    table[device_id] = cls(last_seen_ms=now_ms, heard=False)
+        log.info("alert rules: state of %d watches and %d machines restored", len(self.watches), len(self.equipment))
+
+    def prune(self, now_ms: int) -> dict[str, int]:
+        """Forget processed keys past their window and resolved alerts past the audit retention."""
+        s = self.settings
+        return self.alerts.prune(now_ms, int(s.processed_window_h * 3_600_000), int(s.audit_retention_days * 86_400_000))
 
     # -- people --------------------------------------------------------------
 
@@ -286,5 +382,5 @@ class AlertEngine:
             for listener in self.listeners:
                 try:
                     listener(ev)
-                except Exception:  # a broken dashboard must not break alerting
-                    pass
+                except Exception:  # a broken dashboard must not break alerting, but someone should hear of it
+                    log.exception("alert event listener %r failed on %s", listener, ev.kind)

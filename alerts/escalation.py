@@ -62,11 +62,11 @@ def next_action(plan: Plan, alert: Alert, attempts: Iterable[AttemptOutcome], no
     # A step with nobody to reach (no family on file) or whose every attempt failed is over now.
     if not attempts or all(a.failed for a in attempts):
         reason = "step failed" if attempts else "step had no recipients"
-    elif now_ms >= alert.step_started_ms + step_wait_s(plan_step(plan, alert.step, repeat_rounds), deadline_s) * 1000:
+    elif now_ms >= alert.step_started_ms + step_wait_s(plan_step(plan, alert.plan_position, repeat_rounds), deadline_s) * 1000:
         reason = "deadline passed"
     else:
         return None
-    if plan_step(plan, alert.step + 1, repeat_rounds) is not None:
+    if plan_step(plan, alert.plan_position + 1, repeat_rounds) is not None:
         return StartStep(alert.step + 1, reason)
     return Exhaust(reason)
 

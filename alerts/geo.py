@@ -36,6 +36,27 @@ def inside(fence: CircleFence | PolygonFence, lat: float, lon: float) -> bool:
     return _in_polygon(lat, lon, fence.points)
 
 
+def _segment_distance_m(lat: float, lon: float, a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Metres from a point to a polygon edge, on a local flat projection around the point (fine at fence scale)."""
+    k = math.cos(math.radians(lat))
+    m_per_deg = math.pi * _EARTH_RADIUS_M / 180
+    ax, ay = (a[1] - lon) * k * m_per_deg, (a[0] - lat) * m_per_deg
+    bx, by = (b[1] - lon) * k * m_per_deg, (b[0] - lat) * m_per_deg
+    dx, dy = bx - ax, by - ay
+    t = 0.0 if dx == dy == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / (dx * dx + dy * dy)))
+    return math.hypot(ax + t * dx, ay + t * dy)
+
+
+def distance_outside_m(fence: CircleFence | PolygonFence, lat: float, lon: float) -> float:
+    """How far outside the fence a point is, in metres; 0 when it is inside."""
+    if isinstance(fence, CircleFence):
+        return max(0.0, distance_m(fence.lat, fence.lon, lat, lon) - fence.radius_m)
+    if _in_polygon(lat, lon, fence.points):
+        return 0.0
+    pts = fence.points
+    return min(_segment_distance_m(lat, lon, pts[i - 1], pts[i]) for i in range(len(pts)))
+
+
 def is_night(at_ms: int, tz: ZoneInfo, start: time, end: time) -> bool:
     """Whether the local time falls in [start, end), which may wrap past midnight."""
     t = datetime.fromtimestamp(at_ms / 1000, tz).time()

@@ -31,6 +31,17 @@ class Alert:
     step: int = 0
     step_started_ms: int = 0
     escalation: str = RUNNING
+    # Where the current round of the plan began: a press after acknowledgement starts the plan over at a
+    # new step number, so every round's outbox keys (alert, step, recipient) are new ones.
+    plan_base: int = 0
+    presses: int = 1                 # presses (or findings) recorded on this alert, bursts counted once each
+    burst_start_ms: int = 0          # device time of the press that began the latest burst
+    acknowledged_by: str | None = None
+
+    @property
+    def plan_position(self) -> int:
+        """The current step's index in the plan (or past its end, in the repeat rounds)."""
+        return self.step - self.plan_base
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,24 +55,58 @@ class AlertEvent:
 
 def open_alert(f: Finding, subject: str, resident_id: str | None, now_ms: int) -> Alert:
     return Alert(None, subject, f.alert_type, f.severity, OPEN, resident_id, f.device_id, now_ms, now_ms,
-                 f.lat, f.lon, f.detail, 0, now_ms, RUNNING)
+                 f.lat, f.lon, f.detail, 0, now_ms, RUNNING, burst_start_ms=f.at_ms)
 
 
-def repeat(alert: Alert, f: Finding, now_ms: int) -> tuple[Alert, AlertEvent]:
-    """A repeat of an open alert's condition: recorded, and the location refreshed if it has one."""
+# Findings that are a person asking for help (or, at night, wandering): one that comes after the alert
+# was accepted or its plan ran out must reach a person again, never only be written down.
+ASKING_AGAIN = frozenset({"sos", "fall", "service_call"})
+
+
+def asks_again(alert: Alert, f: Finding, burst_window_ms: int) -> bool:
+    """True when a repeat must notify people again: a new press (outside the burst that is already known)
+    on an alert that nobody is being asked about any more (acknowledged, or its plan exhausted)."""
+    if f.alert_type not in ASKING_AGAIN and f.severity != "red":
+        return False
+    if alert.state == RESOLVED or (alert.state == OPEN and alert.escalation == RUNNING):
+        return False
+    return f.at_ms - alert.burst_start_ms >= burst_window_ms
+
+
+def repeat(alert: Alert, f: Finding, now_ms: int, burst_window_ms: int) -> tuple[Alert, AlertEvent]:
+    """A repeat of an open alert's condition: recorded, and the location refreshed if it has one.
+
+    Presses within `burst_window_ms` of the press that began a burst (device time) are one press:
+    a frightened person pressing five times in ten seconds is one call for help.
+    """
     lat, lon = (f.lat, f.lon) if f.lat is not None else (alert.lat, alert.lon)
     # A repeat can only raise the grade (an orange exit that goes on into the night turns red).
     severity = f.severity if _rank(f.severity) > _rank(alert.severity) else alert.severity
+    new_burst = f.at_ms - alert.burst_start_ms >= burst_window_ms
+    presses = alert.presses + 1 if new_burst else alert.presses
     where = f" at {lat:.6f},{lon:.6f}" if lat is not None else ""
-    ev = AlertEvent(alert.id, now_ms, "repeated", f.device_id, f"{f.detail}{where}".strip())
-    return replace(alert, lat=lat, lon=lon, severity=severity, updated_ms=now_ms), ev
+    what = f"press {presses}" if new_burst else f"press {presses} (same burst)"
+    if severity != alert.severity:
+        what += f", now {severity}"
+    ev = AlertEvent(alert.id, now_ms, "repeated", f.device_id, f"{what} {f.detail}{where}".replace("  ", " ").strip())
+    return replace(alert, lat=lat, lon=lon, severity=severity, updated_ms=now_ms, presses=presses,
+                   burst_start_ms=f.at_ms if new_burst else alert.burst_start_ms), ev
+
+
+def restart(alert: Alert, now_ms: int, why: str) -> tuple[Alert, AlertEvent]:
+    """Open the alert again and start its plan over from the first step, at a new step number."""
+    step = alert.step + 1
+    ev = AlertEvent(alert.id, now_ms, "reopened", SYSTEM, why)
+    return replace(alert, state=OPEN, escalation=RUNNING, step=step, plan_base=step, step_started_ms=now_ms,
+                   updated_ms=now_ms), ev
 
 
 def acknowledge(alert: Alert, actor: str, now_ms: int) -> tuple[Alert, AlertEvent]:
     if alert.state != OPEN:
         raise TransitionError(f"alert {alert.id} is {alert.state}, cannot acknowledge")
     esc = STOPPED if alert.escalation == RUNNING else alert.escalation
-    return replace(alert, state=ACKNOWLEDGED, escalation=esc, updated_ms=now_ms), AlertEvent(alert.id, now_ms, "acknowledged", actor)
+    return (replace(alert, state=ACKNOWLEDGED, escalation=esc, updated_ms=now_ms, acknowledged_by=actor),
+            AlertEvent(alert.id, now_ms, "acknowledged", actor))
 
 
 def resolve(alert: Alert, actor: str, now_ms: int, note: str = "") -> tuple[Alert, AlertEvent]:

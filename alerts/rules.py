@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.config import AlertSettings
 from alerts.directory import Directory, Resident
-from alerts.geo import inside, is_night
+from alerts.geo import distance_outside_m, is_night
 from gateway.models import (
     DeviceMessage, EquipmentSession, EquipmentTelemetry, FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus,
 )
@@ -22,8 +22,15 @@ RED, ORANGE, YELLOW = "red", "orange", "yellow"
 SEVERITY = {
     "sos": RED, "fall": RED, "geofence_exit": ORANGE, "heart_rate": ORANGE, "spo2_low": ORANGE, "overexertion": ORANGE,
     "watch_silent": ORANGE, "service_call": YELLOW, "battery_low": YELLOW, "watch_not_worn": YELLOW,
-    "equipment_silent": YELLOW, "equipment_fault": YELLOW,
+    "equipment_silent": YELLOW, "equipment_fault": YELLOW, "device_clock_wrong": YELLOW,
 }
+# A machine's own trouble and a device's clock go to maintenance; everything else is about a person.
+MAINTENANCE_TYPES = frozenset({"equipment_silent", "equipment_fault", "device_clock_wrong"})
+
+# Gaps longer than this are an outage (watch off, out of reach), not the device's reporting cadence.
+_CADENCE_GAP_MAX_MS = 6 * 3_600_000
+_CADENCE_MIN_GAP_MS = 1_000     # messages sent together (a status and a fix in the same second) are one report
+_CADENCE_WEIGHT = 0.2           # of the newest gap in the moving average
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,16 @@ class WatchState:
     battery_fired: bool = False
     silent_fired: bool = False
     not_worn_fired: bool = False
+    # Reporting cadence: a moving average of the gaps between reports (device time) and how many it has seen.
+    last_ts: int = 0
+    cadence_ms: float = 0.0
+    intervals: int = 0
+    inside_run: int = 0              # inside fixes in a row during an outside episode (one stray fix ends nothing)
+    fence_night_fired: bool = False  # the episode was raised (or upgraded) to red at night
+    spo2_low_run: int = 0
+    spo2_fired: bool = False
+    heard: bool = True               # False for a registered watch not heard from since the gateway started
+    quiet_until_ms: int = 0          # silence is not judged before this (after a restart, while backlogs drain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +86,8 @@ class EquipmentState:
     stall_fired: bool = False
     silent_fired: bool = False
     over_limit: bool = False  # latched while heart rate stays above the limit: one finding per crossing
+    heard: bool = True
+    quiet_until_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,18 +126,37 @@ def detect_button(state: WatchState, msg: DeviceMessage, resident: Resident | No
 
 
 def detect_geofence_exit(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
-    """Outside the fence for the whole dwell time; red at night."""
+    """Outside the fence for the whole dwell time; red at night.
+
+    A fix counts as outside only when its whole accuracy circle is (two LBS fixes 1.5 km wide near the
+    edge prove nothing), and as inside when its centre is; anything between changes nothing. An outside
+    episode ends only after `geofence_inside_fixes` inside fixes in a row, so one stray fix neither
+    restarts the dwell nor lets the same wander raise a second alert.
+    """
     p = msg.payload
     if not isinstance(p, Location):
         return state, None
-    if resident is None or resident.geofence is None or inside(resident.geofence, p.lat, p.lon):
-        return replace(state, lat=p.lat, lon=p.lon, outside_since_ms=None, fence_fired=False), None
+    fence = resident.geofence if resident is not None else None
+    if fence is None:
+        return replace(state, lat=p.lat, lon=p.lon), None
+    beyond = distance_outside_m(fence, p.lat, p.lon)
+    if beyond == 0:
+        if state.outside_since_ms is None:
+            return replace(state, lat=p.lat, lon=p.lon), None
+        run = state.inside_run + 1
+        if run < ctx.settings.geofence_inside_fixes:
+            return replace(state, lat=p.lat, lon=p.lon, inside_run=run), None
+        return replace(state, lat=p.lat, lon=p.lon, outside_since_ms=None, inside_run=0, fence_fired=False,
+                       fence_night_fired=False), None
+    if beyond <= p.accuracy_m:   # the circle still overlaps the fence: no evidence either way
+        return replace(state, lat=p.lat, lon=p.lon), None
     since = state.outside_since_ms if state.outside_since_ms is not None else p.ts
-    state = replace(state, lat=p.lat, lon=p.lon, outside_since_ms=since)
+    state = replace(state, lat=p.lat, lon=p.lon, outside_since_ms=since, inside_run=0)
     if state.fence_fired or p.ts - since < ctx.settings.geofence_dwell_s * 1000:
         return state, None
-    severity = RED if ctx.night(p.ts) else ORANGE
-    return replace(state, fence_fired=True), _finding("geofence_exit", msg, p.lat, p.lon, "left the safe area", severity)
+    night = ctx.night(p.ts)
+    return (replace(state, fence_fired=True, fence_night_fired=night),
+            _finding("geofence_exit", msg, p.lat, p.lon, "left the safe area", RED if night else ORANGE))
 
 
 def detect_heart_rate(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
@@ -137,10 +175,18 @@ def detect_heart_rate(state: WatchState, msg: DeviceMessage, resident: Resident 
 
 
 def detect_spo2_low(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
+    """N consecutive readings below the resident's threshold; one finding per episode, like heart rate."""
     p = msg.payload
-    if not isinstance(p, Health) or p.spo2 is None or p.spo2 >= ctx.settings.spo2_threshold:
+    if not isinstance(p, Health) or p.spo2 is None:
         return state, None
-    return state, _finding("spo2_low", msg, state.lat, state.lon, f"SpO2 {p.spo2}%")
+    threshold = resident.spo2_threshold if resident and resident.spo2_threshold else ctx.settings.spo2_threshold
+    if p.spo2 >= threshold:
+        return (replace(state, spo2_low_run=0, spo2_fired=False) if state.spo2_low_run or state.spo2_fired else state), None
+    run = state.spo2_low_run + 1
+    state = replace(state, spo2_low_run=run)
+    if state.spo2_fired or run < ctx.settings.spo2_consecutive:
+        return state, None
+    return replace(state, spo2_fired=True), _finding("spo2_low", msg, state.lat, state.lon, f"SpO2 {p.spo2}% below {threshold}%")
 
 
 def detect_battery_low(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
@@ -163,21 +209,44 @@ WATCH_DETECTORS = {
 
 
 def watch_seen(state: WatchState, msg: DeviceMessage, now_ms: int) -> WatchState:
-    """Bookkeeping every watch message does: last contact, worn/removed."""
+    """Bookkeeping every watch message does: last contact, reporting cadence, worn/removed."""
     p = msg.payload
     worn, changed = state.worn, state.worn_changed_ms
     if isinstance(p, WatchStatus) and (p.worn != state.worn or not changed):
         worn, changed = p.worn, now_ms
     nw_fired = state.not_worn_fired and not worn
-    return replace(state, last_seen_ms=now_ms, worn=worn, worn_changed_ms=changed, silent_fired=False, not_worn_fired=nw_fired)
+    cadence, intervals, last_ts = state.cadence_ms, state.intervals, state.last_ts
+    gap = p.ts - last_ts
+    if last_ts and _CADENCE_MIN_GAP_MS <= gap <= _CADENCE_GAP_MAX_MS:
+        cadence = gap if not intervals else cadence + _CADENCE_WEIGHT * (gap - cadence)
+        intervals = min(intervals + 1, 1_000)
+    if gap > 0 or not last_ts:
+        last_ts = p.ts
+    return replace(state, last_seen_ms=now_ms, worn=worn, worn_changed_ms=changed, silent_fired=False, not_worn_fired=nw_fired,
+                   last_ts=last_ts, cadence_ms=cadence, intervals=intervals, heard=True)
+
+
+def watch_silence_s(state: WatchState, settings: AlertSettings) -> float:
+    """How long this watch may be silent: a multiple of its own reporting cadence once that is known,
+    within the floor and ceiling; `watch_silent_s` until then."""
+    if state.intervals < settings.silence_learn_intervals:
+        return settings.watch_silent_s
+    learned = settings.silence_cadence_factor * state.cadence_ms / 1000
+    return min(max(learned, settings.watch_silent_min_s), settings.watch_silent_max_s)
 
 
 def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext):
-    """Silence of a worn watch (orange) and a watch left off in daytime (yellow)."""
+    """Silence of a worn (or never heard) watch (orange), a wander going on into the night (red),
+    and a watch left off in daytime (yellow)."""
     s = ctx.settings
-    if state.worn and not state.silent_fired and now_ms - state.last_seen_ms > s.watch_silent_s * 1000:
-        f = Finding("watch_silent", ORANGE, device_id, now_ms, state.lat, state.lon, "no message from a worn watch")
+    if ((state.worn or not state.heard) and not state.silent_fired and now_ms >= state.quiet_until_ms
+            and now_ms - state.last_seen_ms > watch_silence_s(state, s) * 1000):
+        what = "no message from a worn watch" if state.heard else "not heard from since the gateway started"
+        f = Finding("watch_silent", ORANGE, device_id, now_ms, state.lat, state.lon, what)
         return replace(state, silent_fired=True), f
+    if state.fence_fired and not state.fence_night_fired and ctx.night(now_ms):
+        f = Finding("geofence_exit", RED, device_id, now_ms, state.lat, state.lon, "still outside the safe area at night")
+        return replace(state, fence_night_fired=True), f
     if (not state.worn and state.worn_changed_ms and not state.not_worn_fired
             and now_ms - state.worn_changed_ms >= s.not_worn_s * 1000 and not ctx.night(now_ms)):
         f = Finding("watch_not_worn", YELLOW, device_id, now_ms, state.lat, state.lon, "watch not worn")
@@ -188,7 +257,7 @@ def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext)
 def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx: RuleContext):
     """Session bookkeeping and overexertion (heart rate above a share of 220 - age)."""
     p = msg.payload
-    state = replace(state, last_seen_ms=now_ms, silent_fired=False)
+    state = replace(state, last_seen_ms=now_ms, silent_fired=False, heard=True)
     if isinstance(p, EquipmentSession):
         sid = p.session_id if p.event == "start" else None
         return replace(state, session_id=sid, last_telemetry_ms=now_ms, stall_fired=False, over_limit=False), None
@@ -213,8 +282,10 @@ def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: Rule
     if state.session_id and not state.stall_fired and now_ms - state.last_telemetry_ms > s.session_stall_s * 1000:
         f = Finding("equipment_fault", YELLOW, device_id, now_ms, detail=f"session {state.session_id} stopped reporting")
         return replace(state, stall_fired=True), f
-    if not state.silent_fired and now_ms - state.last_seen_ms > s.equipment_silent_s * 1000:
-        return replace(state, silent_fired=True), Finding("equipment_silent", YELLOW, device_id, now_ms, detail="no message")
+    if (not state.silent_fired and now_ms >= state.quiet_until_ms
+            and now_ms - state.last_seen_ms > s.equipment_silent_s * 1000):
+        what = "no message" if state.heard else "not heard from since the gateway started"
+        return replace(state, silent_fired=True), Finding("equipment_silent", YELLOW, device_id, now_ms, detail=what)
     return state, None
 
 

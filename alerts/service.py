@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from alerts.config import AlertSettings
 from alerts.directory import Directory, load_directory
@@ -17,19 +17,22 @@ from alerts.store import Database
 from gateway.models import DeviceMessage
 
 log = logging.getLogger(__name__)
+_PRUNE_INTERVAL_MS = 3_600_000
 
 
 class AlertService:
     """Implements gateway.observer.MessageObserver; `start()` runs the dispatch and tick threads."""
 
     def __init__(self, engine: AlertEngine, dispatcher: Dispatcher, settings: AlertSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, registered: Callable[[], Iterable[tuple[str, str]]] = tuple) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.settings = settings
         self.clock = clock
+        self.registered = registered  # (device_id, kind) of every registered device, read at start
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._saved_ms = self._pruned_ms = 0
 
     @property
     def listeners(self) -> list[Listener]:
@@ -46,8 +49,20 @@ class AlertService:
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
         self._wake_if(self.engine.observe(messages, now_ms))
 
+    def observe_clock_skew(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
+        self._wake_if(self.engine.observe_clock_skew(messages, now_ms))
+
     def tick(self, now_ms: int) -> None:
+        """Rules and deadlines every tick; device state saved and old rows pruned on their own intervals."""
         self._wake_if(self.engine.tick(now_ms))
+        if now_ms - self._saved_ms >= self.settings.state_save_interval_s * 1000:
+            self._saved_ms = now_ms
+            self.engine.save_states(now_ms)
+        if now_ms - self._pruned_ms >= _PRUNE_INTERVAL_MS:
+            self._pruned_ms = now_ms
+            removed = self.engine.prune(now_ms)
+            if any(removed.values()):
+                log.info("alerts: pruned %s", removed)
 
     def acknowledge(self, alert_id: int, actor: str, now_ms: int | None = None) -> Alert:
         alert = self.engine.acknowledge(alert_id, actor, self._now_ms() if now_ms is None else now_ms)
@@ -86,6 +101,9 @@ class AlertService:
         return self.engine.alerts.events(alert_id)
 
     def start(self) -> None:
+        now = self._now_ms()
+        self.engine.restore(self.registered(), now)
+        self._saved_ms = now
         self.dispatcher.start()
         self._stop.clear()
         self._ticker = threading.Thread(target=self._tick_loop, name="alert-tick", daemon=True)
@@ -97,6 +115,7 @@ class AlertService:
             self._ticker.join(5)
             self._ticker = None
         self.dispatcher.stop()
+        self.engine.save_states(self._now_ms())
 
     def close(self) -> None:
         self.stop()
@@ -111,8 +130,9 @@ class AlertService:
 
 
 def build_alert_service(settings: AlertSettings, notifier: Notifier, clock: Callable[[], float] = time.time,
-                        directory: Directory | None = None) -> AlertService:
+                        directory: Directory | None = None,
+                        registered: Callable[[], Iterable[tuple[str, str]]] = tuple) -> AlertService:
     """Opens the database and the community file; threads start with `start()`."""
     directory = directory or load_directory(settings.community_file)
     engine = AlertEngine(settings, directory, Database(settings.db_path))
-    return AlertService(engine, Dispatcher(engine, notifier, settings, clock), settings, clock)
+    return AlertService(engine, Dispatcher(engine, notifier, settings, clock), settings, clock, registered)

@@ -1,4 +1,4 @@
-"""SQLite persistence of alerts, their events and the processed (device_id, seq) keys."""
+"""SQLite persistence of alerts, their events, the processed (device_id, ts, seq) keys and device rule state."""
 from __future__ import annotations
 
 import sqlite3
@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, subject TEXT NOT NULL, alert_type TEXT NOT NULL, severity TEXT NOT NULL,
     state TEXT NOT NULL, resident_id TEXT, device_id TEXT NOT NULL, opened_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL, lat REAL, lon REAL, detail TEXT NOT NULL, step INTEGER NOT NULL,
-    step_started_ms INTEGER NOT NULL, escalation TEXT NOT NULL);
+    step_started_ms INTEGER NOT NULL, escalation TEXT NOT NULL, plan_base INTEGER NOT NULL DEFAULT 0,
+    presses INTEGER NOT NULL DEFAULT 1, burst_start_ms INTEGER NOT NULL DEFAULT 0, acknowledged_by TEXT);
 -- One open (unresolved) alert per subject and type: a repeat joins it.
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts(subject, alert_type) WHERE state != 'resolved';
 CREATE INDEX IF NOT EXISTS alerts_running ON alerts(escalation) WHERE escalation = 'running';
@@ -23,8 +24,14 @@ CREATE TABLE IF NOT EXISTS alert_events (
     id INTEGER PRIMARY KEY, alert_id INTEGER NOT NULL REFERENCES alerts(id), at_ms INTEGER NOT NULL,
     kind TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events(alert_id);
+-- Keys of messages that raised findings; (device_id, ts, seq) because a rebooted watch counts seq from 1 again.
 CREATE TABLE IF NOT EXISTS processed (
-    device_id TEXT NOT NULL, seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (device_id, seq)) WITHOUT ROWID;
+    device_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, ts, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS processed_by_age ON processed(at_ms);
+-- What the silence rules need to survive a restart: when each device was last heard and how often it reports.
+CREATE TABLE IF NOT EXISTS device_state (
+    device_id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, alert_id INTEGER NOT NULL REFERENCES alerts(id), step TEXT NOT NULL,
     recipient TEXT NOT NULL, channel TEXT NOT NULL, language TEXT NOT NULL, text TEXT NOT NULL,
@@ -35,7 +42,30 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, due_ms);
 """
 
 _ALERT_COLS = ("id, subject, alert_type, severity, state, resident_id, device_id, opened_ms, updated_ms, "
-               "lat, lon, detail, step, step_started_ms, escalation")
+               "lat, lon, detail, step, step_started_ms, escalation, plan_base, presses, burst_start_ms, acknowledged_by")
+_N_ALERT_COLS = len(_ALERT_COLS.split(", "))
+SCHEMA_VERSION = 2
+# Columns version 2 added to `alerts`, for databases made by version 1.
+_V2_ALERT_COLUMNS = (("plan_base", "INTEGER NOT NULL DEFAULT 0"), ("presses", "INTEGER NOT NULL DEFAULT 1"),
+                     ("burst_start_ms", "INTEGER NOT NULL DEFAULT 0"), ("acknowledged_by", "TEXT"))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a version-1 database to version 2 before the schema script runs.
+
+    Version 1's processed keys were (device_id, seq): they can never match a (device_id, ts, seq) key,
+    so that table starts again (its window is a week of redeliveries, not history).
+    """
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(alerts)")}
+    if columns:
+        for name, decl in _V2_ALERT_COLUMNS:
+            if name not in columns:
+                conn.execute(f"ALTER TABLE alerts ADD COLUMN {name} {decl}")
+    processed = {r[1] for r in conn.execute("PRAGMA table_info(processed)")}
+    if processed and "ts" not in processed:
+        conn.execute("DROP TABLE processed")
 
 
 class Database:
@@ -49,7 +79,9 @@ class Database:
         # FULL: an alert and its outbox rows must survive power loss once observe() returns.
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
+        _migrate(self.conn)
         self.conn.executescript(SCHEMA)
+        self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.lock = threading.RLock()
         self._depth = 0
 
@@ -89,14 +121,37 @@ class AlertStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def unseen(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+    def unprocessed(self, keys: Iterable[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
+        """Which of these (device_id, ts, seq) keys no committed finding came from."""
         with self.db.transaction() as c:
             return {k for k in keys if c.execute(
-                "SELECT 1 FROM processed WHERE device_id=? AND seq=?", k).fetchone() is None}
+                "SELECT 1 FROM processed WHERE device_id=? AND ts=? AND seq=?", k).fetchone() is None}
 
-    def mark_processed(self, keys: Iterable[tuple[str, int]], now_ms: int) -> None:
+    def mark_processed(self, keys: Iterable[tuple[str, int, int]], now_ms: int) -> None:
         with self.db.transaction() as c:
-            c.executemany("INSERT OR IGNORE INTO processed VALUES (?,?,?)", [(d, s, now_ms) for d, s in keys])
+            c.executemany("INSERT OR IGNORE INTO processed VALUES (?,?,?,?)", [(*k, now_ms) for k in keys])
+
+    def save_device_states(self, states: Iterable[tuple[str, str, str]], now_ms: int) -> None:
+        """(device_id, kind, state as JSON) of devices whose rule state changed since the last save."""
+        with self.db.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO device_state VALUES (?,?,?,?)", [(*s, now_ms) for s in states])
+
+    def device_states(self) -> list[tuple[str, str, str]]:
+        with self.db.transaction() as c:
+            return c.execute("SELECT device_id, kind, state FROM device_state").fetchall()
+
+    def prune(self, now_ms: int, processed_window_ms: int, audit_window_ms: int) -> dict[str, int]:
+        """Forget processed keys past their window, and resolved alerts (with their events and notifications)
+        whose last change is older than the audit window; returns rows removed per table."""
+        with self.db.transaction() as c:
+            removed = {"processed": c.execute("DELETE FROM processed WHERE at_ms < ?",
+                                              (now_ms - processed_window_ms,)).rowcount}
+            old = "SELECT id FROM alerts WHERE state = ? AND updated_ms < ?"
+            args = (RESOLVED, now_ms - audit_window_ms)
+            removed["alert_events"] = c.execute(f"DELETE FROM alert_events WHERE alert_id IN ({old})", args).rowcount
+            removed["outbox"] = c.execute(f"DELETE FROM outbox WHERE alert_id IN ({old})", args).rowcount
+            removed["alerts"] = c.execute("DELETE FROM alerts WHERE state = ? AND updated_ms < ?", args).rowcount
+        return removed
 
     def open_alert(self, subject: str, alert_type: str) -> Alert | None:
         with self.db.transaction() as c:
@@ -111,7 +166,7 @@ class AlertStore:
 
     def insert(self, alert: Alert) -> int:
         with self.db.transaction() as c:
-            cur = c.execute(f"INSERT INTO alerts ({_ALERT_COLS}) VALUES ({','.join('?' * 15)})", astuple(alert))
+            cur = c.execute(f"INSERT INTO alerts ({_ALERT_COLS}) VALUES ({','.join('?' * _N_ALERT_COLS)})", astuple(alert))
             return cur.lastrowid
 
     def update(self, alert: Alert) -> None:

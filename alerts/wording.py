@@ -30,6 +30,7 @@ ALERT_NAMES: dict[str, dict[str, str]] = {
     "watch_not_worn": {ZH: "未佩戴手表", EN: "watch not worn"},
     "equipment_silent": {ZH: "健身器材无信号", EN: "fitness equipment silent"},
     "equipment_fault": {ZH: "健身器材故障", EN: "fitness equipment fault"},
+    "device_clock_wrong": {ZH: "设备时钟错误", EN: "device clock wrong"},
 }
 
 # Red alerts say they are urgent; the grade words follow the red/orange/yellow scale service centres use.

@@ -68,6 +68,9 @@ class SinkSettings(_Section):
     timeout_s: float = Field(10.0, gt=0, le=120, description="One write request's timeout")
     spool_dir: Path = Field(Path("var/spool"), description="Where points wait, on disk, while the store is unreachable")
     replay_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between attempts to reach the store again")
+    rejected_retention_days: float = Field(
+        30, gt=0, description="How long spooled batches the store refused are kept aside (as *.rejected) for an operator",
+    )
 
 
 class StoreSettings(_Section):

@@ -78,12 +78,13 @@ class DeviceRegistry:
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """A batch after judging: what is new, and what goes to dead-letter."""
+    """A batch after judging: what is new, what goes to dead-letter, and which of those came from a clock ahead."""
 
     now_ms: int
     fresh: list[DeviceMessage]
     fresh_raw: list[Received]
     dead: list[DeadLetter]
+    clock_ahead: list[DeviceMessage] = field(default_factory=list)
 
 
 class IngestPipeline:
@@ -113,6 +114,8 @@ class IngestPipeline:
         self.stats.received += len(batch)
         candidates: list[tuple[Received, DeviceMessage]] = []
         dead: list[DeadLetter] = []
+        clock_ahead: list[DeviceMessage] = []
+        latest_ms = now_ms + int(self.settings.max_clock_skew_s * 1000)
         for r in batch:
             if self.skip(r.topic):
                 self.stats.ignored += 1
@@ -122,6 +125,10 @@ class IngestPipeline:
                 dead.append(self._dead(r, result.reason, result.detail))
             elif not self.registry.admits(result, now_ms):
                 dead.append(self._dead(r, "unknown_device", f"device {result.device_id!r} is not registered"))
+            elif result.payload.ts > latest_ms:
+                ahead_s = (result.payload.ts - now_ms) / 1000
+                dead.append(self._dead(r, "ts_in_future", f"device time {ahead_s:.0f} s ahead of the gateway's clock"))
+                clock_ahead.append(result)
             else:
                 candidates.append((r, result))
 
@@ -135,11 +142,13 @@ class IngestPipeline:
             seen.add(m.key)
             fresh.append(m)
             fresh_raw.append(r)
-        return Judged(now_ms, fresh, fresh_raw, dead)
+        return Judged(now_ms, fresh, fresh_raw, dead, clock_ahead)
 
     def commit(self, judged: Judged) -> None:
         """Steps 3 to 5: observer, sink, store. Raises if any fails; then the store commits nothing."""
         fresh, dead = judged.fresh, judged.dead
+        if judged.clock_ahead and self.observer is not None:
+            self.observer.observe_clock_skew(judged.clock_ahead, judged.now_ms)
         if fresh:
             if self.observer is not None:
                 self.observer.observe(fresh, judged.now_ms)

@@ -192,6 +192,7 @@ class DeviceMessage:
         return self.payload.stream
 
     @property
-    def key(self) -> tuple[str, int]:
-        """The idempotency key."""
-        return (self.device_id, self.payload.seq)
+    def key(self) -> tuple[str, int, int]:
+        """The idempotency key: a redelivery repeats `ts` and `seq` exactly, a rebooted watch restarts
+        `seq` at 1 with a newer `ts`, so its messages are new data and never "duplicates"."""
+        return (self.device_id, self.payload.ts, self.payload.seq)

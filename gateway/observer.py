@@ -14,7 +14,11 @@ class MessageObserver(Protocol):
     acknowledged to the broker: whatever the observer must not lose it has to
     have made durable when `observe` returns. A crash after `observe` and
     before the ack redelivers the messages, so an observer must itself
-    recognise a repeated `(device_id, seq)`.
+    recognise a repeated `(device_id, ts, seq)`.
     """
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> None: ...
+
+    def observe_clock_skew(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
+        """Valid messages whose device time is too far ahead of the gateway's clock. Ingest dead-letters
+        them (their time would corrupt stored state), but an SOS among them is still a person pressing."""

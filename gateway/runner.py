@@ -87,8 +87,14 @@ class Gateway:
         store = self.settings.store
         while not self._stop.wait(60):
             try:
-                self.store.prune(int(time.time() * 1000), int(store.track_window_h * 3_600_000),
-                                 int(store.dedup_window_h * 3_600_000))
+                now = time.time()
+                removed = self.store.prune(int(now * 1000), int(store.track_window_h * 3_600_000),
+                                           int(store.dedup_window_h * 3_600_000),
+                                           int(store.dead_letter_retention_days * 86_400_000))
+                removed["rejected_batches"] = self.sink.spool.prune_rejected(
+                    now, self.settings.sink.rejected_retention_days * 86_400)
+                if any(removed.values()):
+                    log.info("housekeeping: pruned %s", removed)
                 log.info("stats: %s", self.stats())
             except Exception:
                 log.exception("housekeeping failed")

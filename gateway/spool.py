@@ -58,5 +58,14 @@ class Spool:
     def __len__(self) -> int:
         return len(self._segments())
 
+    def prune_rejected(self, now_s: float, keep_s: float) -> int:
+        """Delete batches the store refused (kept aside for an operator) older than `keep_s`; returns how many."""
+        removed = 0
+        for path in self.directory.glob("*.rejected"):
+            if path.stat().st_mtime < now_s - keep_s:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def line_count(self) -> int:
         return sum(len(p.read_text(encoding="utf-8").splitlines()) for p in self._segments())

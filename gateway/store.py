@@ -33,13 +33,18 @@ CREATE TABLE IF NOT EXISTS track (
     device_id TEXT NOT NULL,
     ts INTEGER NOT NULL,
     lat REAL NOT NULL, lon REAL NOT NULL, accuracy_m REAL, source TEXT,
+    received_ms INTEGER NOT NULL,
     PRIMARY KEY (device_id, ts)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS track_by_age ON track (received_ms);
+-- A redelivery repeats the device's ts and seq exactly; a watch that rebooted counts seq from 1
+-- again with a newer ts, so (device_id, ts, seq) tells them apart where (device_id, seq) did not.
 CREATE TABLE IF NOT EXISTS seen (
     device_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
-    PRIMARY KEY (device_id, seq)
+    PRIMARY KEY (device_id, ts, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_by_age ON seen (received_ms);
 CREATE TABLE IF NOT EXISTS dead_letter (
@@ -52,7 +57,14 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     payload_size INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letter_by_reason ON dead_letter (reason);
+CREATE INDEX IF NOT EXISTS dead_letter_by_age ON dead_letter (received_ms);
 """
+SCHEMA_VERSION = 2
+
+# Tables whose version-1 layout cannot be altered in place. `seen` held (device_id, seq) keys, which
+# can never match a (device_id, ts, seq) key, and `track` had no receive time to prune by; both are
+# windows of recent data, so they start again empty rather than with rows of the wrong shape.
+_V1_TABLES = ("seen", "track")
 
 # Each aspect of the last state moves only forward in device time, so a
 # late or redelivered message never overwrites a newer reading.
@@ -127,8 +139,17 @@ class OperationalStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as db:
+        db = self._connect()
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                for table in _V1_TABLES:
+                    columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                    if columns and not {"ts", "received_ms"} <= columns:
+                        db.execute(f"DROP TABLE {table}")
             db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            db.close()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -170,15 +191,20 @@ class OperationalStore:
     def device_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT device_id FROM devices")}
 
+    def registered_devices(self) -> list[tuple[str, str]]:
+        """(device_id, kind) of every registered device."""
+        return self.db.execute("SELECT device_id, kind FROM devices").fetchall()
+
     # -- ingest ------------------------------------------------------------
 
-    def already_seen(self, keys: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
-        """Which of these (device_id, seq) keys were committed before."""
+    def already_seen(self, keys: Sequence[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
+        """Which of these (device_id, ts, seq) keys were committed before."""
         # A join against json_each walks the keys and probes the primary key
         # for each; SQLite plans a row-value IN (VALUES ...) as a table scan.
         return set(self.db.execute(
-            "SELECT s.device_id, s.seq FROM json_each(?) AS k JOIN seen AS s"
-            " ON s.device_id = json_extract(k.value, '$[0]') AND s.seq = json_extract(k.value, '$[1]')",
+            "SELECT s.device_id, s.ts, s.seq FROM json_each(?) AS k JOIN seen AS s"
+            " ON s.device_id = json_extract(k.value, '$[0]') AND s.ts = json_extract(k.value, '$[1]')"
+            " AND s.seq = json_extract(k.value, '$[2]')",
             (orjson.dumps(keys),),
         ))
 
@@ -189,16 +215,17 @@ class OperationalStore:
         try:
             if accepted:
                 db.executemany(
-                    "INSERT OR IGNORE INTO seen (device_id, seq, received_ms) VALUES (?, ?, ?)",
-                    [(m.device_id, m.payload.seq, received_ms) for m in accepted],
+                    "INSERT OR IGNORE INTO seen (device_id, ts, seq, received_ms) VALUES (?, ?, ?, ?)",
+                    [(*m.key, received_ms) for m in accepted],
                 )
                 db.executemany(_UPSERT_STATE, [tuple(row.values()) for row in state_updates(accepted, received_ms).values()])
                 track = [
-                    (m.device_id, m.payload.ts, m.payload.lat, m.payload.lon, m.payload.accuracy_m, m.payload.source)
+                    (m.device_id, m.payload.ts, m.payload.lat, m.payload.lon, m.payload.accuracy_m, m.payload.source,
+                     received_ms)
                     for m in accepted if isinstance(m.payload, Location)
                 ]
                 if track:
-                    db.executemany("INSERT OR REPLACE INTO track VALUES (?, ?, ?, ?, ?, ?)", track)
+                    db.executemany("INSERT OR REPLACE INTO track VALUES (?, ?, ?, ?, ?, ?, ?)", track)
             if dead:
                 db.executemany(
                     "INSERT INTO dead_letter (received_ms, topic, reason, detail, payload, payload_size)"
@@ -210,11 +237,19 @@ class OperationalStore:
             db.execute("ROLLBACK")
             raise
 
-    def prune(self, now_ms: int, track_window_ms: int, dedup_window_ms: int) -> None:
-        """Forget positions and dedup keys older than their windows."""
+    def prune(self, now_ms: int, track_window_ms: int, dedup_window_ms: int, dead_letter_window_ms: int) -> dict[str, int]:
+        """Forget positions, dedup keys and dead letters older than their windows; returns rows removed per table.
+
+        Every window goes by the gateway's receive time: a device whose clock is wrong can
+        neither keep its rows for ever (a ts in 2090) nor have them dropped at once (a ts in 2015).
+        """
+        removed = {}
         with self.db:
-            self.db.execute("DELETE FROM track WHERE ts < ?", (now_ms - track_window_ms,))
-            self.db.execute("DELETE FROM seen WHERE received_ms < ?", (now_ms - dedup_window_ms,))
+            for table, window_ms in (("track", track_window_ms), ("seen", dedup_window_ms),
+                                     ("dead_letter", dead_letter_window_ms)):
+                removed[table] = self.db.execute(f"DELETE FROM {table} WHERE received_ms < ?",
+                                                 (now_ms - window_ms,)).rowcount
+        return removed
 
     # -- reading (dashboard, tests, CLI) -------------------------------------
 

@@ -14,8 +14,16 @@ log = logging.getLogger(__name__)
 def build_observer(settings: Settings) -> AlertService:
     """The alert engine with its notifier (Twilio when configured, otherwise dry-run); call `start()`."""
     from alerts.notifiers.factory import build_notifier
+    from gateway.store import OperationalStore
 
-    return build_alert_service(settings.alerts, build_notifier(settings.alerts))
+    def registered() -> list[tuple[str, str]]:
+        store = OperationalStore(settings.store.path)
+        try:
+            return store.registered_devices()
+        finally:
+            store.close()
+
+    return build_alert_service(settings.alerts, build_notifier(settings.alerts), registered=registered)
 
 
 class WebServerError(RuntimeError):

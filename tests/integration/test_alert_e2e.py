@@ -6,96 +6,48 @@ stand-in (Prism behind a recording proxy) counts every request that left it.
 from __future__ import annotations
 
 import socket
-import sqlite3
 import threading
 import time
 import xml.etree.ElementTree as ET
 
 import httpx
-from twilio.request_validator import RequestValidator
 
 from gateway.localservices import free_port
-from tests.fixtures.gateway_proc import GatewayProcess, Publisher, register, wait_until
-
-ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
-AUTH_TOKEN = "e2e-auth-token"
-DUTY_LINE = "+15555550100"           # examples/community.toml [duty] service_centre
-FAMILY = {"+15555550111", "+15555550112"}  # resident r-001's contacts
-WATCH = "watch-0001"                  # worn by r-001
-
-
-def _sections(twilio_url: str, web_port: int, **alerts) -> dict:
-    return {
-        "alerts": {"public_base_url": f"http://127.0.0.1:{web_port}", "tick_interval_s": 0.2,
-                   "twilio": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": "+15555550199",
-                              "api_base_url": twilio_url, "timeout_s": 5.0}} | alerts,
-        "web": {"enabled": True, "port": web_port},
-    }
-
-
-def _sos(seq: int, ts_ms: int) -> dict:
-    return {"ts": ts_ms, "seq": seq, "lat": 31.2304, "lon": 121.4737, "accuracy_m": 10.0}
-
-
-def _query(gateway: GatewayProcess, sql: str, *args) -> list[tuple]:
-    db = sqlite3.connect(f"file:{gateway.settings['alerts']['db_path']}?mode=ro", uri=True)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
-
-
-def _creates(standin, kind: str, to: str | None = None) -> list:
-    """Create requests (`Calls` or `Messages`) the stand-in received, optionally to one number."""
-    return [r for r in standin.requests if r.method == "POST" and r.path.endswith(f"/{kind}.json")
-            and (to is None or r.field("To") == to)]
-
-
-def _signed_post(web_port: int, path: str, params: dict) -> httpx.Response:
-    url = f"http://127.0.0.1:{web_port}{path}"
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
-    return httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
-
-
-def _start(gateway_process, mosquitto, sections: dict) -> tuple[GatewayProcess, Publisher]:
-    gateway = gateway_process(sections)
-    register(gateway.store, WATCH)
-    gateway.start()
-    return gateway, Publisher(mosquitto, mosquitto.add_device(WATCH), client_id=WATCH)
-
+from tests.fixtures.alert_e2e import DUTY_LINE, FAMILY, WATCH, creates, query, sections, signed_post, sos, start
+from tests.fixtures.gateway_proc import wait_until
 
 def test_sos_rings_the_duty_line_once_and_press_1_stops_the_escalation(gateway_process, mosquitto, twilio_standin):
     web_port = free_port()
-    gateway, watch = _start(gateway_process, mosquitto, _sections(twilio_standin.base_url, web_port))
+    gateway, watch = start(gateway_process, mosquitto, sections(twilio_standin.base_url, web_port))
     now = int(time.time() * 1000)
-    watch.publish(f"eldercare/watch/{WATCH}/sos", _sos(1, now))
-    watch.publish(f"eldercare/watch/{WATCH}/sos", _sos(1, now))         # the same press redelivered
-    watch.publish(f"eldercare/watch/{WATCH}/sos", _sos(2, now + 4000))  # pressed again
+    watch.publish(f"eldercare/watch/{WATCH}/sos", sos(1, now))
+    watch.publish(f"eldercare/watch/{WATCH}/sos", sos(1, now))         # the same press redelivered
+    watch.publish(f"eldercare/watch/{WATCH}/sos", sos(2, now + 4000))  # pressed again
     watch.wait_all()
 
     twilio_standin.wait_for(1, timeout_s=30)
-    wait_until(lambda: len(_query(gateway, "SELECT 1 FROM alert_events WHERE kind='repeated'")) == 1, 30,
+    wait_until(lambda: len(query(gateway, "SELECT 1 FROM alert_events WHERE kind='repeated'")) == 1, 30,
                "the second press to be recorded on the open alert")
-    alerts = _query(gateway, "SELECT id, alert_type, severity, state FROM alerts")
+    alerts = query(gateway, "SELECT id, alert_type, severity, state FROM alerts")
     assert [(t, s, st) for _, t, s, st in alerts] == [("sos", "red", "open")]
-    calls = _creates(twilio_standin, "Calls")
+    calls = creates(twilio_standin, "Calls")
     assert [c.field("To") for c in calls] == [DUTY_LINE]
     gather = ET.fromstring(calls[0].field("Twiml")).find("Gather")
     assert gather is not None and gather.get("numDigits") == "1"
-    (attempt_id,) = _query(gateway, "SELECT id FROM outbox WHERE channel='voice'")[0]
+    (attempt_id,) = query(gateway, "SELECT id FROM outbox WHERE channel='voice'")[0]
     assert gather.get("action") == f"http://127.0.0.1:{web_port}/twilio/gather/{attempt_id}"
 
     forged = httpx.post(f"http://127.0.0.1:{web_port}/twilio/gather/{attempt_id}", data={"Digits": "1"},
                         headers={"X-Twilio-Signature": "forged"}, timeout=10)
     assert forged.status_code == 403
-    assert _query(gateway, "SELECT state FROM alerts") == [("open",)]
+    assert query(gateway, "SELECT state FROM alerts") == [("open",)]
 
-    answer = _signed_post(web_port, f"/twilio/gather/{attempt_id}", {"Digits": "1", "CallSid": "CA" + "a" * 32})
+    answer = signed_post(web_port, f"/twilio/gather/{attempt_id}", {"Digits": "1", "CallSid": "CA" + "a" * 32})
     assert answer.status_code == 200 and "<Say" in answer.text
-    assert _query(gateway, "SELECT state, escalation FROM alerts") == [("acknowledged", "stopped")]
-    assert _query(gateway, "SELECT actor FROM alert_events WHERE kind='acknowledged'") == [(DUTY_LINE,)]
+    assert query(gateway, "SELECT state, escalation FROM alerts") == [("acknowledged", "stopped")]
+    assert query(gateway, "SELECT actor FROM alert_events WHERE kind='acknowledged'") == [(DUTY_LINE,)]
     gateway.stop()
-    assert len(_creates(twilio_standin, "Calls")) == 1 and _creates(twilio_standin, "Messages") == []
+    assert len(creates(twilio_standin, "Calls")) == 1 and creates(twilio_standin, "Messages") == []
 
 
 def test_kill_9_between_alert_and_dispatch_then_each_notification_goes_out_once(
@@ -106,23 +58,23 @@ def test_kill_9_between_alert_and_dispatch_then_each_notification_goes_out_once(
     unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused, retried later
     # A 5 s retry delay leaves a wide window in which the row is durably pending and nothing is in flight.
     retry = {"base_delay_s": 5.0, "jitter": 0.0}
-    gateway, watch = _start(gateway_process, mosquitto, _sections(unreachable, web_port, ack_deadline_red_s=3, retry=retry))
-    watch.publish(f"eldercare/watch/{WATCH}/sos", _sos(1, int(time.time() * 1000)))
+    gateway, watch = start(gateway_process, mosquitto, sections(unreachable, web_port, ack_deadline_red_s=3, retry=retry))
+    watch.publish(f"eldercare/watch/{WATCH}/sos", sos(1, int(time.time() * 1000)))
     watch.wait_all()
-    wait_until(lambda: _query(gateway, "SELECT status, attempts FROM outbox") == [("pending", 1)], 30,
+    wait_until(lambda: query(gateway, "SELECT status, attempts FROM outbox") == [("pending", 1)], 30,
                "the first send to fail and wait for its retry")
     gateway.kill9()
     assert twilio_standin.requests == []
 
-    gateway.reconfigure(_sections(twilio_standin.base_url, web_port, ack_deadline_red_s=3))
+    gateway.reconfigure(sections(twilio_standin.base_url, web_port, ack_deadline_red_s=3))
     gateway.start()
     # Step 0 calls the duty line; nobody accepts within 3 s, so step 1 texts both family contacts.
     twilio_standin.wait_for(3, timeout_s=60)
-    wait_until(lambda: len(_query(gateway, "SELECT 1 FROM outbox WHERE status='sent'")) == 3, 30, "three sends")
+    wait_until(lambda: len(query(gateway, "SELECT 1 FROM outbox WHERE status='sent'")) == 3, 30, "three sends")
     gateway.stop()
-    assert [c.field("To") for c in _creates(twilio_standin, "Calls")] == [DUTY_LINE]
-    assert sorted(m.field("To") for m in _creates(twilio_standin, "Messages")) == sorted(FAMILY)
-    assert len(_query(gateway, "SELECT 1 FROM alerts")) == 1
+    assert [c.field("To") for c in creates(twilio_standin, "Calls")] == [DUTY_LINE]
+    assert sorted(m.field("To") for m in creates(twilio_standin, "Messages")) == sorted(FAMILY)
+    assert len(query(gateway, "SELECT 1 FROM alerts")) == 1
 
 
 class _BlackHole:
@@ -157,34 +109,34 @@ def test_a_send_cut_off_by_kill_9_is_never_resent_and_a_status_callback_settles_
     web_port = free_port()
     hole = _BlackHole()
     try:
-        gateway, watch = _start(gateway_process, mosquitto, _sections(hole.url, web_port))
-        watch.publish(f"eldercare/watch/{WATCH}/sos", _sos(1, int(time.time() * 1000)))
+        gateway, watch = start(gateway_process, mosquitto, sections(hole.url, web_port))
+        watch.publish(f"eldercare/watch/{WATCH}/sos", sos(1, int(time.time() * 1000)))
         watch.wait_all()
         wait_until(lambda: any(b"Calls.json" in r for r in hole.received), 30, "the call request to leave")
         gateway.kill9()
     finally:
         hole.close()
 
-    gateway.reconfigure(_sections(twilio_standin.base_url, web_port))
+    gateway.reconfigure(sections(twilio_standin.base_url, web_port))
     gateway.start()
-    wait_until(lambda: _query(gateway, "SELECT status FROM outbox") == [("unknown",)], 30,
+    wait_until(lambda: query(gateway, "SELECT status FROM outbox") == [("unknown",)], 30,
                "the interrupted send to be marked unknown")
-    (attempt_id,) = _query(gateway, "SELECT id FROM outbox")[0]
+    (attempt_id,) = query(gateway, "SELECT id FROM outbox")[0]
     # Twilio did place the call: its status callback settles the attempt.
-    answer = _signed_post(web_port, f"/twilio/status/{attempt_id}", {"CallSid": "CA" + "b" * 32, "CallStatus": "ringing"})
+    answer = signed_post(web_port, f"/twilio/status/{attempt_id}", {"CallSid": "CA" + "b" * 32, "CallStatus": "ringing"})
     assert answer.status_code == 204
-    assert _query(gateway, "SELECT status, delivery, provider_id FROM outbox") == [("sent", "ringing", "CA" + "b" * 32)]
+    assert query(gateway, "SELECT status, delivery, provider_id FROM outbox") == [("sent", "ringing", "CA" + "b" * 32)]
     gateway.stop()
     assert twilio_standin.requests == [], "a send with an unknown outcome was repeated"
 
 
 def test_sos_still_rings_while_the_time_series_store_is_down(gateway_process, mosquitto, victoria, twilio_standin):
-    gateway, watch = _start(gateway_process, mosquitto, _sections(twilio_standin.base_url, free_port()))
+    gateway, watch = start(gateway_process, mosquitto, sections(twilio_standin.base_url, free_port()))
     victoria.stop()
-    watch.publish(f"eldercare/watch/{WATCH}/sos", _sos(1, int(time.time() * 1000)))
+    watch.publish(f"eldercare/watch/{WATCH}/sos", sos(1, int(time.time() * 1000)))
     watch.wait_all()
     twilio_standin.wait_for(1, timeout_s=30)
-    assert [c.field("To") for c in _creates(twilio_standin, "Calls")] == [DUTY_LINE]
+    assert [c.field("To") for c in creates(twilio_standin, "Calls")] == [DUTY_LINE]
     # The SOS point waited in the spool and reaches the store once it is back.
     victoria.start()
     assert victoria.wait_for_samples('{__name__="sos_seq"}', 1, timeout_s=60) == 1

@@ -227,3 +227,164 @@ def test_a_watch_heard_from_while_the_tick_scans_is_not_reported_silent(service,
     monkeypatch.setattr(engine_module, "watch_tick", scan_while_a_message_arrives)
     service.tick(DAY + 16 * 60_000)
     assert service.alerts() == []
+
+
+# -- a press is never silent ---------------------------------------------------------
+
+
+def _press(svc, seq: int, at_ms: int, **pos) -> None:
+    svc.observe([msg("w1", "sos", seq, at_ms, **pos)], at_ms)
+
+
+def test_a_press_after_an_operator_acknowledged_reopens_the_alert_and_calls_the_duty_line(service):
+    _press(service, 1, DAY)
+    [alert] = service.alerts()
+    service.acknowledge(alert.id, "operator Chen", DAY + 10_000)
+    _press(service, 2, DAY + 120_000, lat=31.25, lon=121.48)
+    [alert] = service.alerts()
+    assert (alert.state, alert.escalation, alert.presses) == ("open", "running", 2)
+    assert (alert.lat, alert.lon) == (31.25, 121.48)
+    pending = [(r[1], r[2]) for r in rows(service, alert.id) if r[3] == "pending"]
+    assert pending == [(DUTY["service_centre"], "voice")]
+    assert "reopened" in [e.kind for e in service.events(alert.id)]
+
+
+def test_a_press_after_a_called_person_pressed_1_calls_that_person_again_and_the_duty_line(service):
+    _press(service, 1, DAY)
+    [alert] = service.alerts()
+    service.acknowledge(alert.id, DAUGHTER, DAY + 10_000)   # what pressing 1 on a call records
+    _press(service, 2, DAY + 300_000)
+    pending = sorted((r[1], r[2]) for r in rows(service, alert.id) if r[3] == "pending")
+    assert pending == sorted([(DUTY["service_centre"], "voice"), (DAUGHTER, "voice")])
+
+
+def test_presses_within_the_burst_window_after_acknowledgement_are_one_press(service):
+    _press(service, 1, DAY)
+    [alert] = service.alerts()
+    service.acknowledge(alert.id, "operator Chen", DAY + 5_000)
+    for seq, s in enumerate((10, 30, 59), start=2):
+        _press(service, seq, DAY + s * 1000)
+    [alert] = service.alerts()
+    assert (alert.state, alert.presses) == ("acknowledged", 1)
+    assert [e.kind for e in service.events(alert.id)].count("repeated") == 3  # every press is still on the record
+
+
+def test_a_press_that_keeps_coming_every_half_minute_is_not_one_endless_burst(service):
+    _press(service, 1, DAY)
+    [alert] = service.alerts()
+    service.acknowledge(alert.id, "operator Chen", DAY + 5_000)
+    for seq, s in enumerate((30, 60), start=2):
+        _press(service, seq, DAY + s * 1000)
+    [alert] = service.alerts()
+    assert alert.state == "open"  # 60 s after the press that began the burst: a new call for help
+
+
+def test_a_press_after_the_plan_ran_out_starts_the_plan_again(tmp_path):
+    service = make_service(tmp_path, red_repeat_rounds=0)
+    _press(service, 1, DAY)
+    for t in (60_000, 90_000, 120_000):
+        service.tick(DAY + t)
+    [alert] = service.alerts()
+    assert alert.escalation == "exhausted"
+    _press(service, 2, DAY + 200_000)
+    [alert] = service.alerts()
+    assert (alert.escalation, alert.plan_position, alert.step) == ("running", 0, 3)
+    assert [(r[1], r[2]) for r in rows(service, alert.id) if r[0] == "3"] == [(DUTY["service_centre"], "voice")]
+    service.tick(DAY + 260_000)  # and the restarted plan escalates as the plan does
+    assert sorted(r[1] for r in rows(service, alert.id) if r[0] == "4") == sorted([DAUGHTER, SON])
+    service.close()
+
+
+def test_a_second_press_on_a_running_alert_only_joins_it(service):
+    _press(service, 1, DAY)
+    _press(service, 2, DAY + 120_000)
+    [alert] = service.alerts()
+    assert (alert.presses, alert.step) == (2, 0)
+    assert len(rows(service, alert.id)) == 1
+
+
+def test_a_rebooted_watch_whose_seq_starts_at_1_again_is_a_new_press(service):
+    _press(service, 1, DAY)
+    [alert] = service.alerts()
+    service.acknowledge(alert.id, "operator Chen", DAY + 10_000)
+    _press(service, 1, DAY + 600_000)   # same seq, newer device time: the watch restarted
+    [alert] = service.alerts()
+    assert (alert.state, alert.presses) == ("open", 2)
+
+
+def test_an_sos_from_a_clock_far_ahead_still_raises_its_alert(service):
+    ahead = msg("w1", "sos", 5, DAY + 3_600_000)
+    service.observe_clock_skew([ahead], DAY)
+    service.observe_clock_skew([ahead], DAY + 1000)  # redelivered: still one alert, one call
+    [alert] = service.alerts()
+    assert (alert.alert_type, alert.severity) == ("sos", "red")
+    assert len(rows(service, alert.id)) == 1
+
+
+def test_a_device_that_keeps_sending_from_a_clock_ahead_raises_one_maintenance_alert(service):
+    for seq in range(1, 6):
+        service.observe_clock_skew([msg("w1", "status", seq, DAY + 3_600_000 + seq, battery=80, worn=True)], DAY)
+    [alert] = service.alerts()
+    assert (alert.alert_type, alert.severity, alert.subject) == ("device_clock_wrong", "yellow", "w1")
+    assert rows(service, alert.id) == [("0", DUTY["maintenance"], "sms", "pending")]
+
+
+def test_an_orange_wander_still_outside_when_night_begins_calls_as_a_red_one(tmp_path):
+    from tests.unit.alert_support import OUTSIDE, local_ms
+    evening = local_ms(21, 40)
+    service = make_service(tmp_path, clock=FakeClock(evening))
+    for seq, s in enumerate((0, 130)):
+        service.observe([msg("w1", "location", seq, evening + s * 1000, lat=OUTSIDE[0], lon=OUTSIDE[1], accuracy_m=10)],
+                        evening + s * 1000)
+    [alert] = service.alerts()
+    assert alert.severity == "orange"
+    service.acknowledge(alert.id, "operator Chen", evening + 200_000)
+    service.tick(local_ms(22, 1))
+    [alert] = service.alerts()
+    assert (alert.severity, alert.state, alert.escalation) == ("red", "open", "running")
+    assert DUTY["service_centre"] in [r[1] for r in rows(service, alert.id) if r[3] == "pending"]
+    service.close()
+
+
+# -- silence across restarts -------------------------------------------------------
+
+
+def test_a_watch_silent_since_before_a_restart_is_reported_after_it(tmp_path):
+    first = make_service(tmp_path)
+    first.observe([msg("w1", "status", 1, DAY, battery=80, worn=True)], DAY)
+    first.engine.save_states(DAY)
+    first.close()
+    restart = DAY + 800_000
+    second = make_service(tmp_path, clock=FakeClock(restart))
+    second.engine.restore([], restart)
+    second.tick(restart + 119_000)   # silent 919 s > 900 s, but within the restart grace: the backlog may be draining
+    assert second.alerts() == []
+    second.tick(restart + 120_000)
+    [alert] = second.alerts()
+    assert alert.alert_type == "watch_silent"
+    second.close()
+
+
+def test_a_registered_watch_never_heard_since_start_is_reported(tmp_path):
+    service = make_service(tmp_path)
+    service.engine.restore([("w1", "watch"), ("eq-park", "equipment")], DAY)
+    service.tick(DAY + 900_000)
+    assert service.alerts() == []
+    service.tick(DAY + 900_001)
+    [alert] = service.alerts()
+    assert alert.alert_type == "watch_silent" and "not heard" in alert.detail
+    service.close()
+
+
+def test_prune_forgets_old_processed_keys_and_resolved_alerts_past_the_audit_retention(tmp_path):
+    service = make_service(tmp_path, audit_retention_days=400, processed_window_h=24)
+    _press(service, 1, DAY)
+    [alert] = service.alerts()
+    service.resolve(alert.id, "operator Chen", DAY + 1000)
+    _press(service, 2, DAY + 2000)   # a new, open alert: never pruned
+    removed = service.engine.prune(DAY + 399 * 86_400_000)
+    assert (removed["alerts"], removed["processed"]) == (0, 2)
+    removed = service.engine.prune(DAY + 401 * 86_400_000)
+    assert removed["alerts"] == 1 and removed["alert_events"] > 0 and removed["outbox"] == 1
+    assert [a.state for a in service.alerts()] == ["open"]
+    service.close()

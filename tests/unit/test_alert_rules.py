@@ -47,12 +47,56 @@ def test_geofence_exit_waits_for_the_dwell_time():
     assert found[3].severity == "orange"
 
 
-def test_geofence_jitter_back_inside_restarts_the_dwell():
-    pts = [(0, OUTSIDE), (100, INSIDE), (150, OUTSIDE), (260, OUTSIDE), (270, OUTSIDE)]
-    out = [msg("w1", "location", i, DAY + s * 1000, lat=p[0], lon=p[1], accuracy_m=10) for i, (s, p) in enumerate(pts)]
-    _, found = run(detect_geofence_exit, out)
-    # 0 -> 100 s outside is cut short by the return; 150 s -> 270 s is the first full 120 s outside.
-    assert [f is not None for f in found] == [False, False, False, False, True]
+def fixes(points, accuracy_m=10.0, start=DAY):
+    """Location messages at (seconds after `start`, (lat, lon))."""
+    return [msg("w1", "location", i, start + s * 1000, lat=p[0], lon=p[1], accuracy_m=accuracy_m)
+            for i, (s, p) in enumerate(points)]
+
+
+def test_a_return_confirmed_by_enough_inside_fixes_restarts_the_dwell():
+    pts = [(0, OUTSIDE), (100, INSIDE), (110, INSIDE), (150, OUTSIDE), (260, OUTSIDE), (270, OUTSIDE)]
+    _, found = run(detect_geofence_exit, fixes(pts))
+    # 0 -> 100 s outside is cut short by two inside fixes; 150 s -> 270 s is the first full 120 s outside.
+    assert [f is not None for f in found] == [False, False, False, False, False, True]
+
+
+def test_one_stray_inside_fix_does_not_reset_the_dwell():
+    pts = [(0, OUTSIDE), (60, INSIDE), (90, OUTSIDE), (120, OUTSIDE)]
+    _, found = run(detect_geofence_exit, fixes(pts))
+    assert [f is not None for f in found] == [False, False, False, True]
+
+
+def test_a_stray_inside_fix_after_the_alert_does_not_let_the_same_wander_alert_twice():
+    pts = [(0, OUTSIDE), (120, OUTSIDE), (150, INSIDE), (160, OUTSIDE), (400, OUTSIDE)]
+    _, found = run(detect_geofence_exit, fixes(pts))
+    assert [f is not None for f in found] == [False, True, False, False, False]
+
+
+def test_lbs_fixes_whose_accuracy_circle_overlaps_the_fence_do_not_count_as_outside():
+    # The fence is 200 m around home; OUTSIDE is about 1.1 km north, well within a 1.5 km LBS fix.
+    _, found = run(detect_geofence_exit, fixes([(0, OUTSIDE), (300, OUTSIDE), (600, OUTSIDE)], accuracy_m=1500))
+    assert found == [None, None, None]
+
+
+def test_a_fix_whose_whole_accuracy_circle_is_outside_counts():
+    _, found = run(detect_geofence_exit, fixes([(0, OUTSIDE), (120, OUTSIDE)], accuracy_m=500))
+    assert found[1] is not None
+
+
+def test_an_orange_wander_still_going_on_when_night_begins_is_raised_to_red_once():
+    evening = local_ms(21, 50)
+    state, found = run(detect_geofence_exit, fixes([(0, OUTSIDE), (120, OUTSIDE)], start=evening))
+    assert found[1].severity == "orange"
+    assert watch_tick("w1", state, local_ms(21, 59), CTX)[1] is None
+    state, f = watch_tick("w1", state, local_ms(22, 1), CTX)
+    assert (f.alert_type, f.severity) == ("geofence_exit", "red")
+    assert watch_tick("w1", state, local_ms(22, 2), CTX)[1] is None
+
+
+def test_a_wander_that_ended_before_night_is_not_raised_at_night():
+    evening = local_ms(21, 0)
+    state, _ = run(detect_geofence_exit, fixes([(0, OUTSIDE), (120, OUTSIDE), (200, INSIDE), (210, INSIDE)], start=evening))
+    assert watch_tick("w1", state, local_ms(22, 30), CTX)[1] is None
 
 
 def test_geofence_exit_at_night_is_red():
@@ -75,6 +119,12 @@ def test_polygon_geofence():
     assert state.outside_since_ms is None
     state, _ = run(detect_geofence_exit, [msg("w1", "location", 2, DAY, lat=31.8, lon=121.1, accuracy_m=5)], resident=resident)
     assert state.outside_since_ms == DAY
+    # About 1.1 km beyond the polygon's southern edge: a 1.5 km fix overlaps it, a 500 m fix does not.
+    south = dict(lat=30.99, lon=121.5)
+    state, _ = run(detect_geofence_exit, [msg("w1", "location", 3, DAY, accuracy_m=1500, **south)], resident=resident)
+    assert state.outside_since_ms is None
+    state, _ = run(detect_geofence_exit, [msg("w1", "location", 4, DAY, accuracy_m=500, **south)], resident=resident)
+    assert state.outside_since_ms == DAY
 
 
 def test_heart_rate_needs_consecutive_readings_outside_range():
@@ -88,9 +138,26 @@ def test_heart_rate_uses_default_range_without_resident():
     assert found[2] is not None and "50-120" in found[2].detail
 
 
-def test_spo2_below_threshold():
-    _, found = run(detect_spo2_low, [msg("w1", "health", 1, DAY, spo2=90), msg("w1", "health", 2, DAY, spo2=89)])
-    assert found[0] is None and found[1].alert_type == "spo2_low"
+def test_spo2_needs_consecutive_readings_below_the_threshold():
+    readings = [90, 89, 92, 89, 88]
+    _, found = run(detect_spo2_low, [msg("w1", "health", i, DAY + i, spo2=v) for i, v in enumerate(readings)])
+    assert [f is not None for f in found] == [False, False, False, False, True]
+    assert found[4].alert_type == "spo2_low" and "below 90%" in found[4].detail
+
+
+def test_spo2_latches_once_per_episode_like_heart_rate():
+    readings = [85, 85, 85, 84, 86, 95, 85, 85]
+    _, found = run(detect_spo2_low, [msg("w1", "health", i, DAY + i, spo2=v) for i, v in enumerate(readings)])
+    assert [f is not None for f in found] == [False, True, False, False, False, False, False, True]
+
+
+def test_spo2_uses_the_residents_own_threshold():
+    copd = {**COMMUNITY["residents"][0], "spo2_threshold": 86}
+    resident = parse_community({**COMMUNITY, "residents": [copd]}).wearer("w1")
+    low_for_most = [msg("w1", "health", i, DAY + i, spo2=88) for i in range(3)]
+    assert run(detect_spo2_low, low_for_most, resident=resident)[1] == [None, None, None]
+    _, found = run(detect_spo2_low, [msg("w1", "health", i, DAY + i, spo2=85) for i in range(2)], resident=resident)
+    assert found[1] is not None and "below 86%" in found[1].detail
 
 
 def test_battery_low_once_per_episode_and_not_while_charging():
@@ -133,6 +200,51 @@ def test_worn_watch_silent_longer_than_allowed_is_orange_once():
     state, f = watch_tick("w1", state, DAY + 900_001, CTX)
     assert f.alert_type == "watch_silent" and f.severity == "orange"
     assert watch_tick("w1", state, DAY + 2_000_000, CTX)[1] is None
+
+
+def reporting(every_s: float, times: int, worn: bool = True) -> WatchState:
+    """A watch's state after `times` status reports `every_s` apart, the last at DAY."""
+    state = WatchState()
+    for i in range(times):
+        at = DAY - int((times - 1 - i) * every_s * 1000)
+        state = watch_seen(state, msg("w1", "status", i, at, battery=80, worn=worn), at)
+    return state
+
+
+def test_a_watch_reporting_every_minute_is_silent_after_the_floor_not_the_global_900_s():
+    state = reporting(60, 10)
+    assert watch_tick("w1", state, DAY + 300_000, CTX)[1] is None
+    assert watch_tick("w1", state, DAY + 300_001, CTX)[1].alert_type == "watch_silent"
+
+
+def test_a_watch_reporting_every_ten_minutes_gets_four_intervals():
+    state = reporting(600, 10)
+    assert watch_tick("w1", state, DAY + 2_400_000, CTX)[1] is None
+    assert watch_tick("w1", state, DAY + 2_400_001, CTX)[1] is not None
+
+
+def test_a_watch_reporting_hourly_is_capped_at_the_ceiling():
+    state = reporting(3600, 10)
+    assert watch_tick("w1", state, DAY + 3_600_001, CTX)[1] is not None
+
+
+def test_a_watch_whose_cadence_is_not_learned_yet_uses_watch_silent_s():
+    state = reporting(60, 3)
+    assert watch_tick("w1", state, DAY + 900_000, CTX)[1] is None
+    assert watch_tick("w1", state, DAY + 900_001, CTX)[1] is not None
+
+
+def test_a_registered_watch_never_heard_is_reported_after_the_grace():
+    state = WatchState(last_seen_ms=DAY, heard=False)
+    assert watch_tick("w1", state, DAY + 900_000, CTX)[1] is None
+    _, f = watch_tick("w1", state, DAY + 900_001, CTX)
+    assert f.alert_type == "watch_silent" and "not heard" in f.detail
+
+
+def test_silence_is_not_judged_while_a_restart_backlog_drains():
+    state = replace(reporting(60, 10), quiet_until_ms=DAY + 3_600_000)
+    assert watch_tick("w1", state, DAY + 3_599_999, CTX)[1] is None
+    assert watch_tick("w1", state, DAY + 3_600_000, CTX)[1] is not None
 
 
 def test_unworn_watch_is_not_silent_but_not_worn_after_hours_in_daytime():

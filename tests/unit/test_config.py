@@ -286,3 +286,9 @@ def test_a_list_in_an_environment_variable_that_is_not_json_is_refused_in_one_li
     assert main(["--validate-config"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and '"alerts"' in err and "must be JSON" in err
+
+
+def test_a_silence_floor_above_its_ceiling_is_refused_naming_the_floor(tmp_path):
+    path = write(tmp_path, "[alerts]\nwatch_silent_min_s = 4000\nwatch_silent_max_s = 3600\n")
+    with pytest.raises(ConfigError, match="alerts.watch_silent_min_s: must not exceed watch_silent_max_s"):
+        load_settings(path)

@@ -19,7 +19,7 @@ def test_a_valid_message_becomes_a_device_message_with_the_topics_device_id():
 def test_a_payload_echoing_the_same_device_id_is_accepted():
     result = decode(TOPICS, HEALTH, b'{"ts": 1767225600000, "seq": 7, "spo2": 97, "device_id": "w1"}')
     assert isinstance(result, DeviceMessage)
-    assert result.key == ("w1", 7)
+    assert result.key == ("w1", 1767225600000, 7)
 
 
 def test_a_topic_outside_the_scheme_is_rejected_as_bad_topic():

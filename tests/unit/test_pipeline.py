@@ -15,6 +15,11 @@ NOW_MS = 1_767_225_660_000  # 2026-01-01T00:01Z, the fixed clock
 HEALTH = "eldercare/watch/w1/health"
 
 
+def key(seq: int) -> tuple[str, int, int]:
+    """The idempotency key of heart_rate(seq) from w1, whose device time is T0 + seq ms."""
+    return ("w1", 1_767_225_600_000 + seq, seq)
+
+
 class RecordingSink:
     def __init__(self, fail_with: Exception | None = None) -> None:
         self.batches: list[list[str]] = []
@@ -38,7 +43,7 @@ class RecordingObserver:
         self.calls.append((list(messages), now_ms))
 
     @property
-    def keys(self) -> list[tuple[str, int]]:
+    def keys(self) -> list[tuple[str, int, int]]:
         return [m.key for messages, _ in self.calls for m in messages]
 
 
@@ -89,7 +94,7 @@ def test_a_mixed_batch_writes_the_valid_messages_once_and_dead_letters_the_rest(
     ]
     assert [d.reason for d in store.dead_letters()] == ["bad_json", "invalid_field", "bad_topic"]
     assert [now_ms for _, now_ms in observer.calls] == [NOW_MS]
-    assert observer.keys == [("w1", 1), ("w1", 2)]
+    assert observer.keys == [key(1), key(2)]
 
 
 def test_a_mixed_batch_is_counted_by_outcome(store, sink):
@@ -101,7 +106,7 @@ def test_a_mixed_batch_is_counted_by_outcome(store, sink):
 
 def test_accepted_messages_are_committed_as_seen_with_the_clocks_time(store, sink):
     pipeline(store, sink).handle([heart_rate(1)])
-    assert store.already_seen([("w1", 1)]) == {("w1", 1)}
+    assert store.already_seen([key(1)]) == {key(1)}
     assert store.last_state("w1")["last_seen_ms"] == NOW_MS
 
 
@@ -122,7 +127,7 @@ def test_a_redelivered_message_in_a_later_batch_is_written_once(store, sink, obs
         ["health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001"],
         ["health,device_id=w1,kind=watch seq=2i,heart_rate=72i 1767225600002"],
     ]
-    assert observer.keys == [("w1", 1), ("w1", 2)]
+    assert observer.keys == [key(1), key(2)]
     assert p.stats.duplicates == 1
 
 
@@ -130,7 +135,7 @@ def test_the_same_key_twice_in_one_batch_is_written_once(store, sink, observer):
     p = pipeline(store, sink, observer)
     p.handle([heart_rate(1, bpm=72), heart_rate(1, bpm=72)])
     assert sink.lines == ["health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001"]
-    assert observer.keys == [("w1", 1)]
+    assert observer.keys == [key(1)]
 
 
 def test_a_batch_of_only_duplicates_writes_nothing(store, sink, observer):
@@ -171,9 +176,9 @@ def test_a_batch_the_sink_rejects_goes_to_dead_letter_but_the_alert_engine_still
         ("sink_rejected", "store refused the batch: HTTP 400"),
     ]
     assert store.dead_letters()[0].payload == b'{"ts": 1767225600001, "seq": 1, "heart_rate": 72}'
-    assert store.already_seen([("w1", 1), ("w1", 2)]) == set()
+    assert store.already_seen([key(1), key(2)]) == set()
     # An SOS must raise its alert even if the time-series store refuses its point.
-    assert observer.keys == [("w1", 1), ("w1", 2)]
+    assert observer.keys == [key(1), key(2)]
     assert (p.stats.accepted, p.stats.dead_letters["sink_rejected"]) == (0, 2)
 
 
@@ -182,10 +187,10 @@ def test_a_sink_failure_propagates_and_the_store_commits_nothing(store, observer
     p = pipeline(store, sink, observer)
     with pytest.raises(ConnectionError):
         p.handle([heart_rate(1), received(HEALTH, b"{not json")])
-    assert store.already_seen([("w1", 1)]) == set()
+    assert store.already_seen([key(1)]) == set()
     assert store.dead_letters() == [] and store.last_state("w1") is None
     # The observer ran first (alerts never wait for the time-series write) and dedups the redelivery itself.
-    assert observer.keys == [("w1", 1)] and p.stats.accepted == 0
+    assert observer.keys == [key(1)] and p.stats.accepted == 0
 
 
 def test_a_batch_that_failed_in_the_sink_is_handled_in_full_when_retried(store, observer):
@@ -198,7 +203,7 @@ def test_a_batch_that_failed_in_the_sink_is_handled_in_full_when_retried(store, 
     p.handle(batch)
     assert sink.lines == ["health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001"]
     assert [d.reason for d in store.dead_letters()] == ["bad_json"]
-    assert observer.keys == [("w1", 1), ("w1", 1)]  # seen again on the retry; the alert engine dedups by key
+    assert observer.keys == [key(1), key(1)]  # seen again on the retry; the alert engine dedups by key
 
 
 def test_an_observer_failure_propagates_and_commits_nothing(store, sink):
@@ -209,7 +214,7 @@ def test_an_observer_failure_propagates_and_commits_nothing(store, sink):
     p = pipeline(store, sink, FailingObserver())
     with pytest.raises(RuntimeError):
         p.handle([heart_rate(1)])
-    assert store.already_seen([("w1", 1)]) == set()
+    assert store.already_seen([key(1)]) == set()
 
 
 def test_topics_the_skip_predicate_names_are_ignored_not_dead_lettered(store, sink):
@@ -219,3 +224,36 @@ def test_topics_the_skip_predicate_names_are_ignored_not_dead_lettered(store, si
     assert store.dead_letters() == []
     assert len(sink.lines) == 1
     assert p.stats.ignored == 1
+
+
+def test_a_watch_that_rebooted_and_counts_seq_from_one_again_is_new_data(store, sink, observer):
+    p = pipeline(store, sink, observer)
+    p.handle([heart_rate(1)])
+    # Battery out and back: seq restarts at 1, the device clock has moved on by a minute.
+    rebooted = received(HEALTH, b'{"ts": %d, "seq": 1, "heart_rate": 75}' % (1_767_225_600_001 + 60_000), mid=99)
+    p.handle([rebooted])
+    assert len(sink.lines) == 2
+    assert observer.keys == [key(1), ("w1", 1_767_225_660_001, 1)]
+    assert p.stats.duplicates == 0
+
+
+def test_a_message_from_a_clock_far_ahead_is_dead_lettered_as_ts_in_future_and_shown_to_the_alert_engine(store, sink):
+    class SkewObserver(RecordingObserver):
+        def __init__(self) -> None:
+            super().__init__()
+            self.skewed: list = []
+
+        def observe_clock_skew(self, messages, now_ms):
+            self.skewed.extend(messages)
+
+    observer = SkewObserver()
+    eleven_minutes_ahead = NOW_MS + 11 * 60_000
+    late_by_nine = NOW_MS + 9 * 60_000
+    p = pipeline(store, sink, observer)
+    p.handle([received(HEALTH, b'{"ts": %d, "seq": 1, "heart_rate": 72}' % eleven_minutes_ahead),
+              received(HEALTH, b'{"ts": %d, "seq": 2, "heart_rate": 72}' % late_by_nine)])
+    [letter] = store.dead_letters()
+    assert letter.reason == "ts_in_future" and "660 s ahead" in letter.detail
+    assert [m.payload.seq for m in observer.skewed] == [1]
+    assert observer.keys == [("w1", late_by_nine, 2)]   # within the allowed skew: accepted as usual
+    assert store.last_state("w1")["health_ts"] == late_by_nine

@@ -74,3 +74,16 @@ def test_a_reopened_spool_numbers_after_its_newest_batch_even_when_older_ones_we
     spool.remove(spool.oldest()[0])
     Spool(tmp_path).append(LINES_A)
     assert sorted(p.name for p in tmp_path.glob("*.lp")) == ["0000000000000002.lp", "0000000000000003.lp"]
+
+
+def test_batches_the_store_refused_are_pruned_after_their_retention(tmp_path):
+    import os
+
+    spool = Spool(tmp_path)
+    old, recent = tmp_path / "0000000000000001.rejected", tmp_path / "0000000000000002.rejected"
+    for path in (old, recent):
+        path.write_text("bad line\n")
+    os.utime(old, (1_000, 1_000))
+    os.utime(recent, (90_000, 90_000))
+    assert spool.prune_rejected(now_s=100_000, keep_s=86_400) == 1
+    assert not old.exists() and recent.exists()

@@ -113,18 +113,26 @@ def test_the_track_keeps_every_position_in_device_time_order(store):
 
 def test_already_seen_finds_committed_keys_and_no_others(store):
     store.commit_batch([fix(1, T0, 52.1, 13.1), fix(2, T0 + 1000, 52.2, 13.2)], [], received_ms=T0 + 3000)
-    assert store.already_seen([("w1", 1), ("w1", 3), ("w2", 2), ("w1", 2)]) == {("w1", 1), ("w1", 2)}
+    asked = [("w1", T0, 1), ("w1", T0 + 1000, 3), ("w2", T0 + 1000, 2), ("w1", T0 + 1000, 2)]
+    assert store.already_seen(asked) == {("w1", T0, 1), ("w1", T0 + 1000, 2)}
+
+
+def test_a_rebooted_watch_counting_seq_from_one_again_is_not_already_seen(store):
+    store.commit_batch([watch(SosPressed(ts=T0, seq=1))], [], received_ms=T0)
+    # Battery out, back on an hour later: seq starts at 1 again, with a newer device time.
+    assert store.already_seen([("w1", T0 + HOUR, 1)]) == set()
+    assert store.already_seen([("w1", T0, 1)]) == {("w1", T0, 1)}  # a true redelivery still is
 
 
 def test_already_seen_answers_for_a_thousand_keys_at_once(store):
     store.commit_batch([fix(seq, T0 + seq, 52.0, 13.0) for seq in range(0, 1000, 2)], [], received_ms=T0)
-    asked = [("w1", seq) for seq in range(1000)]
-    assert store.already_seen(asked) == {("w1", seq) for seq in range(0, 1000, 2)}
+    asked = [("w1", T0 + seq, seq) for seq in range(1000)]
+    assert store.already_seen(asked) == {("w1", T0 + seq, seq) for seq in range(0, 1000, 2)}
 
 
 def test_already_seen_handles_the_largest_seq(store):
     store.commit_batch([watch(SosPressed(ts=T0, seq=2**63 - 1))], [], received_ms=T0)
-    assert store.already_seen([("w1", 2**63 - 1), ("w1", 2**63 - 2)]) == {("w1", 2**63 - 1)}
+    assert store.already_seen([("w1", T0, 2**63 - 1), ("w1", T0, 2**63 - 2)]) == {("w1", T0, 2**63 - 1)}
 
 
 def test_already_seen_of_no_keys_is_empty(store):
@@ -153,22 +161,38 @@ def test_dead_letters_can_be_read_by_reason_and_counted(store):
 # -- prune -----------------------------------------------------------------------
 
 
-def test_prune_forgets_positions_older_than_the_track_window(store):
-    store.commit_batch([fix(1, T0, 52.1, 13.1), fix(2, T0 + 2 * HOUR, 52.2, 13.2)], [], received_ms=T0 + 2 * HOUR)
-    store.prune(now_ms=T0 + 3 * HOUR, track_window_ms=2 * HOUR, dedup_window_ms=10 * HOUR)
+def test_prune_forgets_positions_received_before_the_track_window(store):
+    store.commit_batch([fix(1, T0, 52.1, 13.1)], [], received_ms=T0)
+    store.commit_batch([fix(2, T0 + 2 * HOUR, 52.2, 13.2)], [], received_ms=T0 + 2 * HOUR)
+    store.prune(now_ms=T0 + 3 * HOUR, track_window_ms=2 * HOUR, dedup_window_ms=10 * HOUR, dead_letter_window_ms=HOUR)
     assert store.track("w1") == [(T0 + 2 * HOUR, 52.2, 13.2)]
+
+
+def test_a_position_from_a_clock_far_ahead_is_still_pruned_by_its_receive_time(store):
+    year_2090 = 3_786_000_000_000
+    store.commit_batch([fix(1, year_2090, 52.1, 13.1)], [], received_ms=T0)
+    store.prune(now_ms=T0 + 3 * HOUR, track_window_ms=2 * HOUR, dedup_window_ms=HOUR, dead_letter_window_ms=HOUR)
+    assert store.track("w1") == []
+
+
+def test_prune_forgets_dead_letters_older_than_their_retention_and_says_how_many(store):
+    store.commit_batch([], [DeadLetter(T0, "t/a", "bad_json", "x", b"{", 1)], received_ms=T0)
+    store.commit_batch([], [DeadLetter(T0 + 2 * HOUR, "t/b", "bad_json", "y", b"[", 1)], received_ms=T0 + 2 * HOUR)
+    removed = store.prune(now_ms=T0 + 3 * HOUR, track_window_ms=HOUR, dedup_window_ms=HOUR, dead_letter_window_ms=2 * HOUR)
+    assert [d.topic for d in store.dead_letters()] == ["t/b"]
+    assert removed["dead_letter"] == 1
 
 
 def test_prune_forgets_dedup_keys_received_before_the_dedup_window(store):
     store.commit_batch([fix(1, T0, 52.1, 13.1)], [], received_ms=T0)
     store.commit_batch([fix(2, T0, 52.1, 13.1)], [], received_ms=T0 + 2 * HOUR)
-    store.prune(now_ms=T0 + 3 * HOUR, track_window_ms=10 * HOUR, dedup_window_ms=2 * HOUR)
-    assert store.already_seen([("w1", 1), ("w1", 2)]) == {("w1", 2)}
+    store.prune(now_ms=T0 + 3 * HOUR, track_window_ms=10 * HOUR, dedup_window_ms=2 * HOUR, dead_letter_window_ms=HOUR)
+    assert store.already_seen([("w1", T0, 1), ("w1", T0, 2)]) == {("w1", T0, 2)}
 
 
 def test_prune_keeps_the_last_state(store):
     store.commit_batch([fix(1, T0, 52.1, 13.1)], [], received_ms=T0)
-    store.prune(now_ms=T0 + 100 * HOUR, track_window_ms=HOUR, dedup_window_ms=HOUR)
+    store.prune(now_ms=T0 + 100 * HOUR, track_window_ms=HOUR, dedup_window_ms=HOUR, dead_letter_window_ms=HOUR)
     assert store.last_state("w1")["lat"] == 52.1
 
 
@@ -198,3 +222,21 @@ def test_the_store_keeps_its_data_when_reopened(tmp_path):
     reopened = OperationalStore(tmp_path / "gateway.db")
     assert reopened.device("w1") is not None
     reopened.close()
+
+
+def test_a_version_1_store_opens_with_its_registry_and_new_shape_dedup_keys(tmp_path):
+    import sqlite3
+    path = tmp_path / "gateway.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE devices (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT, registered_ms INTEGER NOT NULL,"
+        " auto_registered INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+        "CREATE TABLE seen (device_id TEXT NOT NULL, seq INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
+        " PRIMARY KEY (device_id, seq)) WITHOUT ROWID;"
+        "INSERT INTO devices VALUES ('w1', 'watch', 'room 12', 1, 0); INSERT INTO seen VALUES ('w1', 1, 1);")
+    old.close()
+    store = OperationalStore(path)
+    store.commit_batch([fix(1, T0, 52.1, 13.1)], [], received_ms=T0)
+    assert store.device("w1") is not None
+    assert store.already_seen([("w1", T0, 1)]) == {("w1", T0, 1)}
+    store.close()
