@@ -77,3 +77,13 @@ def test_devices_lists_each_id_with_its_kind_for_registration(capsys):
     assert lines[0] == "watch-0001 watch"
     assert "rower-01 equipment" in lines
     assert len(lines) == len(load_scenario("demo").devices)
+
+
+def test_an_accelerated_run_ends_at_the_wall_clock_so_no_device_time_is_in_the_future():
+    from device_sim.cli import run_start_ms
+
+    hour = 3600
+    assert run_start_ms(10_000, hour, speed=1) == 10_000_000           # real time: starts now
+    assert run_start_ms(10_000, hour, speed=60) == (10_000 - 59 * 60) * 1000
+    assert run_start_ms(10_000, hour, speed=0) == (10_000 - hour) * 1000   # as fast as possible: all in the past
+    assert run_start_ms(10_000, hour, speed=0.5) == 10_000_000         # slower than real time never runs ahead
