@@ -192,6 +192,12 @@ class AlertSettings(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _reconciled_before_an_operator_is_asked(self):
+        if self.unknown_outcome_window_s <= self.reconcile_after_s:
+            raise SettingError("unknown_outcome_window_s", "must exceed reconcile_after_s, or Twilio is never asked")
+        return self
+
+    @model_validator(mode="after")
     def _silence_bounds_ordered(self):
         if self.watch_silent_min_s > self.watch_silent_max_s:
             raise SettingError("watch_silent_min_s", "must not exceed watch_silent_max_s")

@@ -1,4 +1,11 @@
-"""The dispatch worker: sends due outbox rows through the notifier, never the same request twice blindly."""
+"""The dispatch worker: sends due outbox rows through the notifier, never the same request twice blindly.
+
+Sends run in `send_concurrency` slots that are refilled as each send ends, not
+batch by batch, and rows that are not red may hold at most all slots but one:
+whatever else is in flight, a red row that falls due starts at once. A send
+whose outcome is unknown is reconciled with the provider's records (see
+alerts/reconcile.py) before anything else is decided about it.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,12 +15,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from alerts import reconcile
 from alerts.config import AlertSettings
-from alerts.engine import AlertEngine
-from alerts.notifiers.base import Notification, Notifier, PermanentSendError, RetryableSendError, UnknownOutcomeError
-from alerts.outbox import FAILED, PENDING, SENT, UNKNOWN, OutboxRow
+from alerts.engine import CANCELLED, AlertEngine
+from alerts.lifecycle import OPEN
+from alerts.notifiers.base import (
+    LookupFailedError, Notification, Notifier, PermanentSendError, RetryableSendError, UnknownOutcomeError,
+)
+from alerts.outbox import FAILED, OPERATOR, PENDING, SENT, UNKNOWN, OutboxRow
 
 log = logging.getLogger(__name__)
+
+SEND, RECONCILE = "send", "reconcile"
+_RANK = {"red": 0, "orange": 1}
 
 
 def retry_delay_s(settings: AlertSettings, attempts: int, rand: float, retry_after_s: float | None = None) -> float:
@@ -33,36 +47,110 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.rand = rand
-        self.wake = threading.Event()
+        self.wake = threading.Event()   # set by the engine's callers when rows are queued, and when a job ends
         self._pool: ThreadPoolExecutor | None = None  # made on first use, gone after stop()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._jobs = threading.Condition()
+        self._running: dict[int, bool] = {}   # row id -> red, for every job submitted and not yet ended
+        self._ended = 0                       # jobs ended so far, for run_once to wait on
+        # Lookups that failed, per row: how many and when to ask again. Memory only: after a restart
+        # every unknown row is simply asked about again, and the outcome window bounds the whole.
+        self._lookup_failures: dict[int, int] = {}
+        self._lookup_after_ms: dict[int, int] = {}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     def recover(self) -> None:
-        """After a crash: rows left `sending` may have reached Twilio, so they become unknown, not resent."""
+        """After a crash: rows left `sending` may have reached Twilio, so they become unknown and are reconciled."""
         now = self.now_ms()
         with self.engine.changes():
             for row in self.outbox.recover_after_crash(now):
-                self.engine.note(row, "notification_unknown", "process stopped mid-send; waiting for a status callback", now)
+                self.engine.note(row, "notification_unknown", "process stopped mid-send; asking Twilio whether it arrived", now)
+
+    # -- scheduling ----------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Send every due row once, up to `send_concurrency` at a time; returns how many were tried.
+        """Send every due row and reconcile every settled unknown outcome, each once, and return when all ended.
 
-        Rows come most urgent first; sending several at once keeps one slow request (Twilio
-        answering in seconds, or timing out) from holding up the calls behind it.
+        Slots are refilled as jobs end, most urgent first, so rows that fall due meanwhile
+        (a failure moving the plan on, a reconciled row to resend) are started in the same
+        call. Returns how many jobs ran.
         """
-        rows = self.outbox.due(self.now_ms())
-        if len(rows) <= 1 or self.settings.send_concurrency <= 1:
-            for row in rows:
-                self.send(row)
-        else:
+        tried: set[tuple[str, int]] = set()
+        while True:
+            with self._jobs:
+                ended = self._ended
+            started, _ = self._fill(tried)
+            with self._jobs:
+                if not self._running:
+                    if started:
+                        continue
+                    return len(tried)
+                self._jobs.wait_for(lambda: self._ended != ended)
+
+    def _fill(self, tried: set[tuple[str, int]] | None = None) -> tuple[int, int]:
+        """Start due jobs in free slots, red first; returns how many started and the time it looked at."""
+        now = self.now_ms()
+        with self._jobs:
+            busy = dict(self._running)   # taken before reading the rows: a job ended since shows its final status
+        limit = self.settings.send_concurrency + len(busy)
+        jobs = [(SEND, row, severity) for row, severity in self.outbox.due_ranked(now, limit)]
+        if hasattr(self.notifier, "find"):
+            settled = now - int(self.settings.reconcile_after_s * 1000)
+            backing_off = len(self._lookup_after_ms)
+            jobs += [(RECONCILE, row, severity) for row, severity in self.outbox.unknown_ranked(settled, limit + backing_off)
+                     if self._lookup_after_ms.get(row.id, 0) <= now]
+        jobs.sort(key=lambda j: _RANK.get(j[2], 2))   # stable: within a grade, sends before lookups, oldest first
+        started = 0
+        for kind, row, severity in jobs:
+            if row.id in busy or (tried is not None and (kind, row.id) in tried):
+                continue
+            red = severity == "red"
+            if not self._slot_free(red):
+                continue   # it starts when a job ends: each end wakes the loop
+            if tried is not None:
+                tried.add((kind, row.id))
+            busy[row.id] = red
+            self._submit(kind, row, red)
+            started += 1
+        return started, now
+
+    def _slot_free(self, red: bool) -> bool:
+        """A red row may take any free slot; the others leave one free for it (with one slot, they share it)."""
+        slots = self.settings.send_concurrency
+        with self._jobs:
+            if len(self._running) >= slots:
+                return False
+            return red or sum(not r for r in self._running.values()) < max(1, slots - 1)
+
+    def _submit(self, kind: str, row: OutboxRow, red: bool) -> None:
+        with self._jobs:
+            self._running[row.id] = red
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.settings.send_concurrency, thread_name_prefix="alert-send")
-            list(self._pool.map(self.send, rows))
-        return len(rows)
+            pool = self._pool
+        try:
+            pool.submit(self._job, self.send if kind == SEND else self.reconcile, row)
+        except RuntimeError:   # the pool was shut down by stop(): the row stays as it is for the next start
+            with self._jobs:
+                del self._running[row.id]
+            raise
+
+    def _job(self, work: Callable[[OutboxRow], None], row: OutboxRow) -> None:
+        try:
+            work(row)
+        except Exception:
+            log.exception("dispatch job for outbox row %s failed", row.id)
+        finally:
+            with self._jobs:
+                del self._running[row.id]
+                self._ended += 1
+                self._jobs.notify_all()
+            self.wake.set()   # a slot is free: the loop looks for the next row at once
+
+    # -- sending -------------------------------------------------------------------
 
     def notification(self, row: OutboxRow) -> Notification:
         base = self.settings.public_base_url
@@ -100,10 +188,13 @@ class Dispatcher:
                 self.engine.note(row, "notification_sent", receipt.provider_id, now)
             self.engine.record_delivery(row.id, receipt.status, now)
 
-    def _failed(self, row: OutboxRow, why: str) -> None:
+    def _failed(self, row: OutboxRow, why: str, only_from: tuple[str, ...] | None = None) -> None:
         now = self.now_ms()
         with self.engine.changes():
-            self.outbox.set_status(row.id, FAILED, now, error=why)
+            if only_from is None:
+                self.outbox.set_status(row.id, FAILED, now, error=why)
+            elif not self.outbox.transition(row.id, only_from, FAILED, now, error=why):
+                return
             self.engine.note(row, "notification_failed", why, now)
         if self.engine.reevaluate(row.alert_id, now):
             self.wake.set()
@@ -112,7 +203,73 @@ class Dispatcher:
         now = self.now_ms()
         with self.engine.changes():
             self.outbox.set_status(row.id, UNKNOWN, now, error=why)
-            self.engine.note(row, "notification_unknown", why, now)
+            self.engine.note(row, "notification_unknown", f"{why}; asking Twilio whether it arrived", now)
+
+    # -- reconciling unknown outcomes ----------------------------------------------------
+
+    def reconcile(self, row: OutboxRow) -> None:
+        """Ask the provider about an unknown outcome: record what it has, resend if it has nothing, else ask an operator."""
+        attempt = self.notification(row)
+        try:
+            listing = self.notifier.find(attempt, reconcile.listing_since_ms(row.due_ms))
+        except LookupFailedError as e:
+            self._lookup_failed(row, str(e))
+            return
+        now = self.now_ms()
+        others = [o for o in self.outbox.attempts_to(row.recipient, row.channel, reconcile.listing_since_ms(row.due_ms))
+                  if o.id != row.id]   # read after the listing: an attempt it shows is no longer `sending` unless it is a rival
+        self._lookup_failures.pop(row.id, None)
+        self._lookup_after_ms.pop(row.id, None)
+        found = reconcile.verdict(reconcile.Attempt(row.channel, row.recipient, row.text, attempt.status_callback_url,
+                                                    row.due_ms, now), listing, others)
+        if isinstance(found, reconcile.Found):
+            self._record_found(row, found.record.provider_id, found.record.status, now)
+        elif isinstance(found, reconcile.NoRecord):
+            self._resend(row, now)
+        else:
+            self._ask_operator(row, f"Twilio cannot tell: {found.reason}", now)
+
+    def _record_found(self, row: OutboxRow, provider_id: str, status: str, now: int) -> None:
+        with self.engine.changes():
+            if not self.outbox.transition(row.id, (UNKNOWN, OPERATOR), SENT, now, provider_id=provider_id):
+                return   # a status callback settled it meanwhile
+            self.engine.note(row, "notification_reconciled", f"Twilio has {provider_id} ({status}): not sent again", now)
+        if status:
+            self.engine.record_delivery(row.id, status, now, provider_id)
+
+    def _resend(self, row: OutboxRow, now: int) -> None:
+        if row.attempts >= self.settings.retry.max_attempts:
+            self._failed(row, f"Twilio has no record of attempt {row.attempts}, the last allowed", only_from=(UNKNOWN,))
+            return
+        with self.engine.changes():
+            alert = self.engine.alerts.get(row.alert_id)
+            if row.step.isdigit() and (alert is None or alert.state != OPEN):
+                # The alert was accepted or resolved meanwhile: like any step still waiting then, it is not sent.
+                if self.outbox.transition(row.id, (UNKNOWN,), CANCELLED, now, error="Twilio has no record; alert closed"):
+                    self.engine.note(row, "notification_cancelled", "Twilio has no record and the alert is closed", now)
+                return
+            if not self.outbox.transition(row.id, (UNKNOWN,), PENDING, now, due_ms=now, error="Twilio has no record"):
+                return
+            self.engine.note(row, "notification_resend", "Twilio has no record of it: sending again", now)
+        self.wake.set()
+
+    def _lookup_failed(self, row: OutboxRow, why: str) -> None:
+        failures = self._lookup_failures.get(row.id, 0) + 1
+        now = self.now_ms()
+        if failures >= self.settings.reconcile_tries:
+            self._lookup_failures.pop(row.id, None)
+            self._lookup_after_ms.pop(row.id, None)
+            self._ask_operator(row, f"Twilio's records could not be read ({failures} tries): {why}", now)
+            return
+        self._lookup_failures[row.id] = failures
+        self._lookup_after_ms[row.id] = now + int(retry_delay_s(self.settings, failures, self.rand()) * 1000)
+        log.warning("outbox row %s: %s (try %d of %d)", row.id, why, failures, self.settings.reconcile_tries)
+
+    def _ask_operator(self, row: OutboxRow, why: str, now: int) -> None:
+        # engine.note records the event and, once this commits, pushes it to the operators' live stream.
+        with self.engine.changes():
+            if self.outbox.transition(row.id, (UNKNOWN,), OPERATOR, now, error=why):
+                self.engine.note(row, "needs_operator", f"{why}; check whether it arrived", now)
 
     # -- thread ----------------------------------------------------------------
 
@@ -128,18 +285,23 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._jobs:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.wake.clear()
+            self.wake.clear()   # before looking: a row queued or a job ended from here on wakes the next round
             try:
-                self.run_once()
-                next_due = self.outbox.next_due_ms()
+                _, looked_at = self._fill()
+                wait = self._until_next_due(looked_at)
             except Exception:
                 log.exception("dispatch round failed")
-                next_due = None
-            wait = 1.0 if next_due is None else min(1.0, max(0.0, (next_due - self.now_ms()) / 1000))
+                wait = 1.0
             self.wake.wait(wait)
+
+    def _until_next_due(self, looked_at_ms: int) -> float:
+        """Seconds until a pending row not yet looked at falls due; at most one, so unknown outcomes are seen each second."""
+        next_due = self.outbox.next_due_after(looked_at_ms)   # rows due by then are running or wait for a job's end
+        return 1.0 if next_due is None else min(1.0, max(0.0, (next_due - self.now_ms()) / 1000))

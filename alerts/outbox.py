@@ -129,6 +129,47 @@ class Outbox:
             c.executemany("UPDATE outbox SET status=?, updated_ms=? WHERE id=?", [(OPERATOR, now_ms, r[0]) for r in rows])
         return [OutboxRow(*r) for r in rows]
 
+    # -- dispatch order and reconciliation of unknown outcomes -------------------------
+
+    def due_ranked(self, now_ms: int, limit: int) -> list[tuple[OutboxRow, str]]:
+        """Pending rows due now with their alert's severity, red first, then orange, then the rest."""
+        return self._ranked("o.status=? AND o.due_ms<=?", (PENDING, now_ms), "o.due_ms, o.id", limit)
+
+    def unknown_ranked(self, settled_ms: int, limit: int) -> list[tuple[OutboxRow, str]]:
+        """Unknown outcomes marked at or before `settled_ms`, with severity, red first: the ones to ask Twilio about."""
+        return self._ranked("o.status=? AND o.updated_ms<=?", (UNKNOWN, settled_ms), "o.updated_ms, o.id", limit)
+
+    def _ranked(self, where: str, args: tuple, order: str, limit: int) -> list[tuple[OutboxRow, str]]:
+        with self.db.transaction() as c:
+            rows = c.execute(
+                f"SELECT {_O_COLS}, a.severity FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE {where}"
+                f" ORDER BY CASE a.severity WHEN 'red' THEN 0 WHEN 'orange' THEN 1 ELSE 2 END, {order} LIMIT ?",
+                (*args, limit)).fetchall()
+        return [(OutboxRow(*r[:-1]), r[-1]) for r in rows]
+
+    def next_due_after(self, after_ms: int) -> int | None:
+        """The earliest due time of a pending row still in the future of `after_ms`."""
+        with self.db.transaction() as c:
+            return c.execute("SELECT MIN(due_ms) FROM outbox WHERE status=? AND due_ms>?", (PENDING, after_ms)).fetchone()[0]
+
+    def attempts_to(self, recipient: str, channel: str, since_ms: int) -> list[OutboxRow]:
+        """Every attempt to this recipient on this channel changed since `since_ms`, to tell Twilio's records apart."""
+        with self.db.transaction() as c:
+            rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE recipient=? AND channel=? AND updated_ms>=? ORDER BY id",
+                             (recipient, channel, since_ms)).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def transition(self, attempt_id: int, from_statuses: tuple[str, ...], status: str, now_ms: int, *,
+                   error: str | None = None, provider_id: str | None = None, due_ms: int | None = None) -> bool:
+        """Move a row to `status` only if it is still in one of `from_statuses`; False if something else settled it first."""
+        marks = ",".join("?" * len(from_statuses))
+        with self.db.transaction() as c:
+            cur = c.execute("UPDATE outbox SET status=?, updated_ms=?, last_error=COALESCE(?, last_error),"
+                            " provider_id=COALESCE(?, provider_id), due_ms=COALESCE(?, due_ms)"
+                            f" WHERE id=? AND status IN ({marks})",
+                            (status, now_ms, error, provider_id, due_ms, attempt_id, *from_statuses))
+            return cur.rowcount == 1
+
     def sms_recipients(self, alert_id: int) -> list[tuple[str, str]]:
         """(phone, language) of everyone an SMS for this alert went out to, for follow-ups."""
         with self.db.transaction() as c:

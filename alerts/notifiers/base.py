@@ -1,4 +1,5 @@
-"""The notifier interface: what the dispatcher hands a channel, and the three ways a send can fail."""
+"""The notifier interface: what the dispatcher hands a channel, the three ways a send can fail, and
+what the provider's own records say about an attempt whose outcome is unknown."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +48,40 @@ class UnknownOutcomeError(SendError):
     """The request may have reached the provider: resending could call or text someone twice."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderRecord:
+    """One call or message as the provider's list API reports it, converted at the edge."""
+
+    provider_id: str                # Twilio SID
+    to: str
+    created_ms: int | None          # the provider's date_created (second resolution), None if it gave none
+    status: str                     # e.g. "queued", "ringing", "delivered"
+    outbound: bool                  # created by us through the API, not received
+    body: str | None = None         # messages: the text as the provider holds it
+    status_callback_url: str | None = None   # calls: from the create request in the call's events, when shown
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderListing:
+    """The provider's records to one number from our number, newest first, back to the time asked for."""
+
+    records: tuple[ProviderRecord, ...]
+    complete: bool                  # False when the listing stopped at its size limit before reaching that time
+
+
+class LookupFailedError(Exception):
+    """The provider's records could not be read (timeout, refusal, error answer): the outcome is still unknown."""
+
+
 class Notifier(Protocol):
     name: str
 
     def send(self, notification: Notification) -> SendReceipt: ...
+
+
+class AttemptFinder(Protocol):
+    """A notifier that can also look its attempts up (Twilio's list API; the dry run's own log)."""
+
+    def find(self, notification: Notification, since_ms: int) -> ProviderListing:
+        """Records of `notification.channel` to `notification.to` created since `since_ms`; raises LookupFailedError."""
+        ...

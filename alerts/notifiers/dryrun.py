@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from alerts.notifiers.base import Notification, SendReceipt
+from alerts.notifiers.base import Notification, ProviderListing, ProviderRecord, SendReceipt
 from alerts.notifiers.twilio import voice_twiml
 
 
@@ -39,3 +39,23 @@ class DryRunNotifier:
                 with self.log_path.open("a", encoding="utf-8") as f:
                     f.write(line + "\n")
         return SendReceipt(f"DRY{notification.attempt_id}", "queued")
+
+    def find(self, notification: Notification, since_ms: int) -> ProviderListing:
+        """This attempt as the log (or, without one, memory) holds it: after a crash mid-send, whether it was recorded.
+
+        The log is keyed by attempt id, which is as unique as the attempt's status-callback URL.
+        """
+        n = notification
+        with self._lock:
+            if self.log_path is None:
+                entries = [self.record(s) for s in self.sent]
+            elif self.log_path.exists():
+                with self.log_path.open(encoding="utf-8") as f:
+                    entries = [json.loads(line) for line in f if f'"attempt_id": "{n.attempt_id}"' in line]
+            else:
+                entries = []
+        records = tuple(
+            ProviderRecord(f"DRY{e['attempt_id']}", e["to"], int(datetime.fromisoformat(e["time"]).timestamp() * 1000),
+                           "queued", True, body=e["text"], status_callback_url=n.status_callback_url)
+            for e in entries if e["attempt_id"] == n.attempt_id and e["channel"] == n.channel)
+        return ProviderListing(tuple(r for r in records if r.created_ms >= since_ms), True)

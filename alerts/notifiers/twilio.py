@@ -3,12 +3,14 @@
 The SDK has no base-URL setting, so a subclass of its HTTP client rewrites the
 API prefix (the seam the SDK supports, used by tests to reach a local mock).
 Nothing here retries: Twilio has no idempotency key for creating messages or
-calls, so only the dispatcher, which knows the attempt's history, decides.
+calls, so only the dispatcher, which knows the attempt's history, decides. When
+an outcome is unknown, `find` reads Twilio's Calls or Messages list for it.
 """
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from xml.sax.saxutils import escape
 
@@ -20,7 +22,8 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from alerts.notifiers.base import (
-    Notification, PermanentSendError, RetryableSendError, SendReceipt, UnknownOutcomeError,
+    LookupFailedError, Notification, PermanentSendError, ProviderListing, ProviderRecord, RetryableSendError,
+    SendReceipt, UnknownOutcomeError,
 )
 from alerts.wording import no_input_goodbye, press_one_prompt, say_language
 
@@ -29,6 +32,9 @@ TWIML_MAX_CHARS = 4000          # Twilio's limit for inline `Twiml` on a call
 PERMANENT_CODES = frozenset({21211, 21614, 21610, 21408})  # invalid To, not mobile, opted out, region not enabled
 RATE_LIMITED = 20429
 CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
+LIST_PAGE_SIZE = 50
+LIST_MAX_RECORDS = 200          # records read back per lookup; more to one number in the window means "cannot tell"
+EVENTS_MAX_CALLS = 5            # calls whose events are read for the status-callback URL they were created with
 
 
 def _attr(value: str) -> str:
@@ -121,7 +127,8 @@ def classify(e: Exception, retry_after: float | None = None) -> Exception:
         if status == 429 or code == RATE_LIMITED:
             return RetryableSendError(what, code, retry_after)
         if isinstance(status, int) and status >= 500:
-            return RetryableSendError(what, code, retry_after)
+            # Twilio may have created the call or message before failing to answer: reconcile, never resend blindly.
+            return UnknownOutcomeError(what)
         if code in PERMANENT_CODES or (isinstance(status, int) and 400 <= status < 500):
             return PermanentSendError(what, code)
         return UnknownOutcomeError(what)
@@ -157,3 +164,48 @@ class TwilioNotifier:
         return self.client.calls.create(to=n.to, from_=self.from_number,
                                         twiml=voice_twiml(n.text, n.language, n.gather_action_url),
                                         status_callback_event=CALL_EVENTS, **callback)
+
+    def find(self, notification: Notification, since_ms: int) -> ProviderListing:
+        """Twilio's calls or messages to `notification.to` from our number created since `since_ms`, newest first."""
+        try:
+            return self._list(notification, since_ms)
+        except Exception as e:
+            raise LookupFailedError(f"Twilio's {'Calls' if notification.channel == 'voice' else 'Messages'} list: "
+                                    f"{type(e).__name__}: {e}") from e
+
+    def _list(self, n: Notification, since_ms: int) -> ProviderListing:
+        resource = self.client.calls if n.channel == "voice" else self.client.messages
+        records, complete = [], True
+        # Newest first: reading stops at the first record older than the attempt can be.
+        for item in resource.stream(to=n.to, from_=self.from_number, page_size=LIST_PAGE_SIZE):
+            created = _epoch_ms(item.date_created)
+            if created is not None and created < since_ms:
+                break
+            if len(records) == LIST_MAX_RECORDS:
+                complete = False
+                break
+            records.append(ProviderRecord(
+                str(item.sid), str(item.to or ""), created, str(item.status or ""),
+                str(item.direction or "").startswith("outbound"), body=getattr(item, "body", None)))
+        if n.channel == "voice":
+            records[:EVENTS_MAX_CALLS] = [replace(r, status_callback_url=self._created_with_callback(r.provider_id))
+                                          for r in records[:EVENTS_MAX_CALLS]]
+        return ProviderListing(tuple(records), complete)
+
+    def _created_with_callback(self, call_sid: str) -> str | None:
+        """The StatusCallback a call was created with, from its events, where Twilio shows the create request."""
+        try:
+            events = self.client.calls(call_sid).events.list(limit=20)
+        except Exception:   # events are a hint for telling calls apart, not needed to find one
+            return None
+        for event in events:
+            request = event.request if isinstance(event.request, dict) else {}
+            params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
+            url = params.get("status_callback") or params.get("StatusCallback")
+            if url:
+                return str(url)
+        return None
+
+
+def _epoch_ms(when) -> int | None:
+    return int(when.timestamp() * 1000) if when is not None and hasattr(when, "timestamp") else None

@@ -104,12 +104,15 @@ class _BlackHole:
             c.close()
 
 
-def test_a_send_cut_off_by_kill_9_is_never_resent_and_a_status_callback_settles_it(
+def test_a_send_cut_off_by_kill_9_is_settled_by_its_status_callback_without_a_resend(
         gateway_process, mosquitto, twilio_standin):
+    """The callback comes before the gateway would ask Twilio's list (reconcile_after_s, long here);
+    tests/integration/test_reconcile.py covers the lookup itself."""
     web_port = free_port()
     hole = _BlackHole()
     try:
-        gateway, watch = start(gateway_process, mosquitto, sections(hole.url, web_port))
+        gateway, watch = start(gateway_process, mosquitto, sections(hole.url, web_port, reconcile_after_s=300,
+                                                            unknown_outcome_window_s=600))
         watch.publish(f"eldercare/watch/{WATCH}/sos", sos(1, int(time.time() * 1000)))
         watch.wait_all()
         wait_until(lambda: any(b"Calls.json" in r for r in hole.received), 30, "the call request to leave")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from alerts.config import AlertSettings
-from alerts.notifiers.base import Notification, PermanentSendError, RetryableSendError
+from alerts.notifiers.base import LookupFailedError, Notification, PermanentSendError, RetryableSendError
 from alerts.notifiers.twilio import TwilioNotifier
 from alerts.service import build_alert_service
 from gateway.localservices import free_port
@@ -101,6 +101,27 @@ def test_forced_errors_apply_only_to_the_next_request(twilio_standin, notifier):
     with pytest.raises(RetryableSendError):
         notifier.send(SMS)
     assert notifier.send(SMS).provider_id.startswith("SM")
+
+
+# -- looking an attempt up ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("notification, resource", [(SMS, "Messages"), (CALL, "Calls")], ids=["sms", "call"])
+def test_find_lists_by_recipient_and_sender_and_holds_nothing_of_ours_in_the_spec_example(
+        twilio_standin, notifier, notification, resource):
+    listing = notifier.find(notification, DAY - 60_000)
+    [req] = twilio_standin.wait_for(1)
+    assert req.method == "GET" and req.path.split("?")[0] == f"/2010-04-01/Accounts/{SID}/{resource}.json"
+    assert f"To=%2B{notification.to[1:]}" in req.path and f"From=%2B{FROM[1:]}" in req.path
+    assert req.headers["Authorization"] == basic_auth(SID, TOKEN)
+    assert listing.records == () and listing.complete   # the spec's examples are from 2019, long before the attempt
+
+
+@pytest.mark.parametrize("status, code", [(429, 20429), (503, 20503)], ids=["rate_limited", "unavailable"])
+def test_a_list_twilio_answers_with_an_error_is_a_failed_lookup(twilio_standin, notifier, status, code):
+    twilio_standin.answer("/Messages.json", {"code": code, "message": "error", "more_info": "", "status": status}, status=status)
+    with pytest.raises(LookupFailedError, match=f"HTTP {status}"):
+        notifier.find(SMS, DAY)
 
 
 def test_nothing_listening_is_retryable():

@@ -16,7 +16,9 @@ import urllib3.exceptions
 from requests.adapters import BaseAdapter
 
 from alerts.config import AlertSettings, TwilioSettings
-from alerts.notifiers.base import Notification, PermanentSendError, RetryableSendError, UnknownOutcomeError
+from alerts.notifiers.base import (
+    LookupFailedError, Notification, PermanentSendError, ProviderRecord, RetryableSendError, UnknownOutcomeError,
+)
 from alerts.notifiers.dryrun import DryRunNotifier
 from alerts.notifiers.factory import build_notifier
 from alerts.notifiers.twilio import TWIML_MAX_CHARS, TwilioNotifier, voice_twiml
@@ -116,9 +118,9 @@ def test_code_20429_is_retryable_whatever_the_status():
 
 
 @pytest.mark.parametrize("status", [500, 503])
-def test_server_errors_are_retryable(status):
+def test_server_errors_on_create_are_unknown_outcomes_twilio_may_have_acted_on(status):
     n, _ = notifier_with(error(status, 20500))
-    with pytest.raises(RetryableSendError):
+    with pytest.raises(UnknownOutcomeError):
         n.send(SMS)
 
 
@@ -161,9 +163,11 @@ def test_connection_dropped_after_sending_is_an_unknown_outcome():
         n.send(CALL)
 
 
-def test_the_notifier_never_retries_by_itself():
-    n, fake = notifier_with(error(503, 20500), created("SM" + "3" * 32))
-    with pytest.raises(RetryableSendError):
+@pytest.mark.parametrize("failure", [error(429, 20429), error(503, 20500), requests.ReadTimeout("read timed out")],
+                         ids=["rate_limited", "server_error", "read_timeout"])
+def test_the_notifier_never_retries_by_itself(failure):
+    n, fake = notifier_with(failure, created("SM" + "3" * 32))
+    with pytest.raises((RetryableSendError, UnknownOutcomeError)):
         n.send(SMS)
     assert len(fake.requests) == 1
 
@@ -175,6 +179,71 @@ def test_an_earlier_retry_after_does_not_leak_into_a_later_failure():
     with pytest.raises(RetryableSendError) as e:
         n.send(SMS)
     assert e.value.retry_after_s is None
+
+
+# -- looking an attempt up in Twilio's lists -----------------------------------------
+
+T0_MS = 1_795_000_000_000       # 2026-11-18 11:06:40 UTC
+T0_RFC = "Wed, 18 Nov 2026 11:06:40 +0000"
+EARLIER_RFC = "Wed, 18 Nov 2026 10:00:00 +0000"
+
+
+def page(key: str, *records: dict) -> tuple:
+    return 200, {key: list(records), "next_page_uri": None, "page": 0, "page_size": 50}, {}
+
+
+def test_find_reads_messages_to_the_number_from_our_number_and_converts_them():
+    record = {"sid": "SM" + "a" * 32, "to": SMS.to, "from": "+15555550199", "body": SMS.text, "status": "delivered",
+              "direction": "outbound-api", "date_created": T0_RFC}
+    n, fake = notifier_with(page("messages", record))
+    listing = n.find(SMS, T0_MS - 60_000)
+    [req] = fake.requests
+    assert req.method == "GET" and req.url.split("?")[0].endswith(f"/Accounts/{SID}/Messages.json")
+    assert parse_qs(req.url.split("?")[1])["To"] == [SMS.to] and parse_qs(req.url.split("?")[1])["From"] == ["+15555550199"]
+    assert listing.complete and listing.records == (
+        ProviderRecord("SM" + "a" * 32, SMS.to, T0_MS, "delivered", True, body=SMS.text),)
+
+
+def test_find_stops_reading_at_the_first_record_older_than_asked():
+    newer = {"sid": "SM" + "b" * 32, "to": SMS.to, "body": "x", "status": "sent", "direction": "outbound-api",
+             "date_created": T0_RFC}
+    older = {**newer, "sid": "SM" + "c" * 32, "date_created": EARLIER_RFC}
+    n, _ = notifier_with(page("messages", newer, older))
+    listing = n.find(SMS, T0_MS - 60_000)
+    assert [r.provider_id for r in listing.records] == ["SM" + "b" * 32] and listing.complete
+
+
+def test_find_reads_a_calls_status_callback_from_its_create_request_event():
+    record = {"sid": "CA" + "d" * 32, "to": CALL.to, "status": "ringing", "direction": "outbound-api", "date_created": T0_RFC}
+    event = {"request": {"method": "POST", "parameters": {"to": CALL.to, "status_callback": CALL.status_callback_url}}}
+    n, fake = notifier_with(page("calls", record), page("events", event))
+    [found] = n.find(CALL, T0_MS - 60_000).records
+    assert fake.requests[1].url.split("?")[0].endswith(f"/Calls/{'CA' + 'd' * 32}/Events.json")
+    assert (found.provider_id, found.status, found.status_callback_url) == ("CA" + "d" * 32, "ringing", CALL.status_callback_url)
+
+
+def test_find_keeps_a_call_whose_events_cannot_be_read_without_a_callback():
+    record = {"sid": "CA" + "e" * 32, "to": CALL.to, "status": "queued", "direction": "outbound-api", "date_created": T0_RFC}
+    n, _ = notifier_with(page("calls", record), error(500, 20500))
+    [found] = n.find(CALL, T0_MS - 60_000).records
+    assert found.status_callback_url is None
+
+
+@pytest.mark.parametrize("failure", [error(500, 20500), error(401, 20003), requests.ReadTimeout("read timed out"), refused()],
+                         ids=["server_error", "unauthorized", "read_timeout", "refused"])
+def test_a_list_request_that_fails_is_a_failed_lookup(failure):
+    n, _ = notifier_with(failure)
+    with pytest.raises(LookupFailedError):
+        n.find(SMS, T0_MS)
+
+
+def test_dry_run_finds_an_attempt_it_recorded_before_a_restart(tmp_path):
+    log = tmp_path / "notifications.jsonl"
+    DryRunNotifier(log, clock=lambda: T0_MS / 1000).send(CALL)
+    restarted = DryRunNotifier(log)
+    [found] = restarted.find(CALL, T0_MS - 60_000).records
+    assert (found.provider_id, found.to, found.created_ms) == ("DRY8", CALL.to, T0_MS)
+    assert restarted.find(SMS, T0_MS - 60_000).records == ()
 
 
 # -- TwiML --------------------------------------------------------------------
@@ -234,11 +303,19 @@ def test_factory_picks_twilio_when_the_account_is_complete(tmp_path):
 
 
 def test_factory_falls_back_to_a_dry_run_and_says_nothing_is_sent(tmp_path, caplog):
-    twilio = TwilioSettings(account_sid=SID, from_number="+15555550199")   # no token
+    twilio = TwilioSettings()   # no account at all (a partly filled one is refused by AlertSettings)
     with caplog.at_level(logging.WARNING):
         n = build_notifier(AlertSettings(twilio=twilio, dry_run_log=tmp_path / "n.jsonl"))
     assert isinstance(n, DryRunNotifier) and n.log_path == tmp_path / "n.jsonl"
     assert "NOT being sent" in caplog.text and "auth_token" in caplog.text
+
+
+def test_factory_honours_dry_run_even_with_a_complete_account(tmp_path, caplog):
+    twilio = TwilioSettings(account_sid=SID, auth_token="secret", from_number="+15555550199")
+    with caplog.at_level(logging.WARNING):
+        n = build_notifier(AlertSettings(twilio=twilio, dry_run=True, dry_run_log=tmp_path / "n.jsonl"))
+    assert isinstance(n, DryRunNotifier)
+    assert "alerts.dry_run = true" in caplog.text and "NOT being sent" in caplog.text
 
 
 @pytest.mark.parametrize("field, value", [("account_sid", "AC123"), ("from_number", "13800138000")])
