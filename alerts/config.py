@@ -159,6 +159,7 @@ class AlertSettings(BaseModel):
     )
     dry_run: bool = Field(False, description="Only record notifications, even when the Twilio account is filled in")
     twilio: TwilioSettings = Field(TwilioSettings(), description="Twilio account; without it notifications are only recorded (dry run)")
+    dry_run_log_retention_days: float = Field(30, gt=0, description="How long lines of the dry-run log are kept")
     dry_run_log: Path = Field(Path("var/notifications.jsonl"), description="JSON-lines file the dry-run notifier appends each would-be send to")
 
     @field_validator("public_base_url")

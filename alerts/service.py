@@ -61,6 +61,9 @@ class AlertService:
         if now_ms - self._pruned_ms >= _PRUNE_INTERVAL_MS:
             self._pruned_ms = now_ms
             removed = self.engine.prune(now_ms)
+            prune_log = getattr(self.dispatcher.notifier, "prune", None)
+            if prune_log is not None:
+                removed["dry_run_log"] = prune_log(now_ms - int(self.settings.dry_run_log_retention_days * 86_400_000))
             if any(removed.values()):
                 log.info("alerts: pruned %s", removed)
 

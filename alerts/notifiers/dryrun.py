@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,13 +14,16 @@ from alerts.notifiers.base import Notification, ProviderListing, ProviderRecord,
 from alerts.notifiers.twilio import voice_twiml
 
 
+_KEEP_IN_MEMORY = 10_000   # recent sends kept for find() without a log, and for tests; older ones are in the log
+
+
 class DryRunNotifier:
     name = "dry-run"
 
     def __init__(self, log_path: Path | None, clock: Callable[[], float] = time.time) -> None:
         self.log_path = log_path
         self.clock = clock
-        self.sent: list[Notification] = []
+        self.sent: deque[Notification] = deque(maxlen=_KEEP_IN_MEMORY)
         self._lock = threading.Lock()
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +44,28 @@ class DryRunNotifier:
                 with self.log_path.open("a", encoding="utf-8") as f:
                     f.write(line + "\n")
         return SendReceipt(f"DRY{notification.attempt_id}", "queued")
+
+    def prune(self, older_than_ms: int) -> int:
+        """Drop log lines recorded before `older_than_ms`; returns how many. The log is rewritten to a
+        temporary file and renamed over, so a crash leaves the old log or the new one, never half of each."""
+        if self.log_path is None:
+            return 0
+        with self._lock:
+            if not self.log_path.exists():
+                return 0
+            cutoff = datetime.fromtimestamp(older_than_ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+            with self.log_path.open(encoding="utf-8") as f:
+                lines = f.readlines()
+            kept = [line for line in lines if json.loads(line)["time"] >= cutoff]  # ISO UTC times sort as text
+            if len(kept) == len(lines):
+                return 0
+            temp = self.log_path.with_suffix(".tmp")
+            with temp.open("w", encoding="utf-8") as f:
+                f.writelines(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, self.log_path)
+            return len(lines) - len(kept)
 
     def find(self, notification: Notification, since_ms: int) -> ProviderListing:
         """This attempt as the log (or, without one, memory) holds it: after a crash mid-send, whether it was recorded.

@@ -284,13 +284,25 @@ def test_dry_run_writes_one_json_line_per_send_and_keeps_them(tmp_path):
     assert first == {"time": "2026-11-18T11:06:40.000+00:00", "attempt_id": "7", "channel": "sms", "to": SMS.to,
                      "language": "zh-CN", "text": SMS.text}
     assert second["twiml"] == voice_twiml(CALL.text, CALL.language, CALL.gather_action_url)
-    assert d.sent == [SMS, CALL]
+    assert list(d.sent) == [SMS, CALL]
 
 
 def test_dry_run_without_a_log_only_keeps_them_in_memory(tmp_path):
     d = DryRunNotifier(None)
     d.send(SMS)
-    assert d.sent == [SMS] and list(tmp_path.iterdir()) == []
+    assert list(d.sent) == [SMS] and list(tmp_path.iterdir()) == []
+
+
+def test_the_dry_run_log_forgets_lines_older_than_its_retention(tmp_path):
+    log = tmp_path / "notifications.jsonl"
+    clock = [1_795_000_000.0]
+    d = DryRunNotifier(log, clock=lambda: clock[0])
+    d.send(SMS)
+    clock[0] += 40 * 86_400
+    d.send(CALL)
+    assert d.prune(older_than_ms=int((clock[0] - 30 * 86_400) * 1000)) == 1
+    assert [json.loads(line)["attempt_id"] for line in log.read_text(encoding="utf-8").splitlines()] == [CALL.attempt_id]
+    assert d.prune(older_than_ms=int((clock[0] - 30 * 86_400) * 1000)) == 0
 
 
 # -- factory ------------------------------------------------------------------
