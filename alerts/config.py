@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from alerts.maps import Datum
+from alerts.vocabulary import Severity
 from gateway.models import HeartRate
 
 
@@ -221,5 +222,6 @@ class AlertSettings(BaseModel):
                                                   "and press-1 could never arrive; give the URL Twilio reaches the webhooks at")
         return self
 
-    def ack_deadline_s(self, severity: str) -> float:
-        return {"red": self.ack_deadline_red_s, "orange": self.ack_deadline_orange_s}.get(severity, self.ack_deadline_yellow_s)
+    def ack_deadline_s(self, severity: Severity | str) -> float:
+        deadlines = {Severity.RED: self.ack_deadline_red_s, Severity.ORANGE: self.ack_deadline_orange_s}
+        return deadlines.get(Severity(severity), self.ack_deadline_yellow_s)

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alerts.vocabulary import Channel, Severity
+
 Phone = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164 number")]
 Lat = Annotated[float, Field(ge=-90, le=90)]
 Lon = Annotated[float, Field(ge=-180, le=180)]
@@ -39,7 +41,7 @@ Target = Literal["service_centre", "backup_centre", "service_desk", "maintenance
 
 
 class EscalationStep(_Model):
-    channel: Literal["sms", "voice"]
+    channel: Channel
     target: Target
     wait_s: float | None = Field(
         None, gt=0, description="How long to wait for acceptance before the next step; default: the severity's ack deadline",
@@ -88,10 +90,10 @@ class Community(_Model):
     duty: DutyPhones
     default_plan: Plan = Field(min_length=1, description="Escalation for red/orange alerts of residents without their own plan")
     yellow_plan: Plan = Field(
-        (EscalationStep(channel="sms", target="service_desk"),), min_length=1, description="Escalation for yellow alerts",
+        (EscalationStep(channel=Channel.SMS, target="service_desk"),), min_length=1, description="Escalation for yellow alerts",
     )
     maintenance_plan: Plan = Field(
-        (EscalationStep(channel="sms", target="maintenance"),), min_length=1, description="Escalation for equipment alerts",
+        (EscalationStep(channel=Channel.SMS, target="maintenance"),), min_length=1, description="Escalation for equipment alerts",
     )
     residents: tuple[Resident, ...] = ()
     equipment: tuple[Equipment, ...] = ()
@@ -145,7 +147,7 @@ class Directory:
     def plan_for(self, resident: Resident | None, severity: str, maintenance: bool) -> Plan:
         if maintenance:
             return self.community.maintenance_plan
-        if severity == "yellow":
+        if severity == Severity.YELLOW:
             return self.community.yellow_plan
         if resident is not None and resident.escalation_plan:
             return resident.escalation_plan

@@ -17,17 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 from alerts import reconcile
 from alerts.config import AlertSettings
-from alerts.engine import CANCELLED, AlertEngine
-from alerts.lifecycle import OPEN
+from alerts.engine import AlertEngine
 from alerts.notifiers.base import (
     LookupFailedError, Notification, Notifier, PermanentSendError, RetryableSendError, UnknownOutcomeError,
 )
-from alerts.outbox import FAILED, OPERATOR, PENDING, SENT, UNKNOWN, OutboxRow
+from alerts.outbox import OutboxRow
+from alerts.vocabulary import AlertState, Channel, OutboxStatus, Severity
 
 log = logging.getLogger(__name__)
 
 SEND, RECONCILE = "send", "reconcile"
-_RANK = {"red": 0, "orange": 1}
 
 
 def retry_delay_s(settings: AlertSettings, attempts: int, rand: float, retry_after_s: float | None = None) -> float:
@@ -102,12 +101,12 @@ class Dispatcher:
             backing_off = len(self._lookup_after_ms)
             jobs += [(RECONCILE, row, severity) for row, severity in self.outbox.unknown_ranked(settled, limit + backing_off)
                      if self._lookup_after_ms.get(row.id, 0) <= now]
-        jobs.sort(key=lambda j: _RANK.get(j[2], 2))   # stable: within a grade, sends before lookups, oldest first
+        jobs.sort(key=lambda j: -j[2].rank)   # stable: within a grade, sends before lookups, oldest first
         started = 0
         for kind, row, severity in jobs:
             if row.id in busy or (tried is not None and (kind, row.id) in tried):
                 continue
-            red = severity == "red"
+            red = severity == Severity.RED
             if not self._slot_free(red):
                 continue   # it starts when a job ends: each end wakes the loop
             if tried is not None:
@@ -154,7 +153,7 @@ class Dispatcher:
 
     def notification(self, row: OutboxRow) -> Notification:
         base = self.settings.public_base_url
-        gather = f"{base}/twilio/gather/{row.id}" if row.channel == "voice" else None
+        gather = f"{base}/twilio/gather/{row.id}" if row.channel == Channel.VOICE else None
         return Notification(str(row.id), row.channel, row.recipient, row.text, row.language,
                             status_callback_url=f"{base}/twilio/status/{row.id}", gather_action_url=gather)
 
@@ -170,7 +169,7 @@ class Dispatcher:
                 delay = retry_delay_s(self.settings, attempts, self.rand(), getattr(e, "retry_after_s", None))
                 now = self.now_ms()
                 with self.engine.changes():
-                    self.outbox.set_status(row.id, PENDING, now, error=str(e), due_ms=now + int(delay * 1000))
+                    self.outbox.set_status(row.id, OutboxStatus.PENDING, now, error=str(e), due_ms=now + int(delay * 1000))
                     self.engine.note(row, "notification_retry", f"attempt {attempts}: {e}; retry in {delay:.1f}s", now)
                 return
             self._failed(row, f"gave up after {attempts} attempts: {e}")
@@ -184,7 +183,7 @@ class Dispatcher:
         else:
             now = self.now_ms()
             with self.engine.changes():
-                self.outbox.set_status(row.id, SENT, now, provider_id=receipt.provider_id)
+                self.outbox.set_status(row.id, OutboxStatus.SENT, now, provider_id=receipt.provider_id)
                 self.engine.note(row, "notification_sent", receipt.provider_id, now)
             self.engine.record_delivery(row.id, receipt.status, now)
 
@@ -192,8 +191,8 @@ class Dispatcher:
         now = self.now_ms()
         with self.engine.changes():
             if only_from is None:
-                self.outbox.set_status(row.id, FAILED, now, error=why)
-            elif not self.outbox.transition(row.id, only_from, FAILED, now, error=why):
+                self.outbox.set_status(row.id, OutboxStatus.FAILED, now, error=why)
+            elif not self.outbox.transition(row.id, only_from, OutboxStatus.FAILED, now, error=why):
                 return
             self.engine.note(row, "notification_failed", why, now)
         if self.engine.reevaluate(row.alert_id, now):
@@ -202,7 +201,7 @@ class Dispatcher:
     def _unknown(self, row: OutboxRow, why: str) -> None:
         now = self.now_ms()
         with self.engine.changes():
-            self.outbox.set_status(row.id, UNKNOWN, now, error=why)
+            self.outbox.set_status(row.id, OutboxStatus.UNKNOWN, now, error=why)
             self.engine.note(row, "notification_unknown", f"{why}; asking Twilio whether it arrived", now)
 
     # -- reconciling unknown outcomes ----------------------------------------------------
@@ -231,7 +230,8 @@ class Dispatcher:
 
     def _record_found(self, row: OutboxRow, provider_id: str, status: str, now: int) -> None:
         with self.engine.changes():
-            if not self.outbox.transition(row.id, (UNKNOWN, OPERATOR), SENT, now, provider_id=provider_id):
+            unsettled = (OutboxStatus.UNKNOWN, OutboxStatus.OPERATOR)
+            if not self.outbox.transition(row.id, unsettled, OutboxStatus.SENT, now, provider_id=provider_id):
                 return   # a status callback settled it meanwhile
             self.engine.note(row, "notification_reconciled", f"Twilio has {provider_id} ({status}): not sent again", now)
         if status:
@@ -239,16 +239,19 @@ class Dispatcher:
 
     def _resend(self, row: OutboxRow, now: int) -> None:
         if row.attempts >= self.settings.retry.max_attempts:
-            self._failed(row, f"Twilio has no record of attempt {row.attempts}, the last allowed", only_from=(UNKNOWN,))
+            self._failed(row, f"Twilio has no record of attempt {row.attempts}, the last allowed",
+                         only_from=(OutboxStatus.UNKNOWN,))
             return
         with self.engine.changes():
             alert = self.engine.alerts.get(row.alert_id)
-            if row.step.isdigit() and (alert is None or alert.state != OPEN):
+            if row.step.isdigit() and (alert is None or alert.state != AlertState.OPEN):
                 # The alert was accepted or resolved meanwhile: like any step still waiting then, it is not sent.
-                if self.outbox.transition(row.id, (UNKNOWN,), CANCELLED, now, error="Twilio has no record; alert closed"):
+                if self.outbox.transition(row.id, (OutboxStatus.UNKNOWN,), OutboxStatus.CANCELLED, now,
+                                          error="Twilio has no record; alert closed"):
                     self.engine.note(row, "notification_cancelled", "Twilio has no record and the alert is closed", now)
                 return
-            if not self.outbox.transition(row.id, (UNKNOWN,), PENDING, now, due_ms=now, error="Twilio has no record"):
+            if not self.outbox.transition(row.id, (OutboxStatus.UNKNOWN,), OutboxStatus.PENDING, now, due_ms=now,
+                                          error="Twilio has no record"):
                 return
             self.engine.note(row, "notification_resend", "Twilio has no record of it: sending again", now)
         self.wake.set()
@@ -268,7 +271,7 @@ class Dispatcher:
     def _ask_operator(self, row: OutboxRow, why: str, now: int) -> None:
         # engine.note records the event and, once this commits, pushes it to the operators' live stream.
         with self.engine.changes():
-            if self.outbox.transition(row.id, (UNKNOWN,), OPERATOR, now, error=why):
+            if self.outbox.transition(row.id, (OutboxStatus.UNKNOWN,), OutboxStatus.OPERATOR, now, error=why):
                 self.engine.note(row, "needs_operator", f"{why}; check whether it arrived", now)
 
     # -- thread ----------------------------------------------------------------

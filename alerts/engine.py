@@ -19,18 +19,18 @@ from alerts import escalation, lifecycle, wording
 from alerts.config import AlertSettings
 from alerts.directory import Directory, Resident
 from alerts.lifecycle import Alert, AlertEvent
-from alerts.outbox import PENDING, Outbox, OutboxRow
+from alerts.outbox import Outbox, OutboxRow
 from alerts.rules import (
-    MAINTENANCE_TYPES, RED, SEVERITY, WATCH_DETECTORS, EquipmentState, Finding, RuleContext, WatchState, detect_button,
-    detect_equipment, equipment_tick, watch_seen, watch_tick,
+    WATCH_DETECTORS, EquipmentState, Finding, RuleContext, WatchState, detect_button, detect_equipment, equipment_tick,
+    watch_seen, watch_tick,
 )
+from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, Severity
 from alerts.store import AlertStore, Database
 from gateway.models import DeviceKind, DeviceMessage
 
 log = logging.getLogger(__name__)
 Listener = Callable[[AlertEvent], None]
 _OBSERVE_SLICE = 50
-CANCELLED = "cancelled"
 
 
 class AlertEngine:
@@ -118,8 +118,8 @@ class AlertEngine:
                 self._clock_runs[m.device_id] = run
                 if run == self.settings.clock_wrong_count:
                     ahead_s = (m.payload.ts - now_ms) / 1000
-                    queued += self._raise(Finding("device_clock_wrong", SEVERITY["device_clock_wrong"], m.device_id, now_ms,
-                                                  detail=f"device clock {ahead_s:.0f} s ahead"), now_ms)
+                    queued += self._raise(Finding(AlertType.DEVICE_CLOCK_WRONG, AlertType.DEVICE_CLOCK_WRONG.severity,
+                                                  m.device_id, now_ms, detail=f"device clock {ahead_s:.0f} s ahead"), now_ms)
         return queued
 
     def _run_rules(self, m: DeviceMessage, now_ms: int, staged_w: dict, staged_e: dict) -> list[Finding]:
@@ -139,15 +139,12 @@ class AlertEngine:
         staged_w[m.device_id] = state
         return found
 
-    @staticmethod
-    def _for_maintenance(alert_type: str) -> bool:
-        """A machine's own trouble goes to maintenance; overexertion is about the person on it."""
-        return alert_type in MAINTENANCE_TYPES
-
     def _concerned(self, f: Finding) -> Resident | None:
-        if self._for_maintenance(f.alert_type):
+        """The resident an alert is about: none for a device's own trouble (it goes to maintenance)."""
+        audience = f.alert_type.audience
+        if audience == Audience.MAINTENANCE:
             return None
-        if f.alert_type == "overexertion":
+        if audience == Audience.EQUIPMENT_USER:
             return self.directory.equipment_user(f.device_id)
         return self.directory.wearer(f.device_id)
 
@@ -175,23 +172,23 @@ class AlertEngine:
 
     def _plan(self, alert: Alert):
         resident = self.directory.resident(alert.resident_id)
-        return self.directory.plan_for(resident, alert.severity, self._for_maintenance(alert.alert_type))
+        return self.directory.plan_for(resident, alert.severity, AlertType(alert.alert_type).audience == Audience.MAINTENANCE)
 
     def _repeat_rounds(self, alert: Alert) -> int:
         """Red alerts keep calling until someone accepts (up to the configured rounds); others end with the plan."""
-        return self.settings.red_repeat_rounds if alert.severity == "red" else 0
+        return self.settings.red_repeat_rounds if alert.severity == Severity.RED else 0
 
     def _restart(self, alert: Alert, now_ms: int) -> int:
         """A press after acknowledgement, or after the plan ran out: the alert opens again and its plan starts
         over. A red one also calls, at once, whoever acknowledged it (if a phone did) and the duty line."""
-        who = alert.acknowledged_by if alert.state == lifecycle.ACKNOWLEDGED else None
+        who = alert.acknowledged_by if alert.state == AlertState.ACKNOWLEDGED else None
         why = (f"pressed again after {who} acknowledged" if who else
-               "pressed again after the plan ran out" if alert.escalation == lifecycle.EXHAUSTED else "pressed again")
+               "pressed again after the plan ran out" if alert.escalation == Escalation.EXHAUSTED else "pressed again")
         alert, ev = lifecycle.restart(alert, now_ms, why)
         self.alerts.update(alert)
         self._event(ev)
         extra: list[tuple[str, str]] = []
-        if alert.severity == RED:
+        if alert.severity == Severity.RED:
             resident = self.directory.resident(alert.resident_id)
             lang = resident.language if resident else "zh-CN"
             extra = [(p, lang) for p in (who, self.directory.community.duty.service_centre) if p and p.startswith("+")]
@@ -203,10 +200,10 @@ class AlertEngine:
         resident = self.directory.resident(alert.resident_id)
         name = resident.name if resident else alert.device_id
         sends = [(phone, lang, step.channel, step.target) for phone, lang in self.directory.recipients(step, resident)]
-        sends += [(phone, lang, "voice", "repeat press") for phone, lang in extra_calls]
+        sends += [(phone, lang, Channel.VOICE, "repeat press") for phone, lang in extra_calls]
         queued = 0
         for phone, lang, channel, target in sends:
-            if channel == "sms":
+            if channel == Channel.SMS:
                 text = wording.alert_sms(name, alert.alert_type, alert.severity, alert.opened_ms, alert.lat, alert.lon,
                                        language=lang, tz=self.settings.timezone, map_url_template=self.settings.map_url_template,
                                        map_datum=self.settings.map_datum)
@@ -320,7 +317,7 @@ class AlertEngine:
         return self._close(alert_id, actor, now_ms, lifecycle.resolve, "resolved")
 
     def _close(self, alert_id: int, actor: str, now_ms: int, transition, outcome: str) -> Alert:
-        with self._changes() as c:
+        with self._changes():
             alert = self.alerts.get(alert_id)
             if alert is None:
                 raise KeyError(alert_id)
@@ -328,13 +325,12 @@ class AlertEngine:
             self.alerts.update(alert)
             self._event(ev)
             # Escalation is over: attempts still waiting to go out would call people for nothing.
-            c.execute("UPDATE outbox SET status=?, updated_ms=? WHERE alert_id=? AND status=? AND step GLOB '[0-9]*'",
-                      (CANCELLED, now_ms, alert_id, PENDING))
+            self.outbox.cancel_pending(alert_id, now_ms)
             resident = self.directory.resident(alert.resident_id)
             name = resident.name if resident else alert.device_id
             for phone, lang in self.outbox.sms_recipients(alert_id):
                 text = wording.follow_up_sms(name, alert.alert_type, outcome, actor, now_ms, language=lang, tz=self.settings.timezone)
-                self.outbox.add(alert_id, outcome, phone, "sms", lang, text, now_ms)
+                self.outbox.add(alert_id, outcome, phone, Channel.SMS, lang, text, now_ms)
         return alert
 
     def record_delivery(self, attempt_id: int, status: str, now_ms: int, provider_id: str | None = None) -> bool:

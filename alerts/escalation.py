@@ -5,10 +5,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from alerts.directory import EscalationStep, Plan
-from alerts.lifecycle import EXHAUSTED, OPEN, RUNNING, Alert, AlertEvent, SYSTEM
+from alerts.lifecycle import SYSTEM, Alert, AlertEvent
+from alerts.vocabulary import AlertState, Channel, Escalation, OutboxStatus
 
 # Outbox states and provider statuses after which an attempt cannot reach anyone.
-FAILED_STATES = frozenset({"failed", "operator"})
+FAILED_STATES = frozenset({OutboxStatus.FAILED, OutboxStatus.OPERATOR})
 FAILED_DELIVERY = frozenset({"undelivered", "failed", "busy", "no-answer", "canceled"})
 
 
@@ -42,7 +43,7 @@ def plan_step(plan: Plan, index: int, repeat_rounds: int = 0) -> EscalationStep 
     """
     if index < len(plan):
         return plan[index]
-    calls = [step for step in plan if step.channel == "voice"]
+    calls = [step for step in plan if step.channel == Channel.VOICE]
     extra = index - len(plan)
     if not calls or extra >= repeat_rounds * len(calls):
         return None
@@ -56,7 +57,7 @@ def step_wait_s(step: EscalationStep, deadline_s: float) -> float:
 def next_action(plan: Plan, alert: Alert, attempts: Iterable[AttemptOutcome], now_ms: int,
                 deadline_s: float, repeat_rounds: int = 0) -> StartStep | Exhaust | None:
     """The escalation's next move for an alert on its current step, or None to keep waiting."""
-    if alert.state != OPEN or alert.escalation != RUNNING:
+    if alert.state != AlertState.OPEN or alert.escalation != Escalation.RUNNING:
         return None
     attempts = tuple(attempts)
     # A step with nobody to reach (no family on file) or whose every attempt failed is over now.
@@ -77,4 +78,4 @@ def apply(alert: Alert, action: StartStep | Exhaust, now_ms: int) -> tuple[Alert
         ev = AlertEvent(alert.id, now_ms, "escalated", SYSTEM, f"step {action.index}: {action.reason}")
         return replace(alert, step=action.index, step_started_ms=now_ms, updated_ms=now_ms), ev
     ev = AlertEvent(alert.id, now_ms, "escalation_exhausted", SYSTEM, action.reason)
-    return replace(alert, escalation=EXHAUSTED, updated_ms=now_ms), ev
+    return replace(alert, escalation=Escalation.EXHAUSTED, updated_ms=now_ms), ev

@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from alerts.rules import Finding
+from alerts.vocabulary import AlertState, AlertType, Escalation, Severity
 
-OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
-RUNNING, STOPPED, EXHAUSTED = "running", "stopped", "exhausted"
 SYSTEM = "system"
 
 
@@ -18,9 +17,9 @@ class TransitionError(ValueError):
 class Alert:
     id: int | None
     subject: str            # the resident id, or the device id where no resident is known
-    alert_type: str
-    severity: str
-    state: str
+    alert_type: AlertType
+    severity: Severity
+    state: AlertState
     resident_id: str | None
     device_id: str
     opened_ms: int
@@ -30,7 +29,7 @@ class Alert:
     detail: str = ""
     step: int = 0
     step_started_ms: int = 0
-    escalation: str = RUNNING
+    escalation: Escalation = Escalation.RUNNING
     # Where the current round of the plan began: a press after acknowledgement starts the plan over at a
     # new step number, so every round's outbox keys (alert, step, recipient) are new ones.
     plan_base: int = 0
@@ -54,21 +53,17 @@ class AlertEvent:
 
 
 def open_alert(f: Finding, subject: str, resident_id: str | None, now_ms: int) -> Alert:
-    return Alert(None, subject, f.alert_type, f.severity, OPEN, resident_id, f.device_id, now_ms, now_ms,
-                 f.lat, f.lon, f.detail, 0, now_ms, RUNNING, burst_start_ms=f.at_ms)
-
-
-# Findings that are a person asking for help (or, at night, wandering): one that comes after the alert
-# was accepted or its plan ran out must reach a person again, never only be written down.
-ASKING_AGAIN = frozenset({"sos", "fall", "service_call"})
+    return Alert(None, subject, f.alert_type, f.severity, AlertState.OPEN, resident_id, f.device_id, now_ms, now_ms,
+                 f.lat, f.lon, f.detail, 0, now_ms, Escalation.RUNNING, burst_start_ms=f.at_ms)
 
 
 def asks_again(alert: Alert, f: Finding, burst_window_ms: int) -> bool:
     """True when a repeat must notify people again: a new press (outside the burst that is already known)
-    on an alert that nobody is being asked about any more (acknowledged, or its plan exhausted)."""
-    if f.alert_type not in ASKING_AGAIN and f.severity != "red":
+    on an alert that nobody is being asked about any more (acknowledged, or its plan exhausted).
+    Presses ask again, and so does anything red (a wander going on into the night)."""
+    if not f.alert_type.is_a_press and f.severity != Severity.RED:
         return False
-    if alert.state == RESOLVED or (alert.state == OPEN and alert.escalation == RUNNING):
+    if alert.state == AlertState.RESOLVED or (alert.state == AlertState.OPEN and alert.escalation == Escalation.RUNNING):
         return False
     return f.at_ms - alert.burst_start_ms >= burst_window_ms
 
@@ -81,7 +76,7 @@ def repeat(alert: Alert, f: Finding, now_ms: int, burst_window_ms: int) -> tuple
     """
     lat, lon = (f.lat, f.lon) if f.lat is not None else (alert.lat, alert.lon)
     # A repeat can only raise the grade (an orange exit that goes on into the night turns red).
-    severity = f.severity if _rank(f.severity) > _rank(alert.severity) else alert.severity
+    severity = f.severity if f.severity.rank > Severity(alert.severity).rank else alert.severity
     new_burst = f.at_ms - alert.burst_start_ms >= burst_window_ms
     presses = alert.presses + 1 if new_burst else alert.presses
     where = f" at {lat:.6f},{lon:.6f}" if lat is not None else ""
@@ -97,24 +92,21 @@ def restart(alert: Alert, now_ms: int, why: str) -> tuple[Alert, AlertEvent]:
     """Open the alert again and start its plan over from the first step, at a new step number."""
     step = alert.step + 1
     ev = AlertEvent(alert.id, now_ms, "reopened", SYSTEM, why)
-    return replace(alert, state=OPEN, escalation=RUNNING, step=step, plan_base=step, step_started_ms=now_ms,
+    return replace(alert, state=AlertState.OPEN, escalation=Escalation.RUNNING, step=step, plan_base=step, step_started_ms=now_ms,
                    updated_ms=now_ms), ev
 
 
 def acknowledge(alert: Alert, actor: str, now_ms: int) -> tuple[Alert, AlertEvent]:
-    if alert.state != OPEN:
+    if alert.state != AlertState.OPEN:
         raise TransitionError(f"alert {alert.id} is {alert.state}, cannot acknowledge")
-    esc = STOPPED if alert.escalation == RUNNING else alert.escalation
-    return (replace(alert, state=ACKNOWLEDGED, escalation=esc, updated_ms=now_ms, acknowledged_by=actor),
+    esc = Escalation.STOPPED if alert.escalation == Escalation.RUNNING else alert.escalation
+    return (replace(alert, state=AlertState.ACKNOWLEDGED, escalation=esc, updated_ms=now_ms, acknowledged_by=actor),
             AlertEvent(alert.id, now_ms, "acknowledged", actor))
 
 
 def resolve(alert: Alert, actor: str, now_ms: int, note: str = "") -> tuple[Alert, AlertEvent]:
-    if alert.state == RESOLVED:
+    if alert.state == AlertState.RESOLVED:
         raise TransitionError(f"alert {alert.id} is already resolved")
-    esc = STOPPED if alert.escalation == RUNNING else alert.escalation
-    return replace(alert, state=RESOLVED, escalation=esc, updated_ms=now_ms), AlertEvent(alert.id, now_ms, "resolved", actor, note)
+    esc = Escalation.STOPPED if alert.escalation == Escalation.RUNNING else alert.escalation
+    return replace(alert, state=AlertState.RESOLVED, escalation=esc, updated_ms=now_ms), AlertEvent(alert.id, now_ms, "resolved", actor, note)
 
-
-def _rank(severity: str) -> int:
-    return {"yellow": 0, "orange": 1, "red": 2}.get(severity, 0)

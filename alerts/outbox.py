@@ -1,9 +1,7 @@
 """The durable outbox: one row per notification attempt, keyed (alert_id, step, recipient).
 
-Row states: pending -> sending -> sent, or failed; `unknown` when the request
-may have reached Twilio and must not be resent blindly; `operator` when an
-unknown outcome was never reconciled and a person has to check. `delivery`
-holds the provider's status from callbacks and only moves forward.
+Row states are `OutboxStatus` (alerts/vocabulary.py). `delivery` holds the
+provider's status from callbacks and only moves forward.
 """
 from __future__ import annotations
 
@@ -11,8 +9,8 @@ from dataclasses import dataclass
 
 from alerts.escalation import AttemptOutcome
 from alerts.store import Database
+from alerts.vocabulary import Channel, OutboxStatus, Severity
 
-PENDING, SENDING, SENT, FAILED, UNKNOWN, OPERATOR = "pending", "sending", "sent", "failed", "unknown", "operator"
 
 # Status callbacks may arrive late, twice or out of order; a status replaces another only if it ranks higher.
 SMS_ORDER = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
@@ -42,7 +40,7 @@ class OutboxRow:
 
 
 def moves_forward(channel: str, current: str | None, new: str) -> bool:
-    order = CALL_ORDER if channel == "voice" else SMS_ORDER
+    order = CALL_ORDER if channel == Channel.VOICE else SMS_ORDER
     if new not in order:
         return False
     return current is None or order[new] > order.get(current, -1)
@@ -57,7 +55,7 @@ class Outbox:
         with self.db.transaction() as c:
             cur = c.execute(
                 "INSERT OR IGNORE INTO outbox (alert_id, step, recipient, channel, language, text, status, due_ms, updated_ms)"
-                " VALUES (?,?,?,?,?,?,?,?,?)", (alert_id, step, recipient, channel, language, text, PENDING, now_ms, now_ms))
+                " VALUES (?,?,?,?,?,?,?,?,?)", (alert_id, step, recipient, channel, language, text, OutboxStatus.PENDING, now_ms, now_ms))
             return cur.rowcount == 1
 
     def get(self, attempt_id: int) -> OutboxRow | None:
@@ -75,24 +73,11 @@ class Outbox:
             rows = c.execute("SELECT status, delivery FROM outbox WHERE alert_id=? AND step=?", (alert_id, str(step))).fetchall()
         return [AttemptOutcome(s, d) for s, d in rows]
 
-    def due(self, now_ms: int, limit: int = 50) -> list[OutboxRow]:
-        """Rows ready to send, red alerts' first: an SOS never queues behind a backlog of yellow SMS."""
-        with self.db.transaction() as c:
-            rows = c.execute(
-                f"SELECT {_O_COLS} FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE o.status=? AND o.due_ms<=?"
-                " ORDER BY CASE a.severity WHEN 'red' THEN 0 WHEN 'orange' THEN 1 ELSE 2 END, o.due_ms, o.id LIMIT ?",
-                (PENDING, now_ms, limit)).fetchall()
-        return [OutboxRow(*r) for r in rows]
-
-    def next_due_ms(self) -> int | None:
-        with self.db.transaction() as c:
-            return c.execute("SELECT MIN(due_ms) FROM outbox WHERE status=?", (PENDING,)).fetchone()[0]
-
     def claim(self, attempt_id: int, now_ms: int) -> bool:
         """Mark a pending row `sending` (committed before the request goes out); False if someone else has it."""
         with self.db.transaction() as c:
             cur = c.execute("UPDATE outbox SET status=?, attempts=attempts+1, updated_ms=? WHERE id=? AND status=?",
-                            (SENDING, now_ms, attempt_id, PENDING))
+                            (OutboxStatus.SENDING, now_ms, attempt_id, OutboxStatus.PENDING))
             return cur.rowcount == 1
 
     def set_status(self, attempt_id: int, status: str, now_ms: int, *, error: str | None = None,
@@ -109,48 +94,49 @@ class Outbox:
             if row is None or not moves_forward(row.channel, row.delivery, delivery):
                 return None
             # Any callback proves the request reached the provider, which settles an unknown outcome.
-            status = SENT if row.status in (SENDING, UNKNOWN, OPERATOR, PENDING) else row.status
+            unsettled = (OutboxStatus.SENDING, OutboxStatus.UNKNOWN, OutboxStatus.OPERATOR, OutboxStatus.PENDING)
+            status = OutboxStatus.SENT if row.status in unsettled else row.status
             self.set_status(attempt_id, status, now_ms, provider_id=provider_id, delivery=delivery)
             return self.get(attempt_id)
 
     def recover_after_crash(self, now_ms: int) -> list[OutboxRow]:
         """Rows left `sending` by a crash may have reached Twilio: they become `unknown`, never resent."""
         with self.db.transaction() as c:
-            rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE status=?", (SENDING,)).fetchall()
+            rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE status=?", (OutboxStatus.SENDING,)).fetchall()
             c.execute("UPDATE outbox SET status=?, updated_ms=?, last_error='process stopped mid-send' WHERE status=?",
-                      (UNKNOWN, now_ms, SENDING))
+                      (OutboxStatus.UNKNOWN, now_ms, OutboxStatus.SENDING))
         return [OutboxRow(*r) for r in rows]
 
     def expire_unknown(self, now_ms: int, window_ms: int) -> list[OutboxRow]:
         """Unknown outcomes no callback settled within the window go to an operator."""
         with self.db.transaction() as c:
             rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE status=? AND updated_ms<=?",
-                             (UNKNOWN, now_ms - window_ms)).fetchall()
-            c.executemany("UPDATE outbox SET status=?, updated_ms=? WHERE id=?", [(OPERATOR, now_ms, r[0]) for r in rows])
+                             (OutboxStatus.UNKNOWN, now_ms - window_ms)).fetchall()
+            c.executemany("UPDATE outbox SET status=?, updated_ms=? WHERE id=?", [(OutboxStatus.OPERATOR, now_ms, r[0]) for r in rows])
         return [OutboxRow(*r) for r in rows]
 
     # -- dispatch order and reconciliation of unknown outcomes -------------------------
 
-    def due_ranked(self, now_ms: int, limit: int) -> list[tuple[OutboxRow, str]]:
+    def due_ranked(self, now_ms: int, limit: int) -> list[tuple[OutboxRow, Severity]]:
         """Pending rows due now with their alert's severity, red first, then orange, then the rest."""
-        return self._ranked("o.status=? AND o.due_ms<=?", (PENDING, now_ms), "o.due_ms, o.id", limit)
+        return self._ranked("o.status=? AND o.due_ms<=?", (OutboxStatus.PENDING, now_ms), "o.due_ms, o.id", limit)
 
-    def unknown_ranked(self, settled_ms: int, limit: int) -> list[tuple[OutboxRow, str]]:
+    def unknown_ranked(self, settled_ms: int, limit: int) -> list[tuple[OutboxRow, Severity]]:
         """Unknown outcomes marked at or before `settled_ms`, with severity, red first: the ones to ask Twilio about."""
-        return self._ranked("o.status=? AND o.updated_ms<=?", (UNKNOWN, settled_ms), "o.updated_ms, o.id", limit)
+        return self._ranked("o.status=? AND o.updated_ms<=?", (OutboxStatus.UNKNOWN, settled_ms), "o.updated_ms, o.id", limit)
 
-    def _ranked(self, where: str, args: tuple, order: str, limit: int) -> list[tuple[OutboxRow, str]]:
+    def _ranked(self, where: str, args: tuple, order: str, limit: int) -> list[tuple[OutboxRow, Severity]]:
         with self.db.transaction() as c:
             rows = c.execute(
                 f"SELECT {_O_COLS}, a.severity FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE {where}"
-                f" ORDER BY CASE a.severity WHEN 'red' THEN 0 WHEN 'orange' THEN 1 ELSE 2 END, {order} LIMIT ?",
+                f" ORDER BY {Severity.sql_urgency('a.severity')}, {order} LIMIT ?",
                 (*args, limit)).fetchall()
-        return [(OutboxRow(*r[:-1]), r[-1]) for r in rows]
+        return [(OutboxRow(*r[:-1]), Severity(r[-1])) for r in rows]
 
     def next_due_after(self, after_ms: int) -> int | None:
         """The earliest due time of a pending row still in the future of `after_ms`."""
         with self.db.transaction() as c:
-            return c.execute("SELECT MIN(due_ms) FROM outbox WHERE status=? AND due_ms>?", (PENDING, after_ms)).fetchone()[0]
+            return c.execute("SELECT MIN(due_ms) FROM outbox WHERE status=? AND due_ms>?", (OutboxStatus.PENDING, after_ms)).fetchone()[0]
 
     def attempts_to(self, recipient: str, channel: str, since_ms: int) -> list[OutboxRow]:
         """Every attempt to this recipient on this channel changed since `since_ms`, to tell Twilio's records apart."""
@@ -173,5 +159,11 @@ class Outbox:
     def sms_recipients(self, alert_id: int) -> list[tuple[str, str]]:
         """(phone, language) of everyone an SMS for this alert went out to, for follow-ups."""
         with self.db.transaction() as c:
-            return c.execute("SELECT DISTINCT recipient, language FROM outbox WHERE alert_id=? AND channel='sms'"
-                             " AND status=? AND step GLOB '[0-9]*'", (alert_id, SENT)).fetchall()
+            return c.execute("SELECT DISTINCT recipient, language FROM outbox WHERE alert_id=? AND channel=?"
+                             " AND status=? AND step GLOB '[0-9]*'", (alert_id, Channel.SMS, OutboxStatus.SENT)).fetchall()
+
+    def cancel_pending(self, alert_id: int, now_ms: int) -> int:
+        """Cancel the escalation's attempts still waiting to go out (not follow-ups); returns how many."""
+        with self.db.transaction() as c:
+            return c.execute("UPDATE outbox SET status=?, updated_ms=? WHERE alert_id=? AND status=? AND step GLOB '[0-9]*'",
+                             (OutboxStatus.CANCELLED, now_ms, alert_id, OutboxStatus.PENDING)).rowcount

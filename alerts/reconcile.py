@@ -28,10 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from alerts.notifiers.base import ProviderListing, ProviderRecord
-from alerts.outbox import OPERATOR, SENDING, UNKNOWN, OutboxRow
+from alerts.outbox import OutboxRow
+from alerts.vocabulary import Channel, OutboxStatus
 
 CLOCK_MARGIN_MS = 30_000
-_UNSETTLED = (SENDING, UNKNOWN, OPERATOR)
+_UNSETTLED = (OutboxStatus.SENDING, OutboxStatus.UNKNOWN, OutboxStatus.OPERATOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ def verdict(attempt: Attempt, listing: ProviderListing, others: Sequence[OutboxR
     taken = {o.provider_id for o in others if o.provider_id}
     candidates = [r for r in listing.records
                   if r.outbound and r.to == attempt.to and r.provider_id not in taken and _within(attempt, r)]
-    if attempt.channel == "sms":
+    if attempt.channel == Channel.SMS:
         candidates = [r for r in candidates if r.body == attempt.text]
     else:
         shown = [r for r in candidates if r.status_callback_url is not None]
@@ -96,7 +97,7 @@ def verdict(attempt: Attempt, listing: ProviderListing, others: Sequence[OutboxR
     if len(candidates) > 1:
         return CannotTell(f"{len(candidates)} {attempt.channel} records to {attempt.to} could be this attempt")
     rivals = [o for o in others if o.status in _UNSETTLED and not o.provider_id
-              and (attempt.channel != "sms" or o.text == attempt.text)]
+              and (attempt.channel != Channel.SMS or o.text == attempt.text)]
     if rivals:
         return CannotTell(f"attempt {rivals[0].id} to the same number is unsettled too, so {candidates[0].provider_id} "
                           "could be either")

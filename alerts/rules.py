@@ -14,18 +14,11 @@ from zoneinfo import ZoneInfo
 from alerts.config import AlertSettings
 from alerts.directory import Directory, Resident
 from alerts.geo import distance_outside_m, is_night
+from alerts.vocabulary import AlertType, Severity
 from gateway.models import (
     DeviceMessage, EquipmentSession, EquipmentTelemetry, FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus,
 )
 
-RED, ORANGE, YELLOW = "red", "orange", "yellow"
-SEVERITY = {
-    "sos": RED, "fall": RED, "geofence_exit": ORANGE, "heart_rate": ORANGE, "spo2_low": ORANGE, "overexertion": ORANGE,
-    "watch_silent": ORANGE, "service_call": YELLOW, "battery_low": YELLOW, "watch_not_worn": YELLOW,
-    "equipment_silent": YELLOW, "equipment_fault": YELLOW, "device_clock_wrong": YELLOW,
-}
-# A machine's own trouble and a device's clock go to maintenance; everything else is about a person.
-MAINTENANCE_TYPES = frozenset({"equipment_silent", "equipment_fault", "device_clock_wrong"})
 
 # Gaps longer than this are an outage (watch off, out of reach), not the device's reporting cadence.
 _CADENCE_GAP_MAX_MS = 6 * 3_600_000
@@ -37,8 +30,8 @@ _CADENCE_WEIGHT = 0.2           # of the newest gap in the moving average
 class Finding:
     """A condition worth an alert, before the engine turns it into one."""
 
-    alert_type: str
-    severity: str
+    alert_type: AlertType
+    severity: Severity
     device_id: str
     at_ms: int
     lat: float | None = None
@@ -104,18 +97,22 @@ class RuleContext:
         return is_night(at_ms, self.tz, self.settings.night_start, self.settings.night_end)
 
 
-def _finding(alert_type: str, msg: DeviceMessage, lat=None, lon=None, detail: str = "", severity: str | None = None) -> Finding:
-    return Finding(alert_type, severity or SEVERITY[alert_type], msg.device_id, msg.payload.ts, lat, lon, detail)
+def _finding(alert_type: AlertType, msg: DeviceMessage, lat=None, lon=None, detail: str = "",
+             severity: Severity | None = None) -> Finding:
+    return Finding(alert_type, severity or alert_type.severity, msg.device_id, msg.payload.ts, lat, lon, detail)
 
 
 def _position(state: WatchState, p) -> tuple[float | None, float | None]:
     return (p.lat, p.lon) if p.lat is not None else (state.lat, state.lon)
 
 
+_PRESSES = {SosPressed: AlertType.SOS, FallDetected: AlertType.FALL, ServiceCall: AlertType.SERVICE_CALL}
+
+
 def detect_button(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
     """SOS, fall and service-call keys: every press is a finding; the engine dedups into the open alert."""
     p = msg.payload
-    kind = {SosPressed: "sos", FallDetected: "fall", ServiceCall: "service_call"}.get(type(p))
+    kind = _PRESSES.get(type(p))
     if kind is None:
         return state, None
     lat, lon = _position(state, p)
@@ -156,7 +153,8 @@ def detect_geofence_exit(state: WatchState, msg: DeviceMessage, resident: Reside
         return state, None
     night = ctx.night(p.ts)
     return (replace(state, fence_fired=True, fence_night_fired=night),
-            _finding("geofence_exit", msg, p.lat, p.lon, "left the safe area", RED if night else ORANGE))
+            _finding(AlertType.GEOFENCE_EXIT, msg, p.lat, p.lon, "left the safe area",
+                     Severity.RED if night else Severity.ORANGE))
 
 
 def detect_heart_rate(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
@@ -171,7 +169,7 @@ def detect_heart_rate(state: WatchState, msg: DeviceMessage, resident: Resident 
     state = replace(state, hr_out_run=run)
     if run != ctx.settings.heart_rate_consecutive:
         return state, None
-    return state, _finding("heart_rate", msg, state.lat, state.lon, f"heart rate {p.heart_rate} outside {lo}-{hi}")
+    return state, _finding(AlertType.HEART_RATE, msg, state.lat, state.lon, f"heart rate {p.heart_rate} outside {lo}-{hi}")
 
 
 def detect_spo2_low(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
@@ -186,7 +184,7 @@ def detect_spo2_low(state: WatchState, msg: DeviceMessage, resident: Resident | 
     state = replace(state, spo2_low_run=run)
     if state.spo2_fired or run < ctx.settings.spo2_consecutive:
         return state, None
-    return replace(state, spo2_fired=True), _finding("spo2_low", msg, state.lat, state.lon, f"SpO2 {p.spo2}% below {threshold}%")
+    return replace(state, spo2_fired=True), _finding(AlertType.SPO2_LOW, msg, state.lat, state.lon, f"SpO2 {p.spo2}% below {threshold}%")
 
 
 def detect_battery_low(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
@@ -198,7 +196,7 @@ def detect_battery_low(state: WatchState, msg: DeviceMessage, resident: Resident
         return (replace(state, battery_fired=False) if state.battery_fired else state), None
     if state.battery_fired:
         return state, None
-    return replace(state, battery_fired=True), _finding("battery_low", msg, state.lat, state.lon, f"battery {p.battery}%")
+    return replace(state, battery_fired=True), _finding(AlertType.BATTERY_LOW, msg, state.lat, state.lon, f"battery {p.battery}%")
 
 
 # The detectors each watch stream can trigger (each also checks its stream itself, for direct use in tests).
@@ -242,14 +240,14 @@ def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext)
     if ((state.worn or not state.heard) and not state.silent_fired and now_ms >= state.quiet_until_ms
             and now_ms - state.last_seen_ms > watch_silence_s(state, s) * 1000):
         what = "no message from a worn watch" if state.heard else "not heard from since the gateway started"
-        f = Finding("watch_silent", ORANGE, device_id, now_ms, state.lat, state.lon, what)
+        f = Finding(AlertType.WATCH_SILENT, Severity.ORANGE, device_id, now_ms, state.lat, state.lon, what)
         return replace(state, silent_fired=True), f
     if state.fence_fired and not state.fence_night_fired and ctx.night(now_ms):
-        f = Finding("geofence_exit", RED, device_id, now_ms, state.lat, state.lon, "still outside the safe area at night")
+        f = Finding(AlertType.GEOFENCE_EXIT, Severity.RED, device_id, now_ms, state.lat, state.lon, "still outside the safe area at night")
         return replace(state, fence_night_fired=True), f
     if (not state.worn and state.worn_changed_ms and not state.not_worn_fired
             and now_ms - state.worn_changed_ms >= s.not_worn_s * 1000 and not ctx.night(now_ms)):
-        f = Finding("watch_not_worn", YELLOW, device_id, now_ms, state.lat, state.lon, "watch not worn")
+        f = Finding(AlertType.WATCH_NOT_WORN, Severity.YELLOW, device_id, now_ms, state.lat, state.lon, "watch not worn")
         return replace(state, not_worn_fired=True), f
     return state, None
 
@@ -273,19 +271,19 @@ def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx
     if state.over_limit:  # still above: the open alert already says so
         return state, None
     return (replace(state, over_limit=True),
-            _finding("overexertion", msg, detail=f"heart rate {p.heart_rate} above {limit:.0f} (age {age})"))
+            _finding(AlertType.OVEREXERTION, msg, detail=f"heart rate {p.heart_rate} above {limit:.0f} (age {age})"))
 
 
 def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: RuleContext):
     """A session that stopped reporting (fault) or a machine silent for days (to maintenance)."""
     s = ctx.settings
     if state.session_id and not state.stall_fired and now_ms - state.last_telemetry_ms > s.session_stall_s * 1000:
-        f = Finding("equipment_fault", YELLOW, device_id, now_ms, detail=f"session {state.session_id} stopped reporting")
+        f = Finding(AlertType.EQUIPMENT_FAULT, Severity.YELLOW, device_id, now_ms, detail=f"session {state.session_id} stopped reporting")
         return replace(state, stall_fired=True), f
     if (not state.silent_fired and now_ms >= state.quiet_until_ms
             and now_ms - state.last_seen_ms > s.equipment_silent_s * 1000):
         what = "no message" if state.heard else "not heard from since the gateway started"
-        return replace(state, silent_fired=True), Finding("equipment_silent", YELLOW, device_id, now_ms, detail=what)
+        return replace(state, silent_fired=True), Finding(AlertType.EQUIPMENT_SILENT, Severity.YELLOW, device_id, now_ms, detail=what)
     return state, None
 
 

@@ -5,10 +5,11 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from pathlib import Path
 
-from alerts.lifecycle import RESOLVED, RUNNING, Alert, AlertEvent
+from alerts.lifecycle import Alert, AlertEvent
+from alerts.vocabulary import AlertState, AlertType, Escalation, Severity
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -114,7 +115,10 @@ class Database:
 
 
 def _alert(row) -> Alert:
-    return Alert(*row)
+    """An alert row with its vocabulary typed again."""
+    a = Alert(*row)
+    return replace(a, alert_type=AlertType(a.alert_type), severity=Severity(a.severity), state=AlertState(a.state),
+                   escalation=Escalation(a.escalation))
 
 
 class AlertStore:
@@ -147,7 +151,7 @@ class AlertStore:
             removed = {"processed": c.execute("DELETE FROM processed WHERE at_ms < ?",
                                               (now_ms - processed_window_ms,)).rowcount}
             old = "SELECT id FROM alerts WHERE state = ? AND updated_ms < ?"
-            args = (RESOLVED, now_ms - audit_window_ms)
+            args = (AlertState.RESOLVED, now_ms - audit_window_ms)
             removed["alert_events"] = c.execute(f"DELETE FROM alert_events WHERE alert_id IN ({old})", args).rowcount
             removed["outbox"] = c.execute(f"DELETE FROM outbox WHERE alert_id IN ({old})", args).rowcount
             removed["alerts"] = c.execute("DELETE FROM alerts WHERE state = ? AND updated_ms < ?", args).rowcount
@@ -156,7 +160,7 @@ class AlertStore:
     def open_alert(self, subject: str, alert_type: str) -> Alert | None:
         with self.db.transaction() as c:
             row = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE subject=? AND alert_type=? AND state != ?",
-                            (subject, alert_type, RESOLVED)).fetchone()
+                            (subject, alert_type, AlertState.RESOLVED)).fetchone()
         return _alert(row) if row else None
 
     def get(self, alert_id: int) -> Alert | None:
@@ -186,7 +190,8 @@ class AlertStore:
 
     def running(self) -> list[Alert]:
         with self.db.transaction() as c:
-            rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE escalation=? AND state='open'", (RUNNING,)).fetchall()
+            rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE escalation=? AND state=?",
+                             (Escalation.RUNNING, AlertState.OPEN)).fetchall()
         return [_alert(r) for r in rows]
 
     def list(self, state: str | None = None, limit: int = 500) -> list[Alert]:

@@ -14,30 +14,31 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from alerts.maps import Datum, map_link
+from alerts.vocabulary import AlertType, Severity
 
 ZH, EN = "zh", "en"
 
-ALERT_NAMES: dict[str, dict[str, str]] = {
-    "sos": {ZH: "SOS求救", EN: "SOS pressed"},
-    "fall": {ZH: "疑似跌倒", EN: "possible fall"},
-    "geofence_exit": {ZH: "离开安全区域", EN: "left the safe area"},
-    "heart_rate": {ZH: "心率异常", EN: "abnormal heart rate"},
-    "spo2_low": {ZH: "血氧偏低", EN: "low blood oxygen"},
-    "overexertion": {ZH: "运动过量", EN: "overexertion on fitness equipment"},
-    "watch_silent": {ZH: "手表失联", EN: "watch not responding"},
-    "service_call": {ZH: "呼叫服务", EN: "service call"},
-    "battery_low": {ZH: "手表电量低", EN: "watch battery low"},
-    "watch_not_worn": {ZH: "未佩戴手表", EN: "watch not worn"},
-    "equipment_silent": {ZH: "健身器材无信号", EN: "fitness equipment silent"},
-    "equipment_fault": {ZH: "健身器材故障", EN: "fitness equipment fault"},
-    "device_clock_wrong": {ZH: "设备时钟错误", EN: "device clock wrong"},
+ALERT_NAMES: dict[AlertType, dict[str, str]] = {
+    AlertType.SOS: {ZH: "SOS求救", EN: "SOS pressed"},
+    AlertType.FALL: {ZH: "疑似跌倒", EN: "possible fall"},
+    AlertType.GEOFENCE_EXIT: {ZH: "离开安全区域", EN: "left the safe area"},
+    AlertType.HEART_RATE: {ZH: "心率异常", EN: "abnormal heart rate"},
+    AlertType.SPO2_LOW: {ZH: "血氧偏低", EN: "low blood oxygen"},
+    AlertType.OVEREXERTION: {ZH: "运动过量", EN: "overexertion on fitness equipment"},
+    AlertType.WATCH_SILENT: {ZH: "手表失联", EN: "watch not responding"},
+    AlertType.SERVICE_CALL: {ZH: "呼叫服务", EN: "service call"},
+    AlertType.BATTERY_LOW: {ZH: "手表电量低", EN: "watch battery low"},
+    AlertType.WATCH_NOT_WORN: {ZH: "未佩戴手表", EN: "watch not worn"},
+    AlertType.EQUIPMENT_SILENT: {ZH: "健身器材无信号", EN: "fitness equipment silent"},
+    AlertType.EQUIPMENT_FAULT: {ZH: "健身器材故障", EN: "fitness equipment fault"},
+    AlertType.DEVICE_CLOCK_WRONG: {ZH: "设备时钟错误", EN: "device clock wrong"},
 }
 
 # Red alerts say they are urgent; the grade words follow the red/orange/yellow scale service centres use.
-_SMS_PREFIX = {ZH: {"red": "紧急：", "orange": "警报：", "yellow": "提醒："},
-               EN: {"red": "URGENT: ", "orange": "Alert: ", "yellow": "Notice: "}}
-_CALL_OPENING = {ZH: {"red": "紧急警报。", "orange": "警报。", "yellow": "提醒。"},
-                 EN: {"red": "Urgent alert.", "orange": "Alert.", "yellow": "Notice."}}
+_SMS_PREFIX = {ZH: {Severity.RED: "紧急：", Severity.ORANGE: "警报：", Severity.YELLOW: "提醒："},
+               EN: {Severity.RED: "URGENT: ", Severity.ORANGE: "Alert: ", Severity.YELLOW: "Notice: "}}
+_CALL_OPENING = {ZH: {Severity.RED: "紧急警报。", Severity.ORANGE: "警报。", Severity.YELLOW: "提醒。"},
+                 EN: {Severity.RED: "Urgent alert.", Severity.ORANGE: "Alert.", Severity.YELLOW: "Notice."}}
 _OUTCOME = {ZH: {"accepted": "受理", "resolved": "处理完毕"}, EN: {"accepted": "accepted", "resolved": "resolved"}}
 _PRESS_ONE = {ZH: "请按1接受此警报。", EN: "Press 1 to accept this alert."}
 _NO_INPUT = {ZH: "没有收到按键，再见。", EN: "No key was pressed. Goodbye."}

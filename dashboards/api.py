@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import asdict
-from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -11,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from alerts.lifecycle import TransitionError
 from alerts.service import AlertService
+from alerts.vocabulary import AlertState
 from dashboards.params import RowId
 
 
@@ -28,7 +28,7 @@ def operator_router(service: AlertService, api_token: str | None) -> APIRouter:
     router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(bearer)])
 
     @router.get("")
-    async def list_alerts(state: Literal["open", "acknowledged", "resolved"] | None = None) -> list[dict]:
+    async def list_alerts(state: AlertState | None = None) -> list[dict]:
         return [asdict(a) for a in await run_in_threadpool(service.alerts, state)]
 
     @router.get("/{alert_id}/events")

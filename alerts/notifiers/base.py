@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from alerts.vocabulary import Channel
+
 
 @dataclass(frozen=True, slots=True)
 class Notification:
     attempt_id: str                 # the outbox row's id as a string (URL-safe)
-    channel: Literal["sms", "voice"]
+    channel: Channel
     to: str                         # E.164
     text: str                       # SMS body, or what the call says
     language: str = "zh-CN"         # BCP-47, used by <Say language=...>

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from alerts.notifiers.base import Notification, ProviderListing, ProviderRecord, SendReceipt
 from alerts.notifiers.twilio import voice_twiml
+from alerts.vocabulary import Channel
 
 
 _KEEP_IN_MEMORY = 10_000   # recent sends kept for find() without a log, and for tests; older ones are in the log
@@ -32,7 +33,7 @@ class DryRunNotifier:
         """The JSON line for one send; a call carries the exact TwiML Twilio would have been given."""
         entry = {"time": datetime.fromtimestamp(self.clock(), timezone.utc).isoformat(timespec="milliseconds"),
                  "attempt_id": n.attempt_id, "channel": n.channel, "to": n.to, "language": n.language, "text": n.text}
-        if n.channel == "voice":
+        if n.channel == Channel.VOICE:
             entry["twiml"] = voice_twiml(n.text, n.language, n.gather_action_url)
         return entry
 

@@ -25,6 +25,7 @@ from alerts.notifiers.base import (
     LookupFailedError, Notification, PermanentSendError, ProviderListing, ProviderRecord, RetryableSendError,
     SendReceipt, UnknownOutcomeError,
 )
+from alerts.vocabulary import Channel
 from alerts.wording import no_input_goodbye, press_one_prompt, say_language
 
 TWILIO_API = "https://api.twilio.com"
@@ -148,7 +149,7 @@ class TwilioNotifier:
         self.client = Client(account_sid, auth_token, http_client=self.http_client)
 
     def send(self, notification: Notification) -> SendReceipt:
-        if notification.channel not in ("sms", "voice"):
+        if notification.channel not in tuple(Channel):
             raise PermanentSendError(f"Twilio has no channel {notification.channel!r}")
         try:
             created = self._create(notification)
@@ -159,7 +160,7 @@ class TwilioNotifier:
 
     def _create(self, n: Notification):
         callback = {"status_callback": n.status_callback_url} if n.status_callback_url else {}
-        if n.channel == "sms":
+        if n.channel == Channel.SMS:
             return self.client.messages.create(to=n.to, from_=self.from_number, body=n.text, **callback)
         return self.client.calls.create(to=n.to, from_=self.from_number,
                                         twiml=voice_twiml(n.text, n.language, n.gather_action_url),
@@ -170,11 +171,11 @@ class TwilioNotifier:
         try:
             return self._list(notification, since_ms)
         except Exception as e:
-            raise LookupFailedError(f"Twilio's {'Calls' if notification.channel == 'voice' else 'Messages'} list: "
+            raise LookupFailedError(f"Twilio's {'Calls' if notification.channel == Channel.VOICE else 'Messages'} list: "
                                     f"{type(e).__name__}: {e}") from e
 
     def _list(self, n: Notification, since_ms: int) -> ProviderListing:
-        resource = self.client.calls if n.channel == "voice" else self.client.messages
+        resource = self.client.calls if n.channel == Channel.VOICE else self.client.messages
         records, complete = [], True
         # Newest first: reading stops at the first record older than the attempt can be.
         for item in resource.stream(to=n.to, from_=self.from_number, page_size=LIST_PAGE_SIZE):
@@ -187,7 +188,7 @@ class TwilioNotifier:
             records.append(ProviderRecord(
                 str(item.sid), str(item.to or ""), created, str(item.status or ""),
                 str(item.direction or "").startswith("outbound"), body=getattr(item, "body", None)))
-        if n.channel == "voice":
+        if n.channel == Channel.VOICE:
             records[:EVENTS_MAX_CALLS] = [replace(r, status_callback_url=self._created_with_callback(r.provider_id))
                                           for r in records[:EVENTS_MAX_CALLS]]
         return ProviderListing(tuple(records), complete)

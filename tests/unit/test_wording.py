@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from alerts.maps import wgs84_to_gcj02
-from alerts.rules import SEVERITY
+from alerts.vocabulary import AlertType
 from alerts.wording import (
     ALERT_NAMES, alert_name, alert_sms, call_text, follow_up_sms, no_input_goodbye, press_one_prompt, say_language,
     wording_language,
@@ -33,8 +33,8 @@ def sms(language="zh-CN", name="王桂兰", alert_type="sos", severity="red", la
     return alert_sms(name, alert_type, severity, AT, lat, lon, language=language, tz=TZ, map_url_template=AMAP, **kw)
 
 
-def test_every_alert_type_the_rules_raise_has_words_in_both_languages():
-    assert set(ALERT_NAMES) == set(SEVERITY)
+def test_every_alert_type_has_words_in_every_language():
+    assert set(ALERT_NAMES) == set(AlertType)
     assert all(set(words) == {"zh", "en"} for words in ALERT_NAMES.values())
 
 
@@ -74,21 +74,21 @@ def test_unknown_alert_type_is_shown_as_its_raw_string():
     assert "kettle_left_on" in sms(alert_type="kettle_left_on")
 
 
-@pytest.mark.parametrize("alert_type", sorted(SEVERITY))
+@pytest.mark.parametrize("alert_type", sorted(AlertType))
 def test_english_sms_with_a_map_link_fits_one_gsm_segment(alert_type):
-    text = sms("en-GB", "Wang Guilan", alert_type, SEVERITY[alert_type], *HERE)
+    text = sms("en-GB", "Wang Guilan", alert_type, alert_type.severity, *HERE)
     assert gsm_length(text) <= 160
 
 
-@pytest.mark.parametrize("alert_type", sorted(SEVERITY))
+@pytest.mark.parametrize("alert_type", sorted(AlertType))
 def test_chinese_sms_with_a_short_name_fits_one_ucs2_segment(alert_type):
-    assert len(sms("zh-CN", "王桂兰", alert_type, SEVERITY[alert_type])) <= 70
+    assert len(sms("zh-CN", "王桂兰", alert_type, alert_type.severity)) <= 70
 
 
-@pytest.mark.parametrize("alert_type", sorted(SEVERITY))
+@pytest.mark.parametrize("alert_type", sorted(AlertType))
 def test_chinese_sms_with_a_map_link_fits_two_ucs2_segments(alert_type):
     # The default AMap link alone is 57 characters, so a link always makes a Chinese SMS two segments (67 each).
-    assert len(sms("zh-CN", "王桂兰", alert_type, SEVERITY[alert_type], *HERE)) <= 2 * 67
+    assert len(sms("zh-CN", "王桂兰", alert_type, alert_type.severity, *HERE)) <= 2 * 67
 
 
 def test_follow_up_says_who_accepted_and_when():
