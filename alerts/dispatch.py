@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from alerts import reconcile
+from alerts.notifiers import twilio
 from alerts.config import AlertSettings
 from alerts.engine import AlertEngine
 from alerts.notifiers.base import (
@@ -153,9 +154,9 @@ class Dispatcher:
 
     def notification(self, row: OutboxRow) -> Notification:
         base = self.settings.public_base_url
-        gather = f"{base}/twilio/gather/{row.id}" if row.channel == Channel.VOICE else None
+        gather = twilio.gather_url(base, row.id) if row.channel == Channel.VOICE else None
         return Notification(str(row.id), row.channel, row.recipient, row.text, row.language,
-                            status_callback_url=f"{base}/twilio/status/{row.id}", gather_action_url=gather)
+                            status_callback_url=twilio.status_callback_url(base, row.id), gather_action_url=gather)
 
     def send(self, row: OutboxRow) -> None:
         # The durable `sending` mark comes first: after a crash past this line the row is never resent blindly.

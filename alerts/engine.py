@@ -19,6 +19,7 @@ from alerts import escalation, lifecycle, wording
 from alerts.config import AlertSettings
 from alerts.directory import Directory, Resident
 from alerts.lifecycle import Alert, AlertEvent
+from alerts.notifiers import twilio
 from alerts.outbox import Outbox, OutboxRow
 from alerts.rules import (
     WATCH_DETECTORS, EquipmentState, Finding, RuleContext, WatchState, detect_button, detect_equipment, equipment_tick,
@@ -218,7 +219,7 @@ class AlertEngine:
     def escalate(self, alert: Alert, now_ms: int) -> int:
         """Move one running alert on if its step's deadline passed or its step failed."""
         plan = self._plan(alert)
-        outcomes = self.outbox.outcomes(alert.id, alert.step)
+        outcomes = [escalation.AttemptOutcome(s, twilio.delivery_failed(d)) for s, d in self.outbox.outcomes(alert.id, alert.step)]
         action = escalation.next_action(plan, alert, outcomes, now_ms, self.settings.ack_deadline_s(alert.severity),
                                         self._repeat_rounds(alert))
         if action is None:
@@ -336,12 +337,12 @@ class AlertEngine:
     def record_delivery(self, attempt_id: int, status: str, now_ms: int, provider_id: str | None = None) -> bool:
         """A provider status callback; False if it was stale or unknown. A failed delivery may move the plan on."""
         with self._changes():
-            row = self.outbox.record_delivery(attempt_id, status, now_ms, provider_id)
+            row = self.outbox.record_delivery(attempt_id, status, now_ms, provider_id, twilio.moves_forward)
             if row is None:
                 return False
             self.note(row, "delivery_status", status, now_ms)
             alert = self.alerts.get(row.alert_id)
-            if alert and escalation.AttemptOutcome(row.status, row.delivery).failed:
+            if alert and escalation.AttemptOutcome(row.status, twilio.delivery_failed(row.delivery)).failed:
                 self.escalate(alert, now_ms)
             return True
 

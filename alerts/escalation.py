@@ -8,21 +8,21 @@ from alerts.directory import EscalationStep, Plan
 from alerts.lifecycle import SYSTEM, Alert, AlertEvent
 from alerts.vocabulary import AlertState, Channel, Escalation, OutboxStatus
 
-# Outbox states and provider statuses after which an attempt cannot reach anyone.
+# Outbox states after which an attempt cannot reach anyone.
 FAILED_STATES = frozenset({OutboxStatus.FAILED, OutboxStatus.OPERATOR})
-FAILED_DELIVERY = frozenset({"undelivered", "failed", "busy", "no-answer", "canceled"})
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
-    """What the escalation needs to know of one notification attempt of the current step."""
+    """What the escalation needs to know of one notification attempt of the current step: its outbox
+    status and whether the provider reported it undelivered (busy, no answer, failed...)."""
 
     status: str
-    delivery: str | None = None
+    delivery_failed: bool = False
 
     @property
     def failed(self) -> bool:
-        return self.status in FAILED_STATES or self.delivery in FAILED_DELIVERY
+        return self.status in FAILED_STATES or self.delivery_failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,18 +5,12 @@ provider's status from callbacks and only moves forward.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from alerts.escalation import AttemptOutcome
 from alerts.store import Database
 from alerts.vocabulary import Channel, OutboxStatus, Severity
 
-
-# Status callbacks may arrive late, twice or out of order; a status replaces another only if it ranks higher.
-SMS_ORDER = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
-             "delivered": 3, "undelivered": 3, "failed": 3, "read": 4}
-CALL_ORDER = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3,
-              "completed": 4, "busy": 4, "no-answer": 4, "canceled": 4, "failed": 4}
 
 _COLS = "id, alert_id, step, recipient, channel, language, text, status, attempts, due_ms, provider_id, delivery, last_error"
 _O_COLS = ", ".join(f"o.{c.strip()}" for c in _COLS.split(","))  # the same, qualified, for joins
@@ -37,13 +31,6 @@ class OutboxRow:
     provider_id: str | None
     delivery: str | None
     last_error: str | None
-
-
-def moves_forward(channel: str, current: str | None, new: str) -> bool:
-    order = CALL_ORDER if channel == Channel.VOICE else SMS_ORDER
-    if new not in order:
-        return False
-    return current is None or order[new] > order.get(current, -1)
 
 
 class Outbox:
@@ -68,10 +55,11 @@ class Outbox:
             rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE alert_id=? ORDER BY id", (alert_id,)).fetchall()
         return [OutboxRow(*r) for r in rows]
 
-    def outcomes(self, alert_id: int, step: int) -> list[AttemptOutcome]:
+    def outcomes(self, alert_id: int, step: int) -> list[tuple[str, str | None]]:
+        """(status, delivery) of every attempt of one step."""
         with self.db.transaction() as c:
             rows = c.execute("SELECT status, delivery FROM outbox WHERE alert_id=? AND step=?", (alert_id, str(step))).fetchall()
-        return [AttemptOutcome(s, d) for s, d in rows]
+        return rows
 
     def claim(self, attempt_id: int, now_ms: int) -> bool:
         """Mark a pending row `sending` (committed before the request goes out); False if someone else has it."""
@@ -87,9 +75,11 @@ class Outbox:
                       " provider_id=COALESCE(?, provider_id), delivery=COALESCE(?, delivery), due_ms=COALESCE(?, due_ms)"
                       " WHERE id=?", (status, now_ms, error, provider_id, delivery, due_ms, attempt_id))
 
-    def record_delivery(self, attempt_id: int, delivery: str, now_ms: int, provider_id: str | None = None) -> OutboxRow | None:
-        """Apply a provider status if it moves the attempt forward; returns the updated row, or None if ignored."""
-        with self.db.transaction() as c:
+    def record_delivery(self, attempt_id: int, delivery: str, now_ms: int, provider_id: str | None,
+                        moves_forward: Callable[[str, str | None, str], bool]) -> OutboxRow | None:
+        """Apply a provider status if `moves_forward(channel, current, new)` says it advances the attempt;
+        returns the updated row, or None if it was ignored (stale, unknown, or no such attempt)."""
+        with self.db.transaction():
             row = self.get(attempt_id)
             if row is None or not moves_forward(row.channel, row.delivery, delivery):
                 return None

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from alerts.notifiers.twilio import say_twiml, voice_twiml
+from alerts.notifiers.twilio import GATHER_ROUTE, STATUS_ROUTE, parse_status_callback, say_twiml, voice_twiml
 from alerts.service import AlertService
 from alerts.wording import accepted_thanks
 from dashboards.params import RowId
@@ -40,20 +40,19 @@ def twilio_router(service: AlertService, auth_token: str, public_base_url: str) 
         return {k: v if isinstance(v, str) else v[-1] for k, v in params.items()}
 
     Signed = Annotated[dict[str, str], Depends(signed_form)]
-    router = APIRouter(prefix="/twilio", tags=["twilio"])
+    router = APIRouter(tags=["twilio"])
 
-    @router.post("/status/{attempt_id}", status_code=204)
+    @router.post(STATUS_ROUTE, status_code=204)
     async def delivery_status(attempt_id: RowId, form: Signed) -> Response:
-        status = form.get("MessageStatus") or form.get("SmsStatus") or form.get("CallStatus")
-        if not status:
+        callback = parse_status_callback(form)
+        if callback is None:
             raise HTTPException(status_code=400, detail="no MessageStatus or CallStatus")
         if await run_in_threadpool(service.attempt, attempt_id) is None:
             raise HTTPException(status_code=404, detail="no such attempt")
-        sid = form.get("MessageSid") or form.get("SmsSid") or form.get("CallSid")
-        await run_in_threadpool(service.record_delivery_status, attempt_id, status.lower(), None, sid)
+        await run_in_threadpool(service.record_delivery_status, attempt_id, callback.status, None, callback.provider_id)
         return Response(status_code=204)
 
-    @router.post("/gather/{attempt_id}")
+    @router.post(GATHER_ROUTE)
     async def gather(attempt_id: RowId, request: Request, form: Signed) -> Response:
         row = await run_in_threadpool(service.attempt, attempt_id)
         if row is None:

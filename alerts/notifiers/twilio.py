@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from xml.sax.saxutils import escape
 
@@ -36,6 +36,56 @@ CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 LIST_PAGE_SIZE = 50
 LIST_MAX_RECORDS = 200          # records read back per lookup; more to one number in the window means "cannot tell"
 EVENTS_MAX_CALLS = 5            # calls whose events are read for the status-callback URL they were created with
+
+# -- webhooks: where Twilio calls back, and what its callbacks mean -------------------------
+# The web routes are declared with these paths, and the URLs given to Twilio are built from them,
+# so a route cannot be renamed without the callbacks following it.
+STATUS_ROUTE = "/twilio/status/{attempt_id}"
+GATHER_ROUTE = "/twilio/gather/{attempt_id}"
+
+# Status callbacks may arrive late, twice or out of order; a status replaces another only if it ranks higher.
+SMS_ORDER = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
+             "delivered": 3, "undelivered": 3, "failed": 3, "read": 4}
+CALL_ORDER = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3,
+              "completed": 4, "busy": 4, "no-answer": 4, "canceled": 4, "failed": 4}
+# Delivery statuses after which the attempt reached nobody.
+FAILED_DELIVERY = frozenset({"undelivered", "failed", "busy", "no-answer", "canceled"})
+
+
+def status_callback_url(public_base_url: str, attempt_id: int) -> str:
+    return public_base_url + STATUS_ROUTE.format(attempt_id=attempt_id)
+
+
+def gather_url(public_base_url: str, attempt_id: int) -> str:
+    return public_base_url + GATHER_ROUTE.format(attempt_id=attempt_id)
+
+
+def moves_forward(channel: str, current: str | None, new: str) -> bool:
+    """Whether a delivery status callback advances the attempt (stale and unknown statuses do not)."""
+    order = CALL_ORDER if channel == Channel.VOICE else SMS_ORDER
+    if new not in order:
+        return False
+    return current is None or order[new] > order.get(current, -1)
+
+
+def delivery_failed(delivery: str | None) -> bool:
+    return delivery in FAILED_DELIVERY
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCallback:
+    """What a status callback says: the attempt's delivery status (lower case) and the provider's SID."""
+
+    status: str
+    provider_id: str | None
+
+
+def parse_status_callback(form: dict[str, str]) -> StatusCallback | None:
+    """An SMS's or a call's status callback form; None when it carries no status."""
+    status = form.get("MessageStatus") or form.get("SmsStatus") or form.get("CallStatus")
+    if not status:
+        return None
+    return StatusCallback(status.lower(), form.get("MessageSid") or form.get("SmsSid") or form.get("CallSid"))
 
 
 def _attr(value: str) -> str:

@@ -11,7 +11,7 @@ PLAN = (EscalationStep(channel="voice", target="service_centre"),
         EscalationStep(channel="sms", target="family_all", wait_s=30),)
 T0 = 1_800_000_000_000
 ALERT = Alert(1, "r-1", "sos", "red", "open", "r-1", "w1", T0, T0, None, None, "", 0, T0, "running")
-SENT = AttemptOutcome("sent", "ringing")
+SENT = AttemptOutcome("sent")
 
 
 def test_waits_until_the_ack_deadline():
@@ -20,7 +20,7 @@ def test_waits_until_the_ack_deadline():
 
 
 def test_a_step_whose_every_attempt_failed_moves_on_at_once():
-    failed = [AttemptOutcome("failed"), AttemptOutcome("sent", "no-answer")]
+    failed = [AttemptOutcome("failed"), AttemptOutcome("sent", delivery_failed=True)]
     assert next_action(PLAN, ALERT, failed, T0 + 1, 60) == StartStep(1, "step failed")
 
 

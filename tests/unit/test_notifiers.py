@@ -334,3 +334,53 @@ def test_factory_honours_dry_run_even_with_a_complete_account(tmp_path, caplog):
 def test_twilio_settings_refuse_malformed_values(field, value):
     with pytest.raises(ValueError, match=field):
         TwilioSettings(**{field: value})
+
+
+# -- Twilio's callbacks, in one place ------------------------------------------------
+
+
+def test_callback_urls_are_built_from_the_routes_the_web_layer_serves():
+    from alerts.notifiers.twilio import GATHER_ROUTE, STATUS_ROUTE, gather_url, status_callback_url
+    from dashboards.webhooks import twilio_router
+
+    served = {route.path for route in twilio_router(None, "token", "https://gw.example.test").routes}
+    assert served == {STATUS_ROUTE, GATHER_ROUTE}
+    assert status_callback_url("https://gw.example.test", 7) == "https://gw.example.test/twilio/status/7"
+    assert gather_url("https://gw.example.test", 7) == "https://gw.example.test/twilio/gather/7"
+
+
+@pytest.mark.parametrize("form,expected", [
+    ({"MessageStatus": "Delivered", "MessageSid": "SM1"}, ("delivered", "SM1")),
+    ({"SmsStatus": "sent", "SmsSid": "SM2"}, ("sent", "SM2")),
+    ({"CallStatus": "no-answer", "CallSid": "CA3"}, ("no-answer", "CA3")),
+    ({"CallStatus": "ringing"}, ("ringing", None)),
+])
+def test_a_status_callback_says_its_status_and_sid(form, expected):
+    from alerts.notifiers.twilio import parse_status_callback
+
+    callback = parse_status_callback(form)
+    assert (callback.status, callback.provider_id) == expected
+
+
+def test_a_callback_without_a_status_is_not_a_status_callback():
+    from alerts.notifiers.twilio import parse_status_callback
+
+    assert parse_status_callback({"MessageSid": "SM1"}) is None
+
+
+@pytest.mark.parametrize("channel,current,new,forward", [
+    ("sms", None, "queued", True), ("sms", "sent", "delivered", True), ("sms", "delivered", "sent", False),
+    ("sms", "sent", "sent", False), ("voice", "ringing", "completed", True), ("voice", "completed", "ringing", False),
+    ("voice", None, "bogus", False),
+])
+def test_only_a_later_delivery_status_moves_an_attempt_forward(channel, current, new, forward):
+    from alerts.notifiers.twilio import moves_forward
+
+    assert moves_forward(channel, current, new) is forward
+
+
+def test_busy_no_answer_and_undelivered_reached_nobody():
+    from alerts.notifiers.twilio import delivery_failed
+
+    assert all(delivery_failed(s) for s in ("busy", "no-answer", "undelivered", "failed", "canceled"))
+    assert not any(delivery_failed(s) for s in ("delivered", "completed", "ringing", None))
