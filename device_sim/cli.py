@@ -11,8 +11,8 @@ import paho.mqtt.client as mqtt
 
 from gateway.broker_accounts import SIMULATOR_USER, Credentials
 
-from device_sim.scenario import ScenarioError, load_scenario, scenario_names
-from device_sim.stream import generate
+from device_sim.scenario import ScenarioError, load_scenario, parse_duration, scenario_names
+from device_sim.stream import generate, window
 
 DUMP_START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z: a fixed start keeps dumps comparable
 _PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
@@ -28,6 +28,8 @@ credentials:
 examples:
   python -m device_sim list
   python -m device_sim run --scenario demo --speed 60 --username simulator
+  python -m device_sim run --scenario safety --from 12m --until 40m --start-ms 1767225600000 ...
+                                                    # one part of a run (the demo plays the safety scenario so)
   python -m device_sim dump --scenario sos_and_fall --seed 1 | head
   python -m device_sim devices --scenario demo      # ids and kinds, to register them with the gateway
   python -m device_sim load --devices 100000 --rate 5000 --duration 60
@@ -52,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", default="demo", help="a shipped scenario name (see `list`) or a .toml path")
     run.add_argument("--speed", type=float, default=1.0, help="x real time, e.g. 60; 0 = as fast as possible")
     run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--from", dest="from_s", type=_scenario_time, default=0.0, metavar="TIME",
+                     help='play from this scenario time on, e.g. "12m" (default: the start)')
+    run.add_argument("--until", dest="until_s", type=_scenario_time, metavar="TIME",
+                     help="stop before this scenario time (default: the end)")
+    run.add_argument("--start-ms", type=int, help="device time (epoch ms) at the scenario's offset 0; give every part "
+                                                  "of a run the same (default: placed so that the run ends now)")
     _broker_args(run, None)
     run.add_argument("--protocol", choices=_PROTOCOLS, default="5", help="MQTT version (default 5)")
     who = run.add_mutually_exclusive_group()
@@ -88,9 +96,13 @@ def _run(args) -> int:
         passwords = {d: args.password_for_all for d in devices}
     shared = Credentials(args.username, args.password or "") if args.username else None
     mode = "one connection per device" if passwords else f"one connection as {args.username or 'anonymous'}"
-    print(f"{scenario.name}: {len(devices)} devices, {scenario.duration_s / args.speed if args.speed else 0:.0f} s "
+    until_s = scenario.duration_s if args.until_s is None else min(args.until_s, scenario.duration_s)
+    played_s = max(0.0, until_s - args.from_s)
+    part = f" ({args.from_s:g} s to {until_s:g} s)" if played_s < scenario.duration_s else ""
+    print(f"{scenario.name}{part}: {len(devices)} devices, {played_s / args.speed if args.speed else 0:.0f} s "
           f"at x{args.speed:g}, {mode}, to {args.host}:{args.port}", file=sys.stderr)
-    stream = generate(scenario, args.seed, run_start_ms(time.time(), scenario.duration_s, args.speed), args.prefix)
+    start_ms = run_start_ms(time.time(), scenario.duration_s, args.speed) if args.start_ms is None else args.start_ms
+    stream = window(generate(scenario, args.seed, start_ms, args.prefix), round(args.from_s * 1000), round(until_s * 1000))
     report = publish_stream(stream, devices, args.host, args.port, shared=shared, passwords=passwords,
                             speed=args.speed, prefix=args.prefix, protocol=_PROTOCOLS[args.protocol],
                             on_progress=lambda n: print(f"\r{n} acknowledged", end="", file=sys.stderr))
@@ -104,6 +116,18 @@ def run_start_ms(now_s: float, duration_s: float, speed: float) -> int:
     messages from the future (`ts_in_future`)."""
     behind = 1.0 if speed <= 0 else max(0.0, 1 - 1 / speed)
     return int((now_s - duration_s * behind) * 1000)
+
+
+def _scenario_time(text: str) -> float:
+    """Seconds into a scenario, from the command line: "720" or "12m"."""
+    try:
+        seconds: object = float(text)
+    except ValueError:
+        seconds = text
+    try:
+        return parse_duration(seconds, "scenario time")
+    except ScenarioError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _load(args) -> int:

@@ -35,6 +35,13 @@ def offset_m(origin: GeoPoint, p: GeoPoint) -> tuple[float, float]:
     return east, north
 
 
+def away_from(origin: GeoPoint, p: GeoPoint) -> tuple[float, float]:
+    """The (east, north) unit vector pointing from `origin` to `p`; north when they are the same spot."""
+    east, north = offset_m(origin, p)
+    norm = math.hypot(east, north)
+    return (east / norm, north / norm) if norm >= 1.0 else (0.0, 1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Community:
     """The neighbourhood the devices live in: a centre and a radius."""

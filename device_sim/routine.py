@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from device_sim.geo import Community, GeoPoint, Leg, offset_m, street_legs
+from device_sim.geo import Community, GeoPoint, Leg, away_from, street_legs
 from device_sim.reading import DAY_MS
 
 HOUR_MS = 3_600_000
@@ -135,13 +135,10 @@ def with_wandering(segments: list[Segment], t_ms: int, duration_ms: int, who: We
                    community: Community) -> list[Segment]:
     """The wearer walks away from the community centre for `duration_ms`, is found, and walks home."""
     pos = position_at(segments, t_ms)
-    east, north = offset_m(community.centre, pos)
-    norm = math.hypot(east, north)
-    if norm < 1.0:  # at the very centre: any way out will do
-        east, north, norm = 0.0, 1.0, 1.0
+    east, north = away_from(community.centre, pos)
     speed = max(0.6, who.speed_mps * 0.8)  # aimless, a little slower than usual
     dist = speed * duration_ms / 1000
-    lost = pos.moved(east / norm * dist, north / norm * dist)
+    lost = pos.moved(east * dist, north * dist)
     p = _Planner(t_ms, pos)
     p.walk(lost, speed, [Leg(pos, lost, t_ms, t_ms + duration_ms)])
     p.stay(p.t + 20 * MIN_MS, Activity.OUT)

@@ -12,12 +12,20 @@
     at = "5m"
     device = "watch-0001"
     action = "sos"
+
+The simulator plays `[[events]]` only. Two more tables are for the demo
+runner (gateway/demo.py), which plays a scenario through the whole stack:
+`[[operations]]` are what people do to the gateway at a scenario time
+(acknowledge a device's alert, restart the gateway), and `[gateway]` holds
+gateway settings the scenario needs, in the gateway's own sections
+(`[gateway.alerts] watch_silent_s = 20`); the gateway checks them at start.
 """
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -28,17 +36,25 @@ from gateway.models import DeviceId, DeviceKind, EquipmentType
 from device_sim.geo import Community, GeoPoint
 from device_sim.malformed import MALFORMED_KINDS
 
-WATCH_ACTIONS = frozenset({"sos", "fall", "service_call", "wander", "battery_low", "remove_watch"})
+WATCH_ACTIONS = frozenset({"sos", "fall", "service_call", "wander", "battery_low", "remove_watch", "lbs_drift"})
 EQUIPMENT_ACTIONS = frozenset({"overexert"})
-ANY_DEVICE_ACTIONS = frozenset({"silent", "duplicate", "out_of_order", "malformed"})
-# Which optional keys each action takes; any other key is a mistake worth reporting.
+ANY_DEVICE_ACTIONS = frozenset({"silent", "duplicate", "out_of_order", "malformed", "reboot", "clock_jump"})
+# Which keys each action takes; any other key is a mistake worth reporting.
 ACTION_KEYS = {
     "sos": set(), "service_call": set(), "fall": {"confidence"},
-    "wander": {"duration"}, "battery_low": {"level"}, "remove_watch": {"duration"},
+    "wander": {"duration"}, "battery_low": {"level"}, "remove_watch": {"duration"}, "lbs_drift": {"duration"},
     "overexert": {"age", "duration"}, "silent": {"duration"},
     "duplicate": set(), "out_of_order": {"back"}, "malformed": {"kind"},
+    "reboot": set(), "clock_jump": {"ahead", "duration"},
 }
-NEEDS_DURATION = frozenset({"wander", "remove_watch", "silent"})
+# The keys an action cannot do without.
+ACTION_NEEDS = {
+    "wander": {"duration"}, "remove_watch": {"duration"}, "silent": {"duration"}, "lbs_drift": {"duration"},
+    "clock_jump": {"ahead", "duration"},
+}
+# What people do to the gateway during a demo run, with the keys each takes and needs.
+OPERATION_KEYS = {"acknowledge": {"device"}, "restart_gateway": {"down"}}
+OPERATION_NEEDS = {"acknowledge": {"device"}}
 _DEVICE_ID = TypeAdapter(DeviceId)
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -70,6 +86,7 @@ class Event:
     age: int | None = None
     back: int = 3
     kind: str | None = None
+    ahead_s: float | None = None
 
     @property
     def t_ms(self) -> int:
@@ -78,6 +95,21 @@ class Event:
     @property
     def end_ms(self) -> int:
         return self.t_ms + round((self.duration_s or 0) * 1000)
+
+    @property
+    def ahead_ms(self) -> int:
+        return round((self.ahead_s or 0) * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """Something people do to the gateway at `at_s`: acknowledge `device`'s open alert, or restart the
+    gateway, which then stays down for `down_s` while the devices carry on. The demo runner does these."""
+
+    at_s: float
+    action: str
+    device: str | None = None
+    down_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +123,8 @@ class Scenario:
     equipment: tuple[tuple[str, EquipmentType], ...]
     events: tuple[Event, ...] = ()
     description: str = ""
+    operations: tuple[Operation, ...] = ()
+    gateway: Mapping[str, object] = field(default_factory=dict)  # settings for the demo's gateway, by section
 
     @property
     def devices(self) -> tuple[tuple[str, DeviceKind], ...]:
@@ -155,40 +189,82 @@ def _fleet(doc: dict) -> tuple[tuple[str, ...], tuple[tuple[str, EquipmentType],
     return watches, tuple(equipment)
 
 
-def _event(i: int, raw: object, kinds: dict[str, DeviceKind], duration_s: float) -> Event:
-    where = f"events[{i}]"
+def _action(where: str, raw: object, table: str, base: set[str], takes: dict[str, set[str]],
+            needs: dict[str, set[str]]) -> str:
+    """The entry's action, once the entry is a table with its base keys and only the keys its action takes."""
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{where} must be a table ([[events]])")
-    missing = {"at", "device", "action"} - set(raw)
+        raise ScenarioError(f"{where} must be a table ([[{table}]])")
+    missing = base - set(raw)
     if missing:
         raise ScenarioError(f"{where}: missing {sorted(missing)}")
-    action, device = raw["action"], raw["device"]
-    if action not in ACTION_KEYS:
-        raise ScenarioError(f"{where}: unknown action {action!r}; known: {sorted(ACTION_KEYS)}")
+    action = raw["action"]
+    if action not in takes:
+        raise ScenarioError(f"{where}: unknown action {action!r}; known: {sorted(takes)}")
+    extra = set(raw) - base - takes[action]
+    if extra:
+        raise ScenarioError(f"{where}: {action!r} takes no {sorted(extra)}; it takes {sorted(takes[action])}")
+    missing = needs.get(action, set()) - set(raw)
+    if missing:
+        raise ScenarioError(f"{where}: {action!r} needs {sorted(missing)}")
+    return action
+
+
+def _in_fleet(where: str, device: object, kinds: Mapping[str, DeviceKind]) -> str:
     if device not in kinds:
         raise ScenarioError(f"{where}: no device {device!r} in the fleet; devices: {sorted(kinds)}")
-    if (action in WATCH_ACTIONS and kinds[device] != DeviceKind.WATCH) or (
-            action in EQUIPMENT_ACTIONS and kinds[device] != DeviceKind.EQUIPMENT):
-        raise ScenarioError(f"{where}: {action!r} is not something {device!r} ({kinds[device].value}) can do")
-    extra = set(raw) - {"at", "device", "action"} - ACTION_KEYS[action]
-    if extra:
-        raise ScenarioError(f"{where}: {action!r} takes no {sorted(extra)}; it takes {sorted(ACTION_KEYS[action])}")
-    if action in NEEDS_DURATION and "duration" not in raw:
-        raise ScenarioError(f"{where}: {action!r} needs a duration")
+    return device
+
+
+def _at(where: str, raw: dict, duration_s: float) -> float:
     at_s = parse_duration(raw["at"], f"{where} at")
     if at_s >= duration_s:
         raise ScenarioError(f"{where}: at {at_s:g} s is not before the scenario's end ({duration_s:g} s)")
+    return at_s
+
+
+def _event(i: int, raw: object, kinds: dict[str, DeviceKind], duration_s: float) -> Event:
+    where = f"events[{i}]"
+    action = _action(where, raw, "events", {"at", "device", "action"}, ACTION_KEYS, ACTION_NEEDS)
+    device = _in_fleet(where, raw["device"], kinds)
+    if (action in WATCH_ACTIONS and kinds[device] != DeviceKind.WATCH) or (
+            action in EQUIPMENT_ACTIONS and kinds[device] != DeviceKind.EQUIPMENT):
+        raise ScenarioError(f"{where}: {action!r} is not something {device!r} ({kinds[device].value}) can do")
+    at_s = _at(where, raw, duration_s)
     kind = raw.get("kind")
     if action == "malformed":
         allowed = MALFORMED_KINDS[kinds[device]]
         if kind not in allowed:
             raise ScenarioError(f"{where}: malformed kind {kind!r} for a {kinds[device].value}; known: {sorted(allowed)}")
     dur = parse_duration(raw["duration"], f"{where} duration") if "duration" in raw else None
+    ahead = parse_duration(raw["ahead"], f"{where} ahead") if "ahead" in raw else None
     try:
         return Event(at_s, device, action, dur, raw.get("confidence"), raw.get("level"), raw.get("age"),
-                     int(raw.get("back", 3)), kind)
+                     int(raw.get("back", 3)), kind, ahead)
     except (TypeError, ValueError) as e:
         raise ScenarioError(f"{where}: {e}") from None
+
+
+def _operation(i: int, raw: object, kinds: dict[str, DeviceKind], duration_s: float) -> Operation:
+    where = f"operations[{i}]"
+    action = _action(where, raw, "operations", {"at", "action"}, OPERATION_KEYS, OPERATION_NEEDS)
+    device = _in_fleet(where, raw["device"], kinds) if "device" in raw else None
+    at_s = _at(where, raw, duration_s)
+    down_s = parse_duration(raw.get("down", 0), f"{where} down")
+    if at_s + down_s >= duration_s:
+        raise ScenarioError(f"{where}: the gateway must be back before the scenario's end ({duration_s:g} s)")
+    return Operation(at_s, action, device, down_s)
+
+
+def _operations(raw_ops: object, kinds: dict[str, DeviceKind], duration_s: float) -> tuple[Operation, ...]:
+    """The operations in time order; none may fall while a restarted gateway is still down."""
+    if not isinstance(raw_ops, list):
+        raise ScenarioError("operations must be an array of tables ([[operations]])")
+    ops = sorted((_operation(i, raw, kinds, duration_s) for i, raw in enumerate(raw_ops)), key=lambda o: o.at_s)
+    for before, after in zip(ops, ops[1:]):
+        if after.at_s < before.at_s + before.down_s:
+            raise ScenarioError(f"operations: {after.action!r} at {after.at_s:g} s falls while the gateway is down "
+                                f"({before.at_s:g} s + {before.down_s:g} s)")
+    return tuple(ops)
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
@@ -198,7 +274,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{source}: not valid TOML: {e}") from None
     try:
-        top = {"name", "description", "duration", "start_time", "community", "fleet", "cadence", "events"}
+        top = {"name", "description", "duration", "start_time", "community", "fleet", "cadence", "events",
+               "operations", "gateway"}
         unknown = set(doc) - top
         if unknown:
             raise ScenarioError(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(top)}")
@@ -220,7 +297,11 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         if not isinstance(raw_events, list):
             raise ScenarioError("events must be an array of tables ([[events]])")
         kinds = dict(scenario.devices)
-        return replace(scenario, events=tuple(_event(i, raw, kinds, duration_s) for i, raw in enumerate(raw_events)))
+        gateway = doc.get("gateway", {})
+        if not isinstance(gateway, dict):
+            raise ScenarioError("[gateway] must be a table of gateway settings sections")
+        return replace(scenario, events=tuple(_event(i, raw, kinds, duration_s) for i, raw in enumerate(raw_events)),
+                       operations=_operations(doc.get("operations", []), kinds, duration_s), gateway=gateway)
     except ScenarioError as e:
         raise ScenarioError(f"{source}: {e}") from None
 

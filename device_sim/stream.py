@@ -1,8 +1,9 @@
 """The deterministic message stream: seed, start time and scenario in; (t, topic, payload, qos) out.
 
-Pure: no I/O and no clock. Each device numbers its own messages from 1;
-scripted silences, redeliveries and malformed payloads are applied here,
-the same way for every kind of device.
+Pure: no I/O and no clock. Each device numbers its own messages from 1
+(and from 1 again after a reboot) and stamps them with its own clock (which
+may jump ahead); scripted silences, redeliveries and malformed payloads are
+applied here, the same way for every kind of device.
 """
 from __future__ import annotations
 
@@ -36,18 +37,29 @@ class Emitted(NamedTuple):
 
 def device_messages(device_id: str, kind: DeviceKind, readings: Iterable[Reading], events: list[Event],
                     topics: Topics, start_epoch_ms: int) -> Iterator[Emitted]:
-    """A device's readings as publishes, with its scripted silences, redeliveries and bad payloads."""
+    """A device's readings as publishes, with its scripted silences, reboots, clock jumps, redeliveries
+    and bad payloads."""
     scripted = [e for e in events if e.action in ANY_DEVICE_ACTIONS]
     silences = [(e.t_ms, e.end_ms) for e in scripted if e.action == "silent"]
+    jumps = [(e.t_ms, e.end_ms, e.ahead_ms) for e in scripted if e.action == "clock_jump"]
+    reboots = sorted(e.t_ms for e in scripted if e.action == "reboot")
+
+    def clock(t: int) -> int:
+        """The device's own time at offset t: the true time, plus whatever its clock jumped ahead by."""
+        return start_epoch_ms + t + sum(ahead for t0, t1, ahead in jumps if t0 <= t < t1)
+
     sent: deque[Emitted] = deque(maxlen=_REPLAYABLE)
     seq = 0
     for item in heapq.merge(readings, scripted, key=lambda x: x.t_ms):
         t = item.t_ms
+        while reboots and reboots[0] <= t:  # the counter lives in RAM: a reboot starts it again
+            reboots.pop(0)
+            seq = 0
         if any(t0 <= t < t1 for t0, t1 in silences):
             continue
         if isinstance(item, Reading):
             seq += 1
-            body = item.model(ts=start_epoch_ms + t, seq=seq, **item.fields)
+            body = item.model(ts=clock(t), seq=seq, **item.fields)
             out = Emitted(t, topics.device(kind, device_id, body.stream), body.model_dump_json(exclude_none=True).encode(), QOS)
             sent.append(out)
             yield out
@@ -57,7 +69,7 @@ def device_messages(device_id: str, kind: DeviceKind, readings: Iterable[Reading
             yield sent[-1 - min(item.back, len(sent) - 1)]._replace(t_ms=t)
         elif item.action == "malformed":
             seq += 1
-            stream, payload = malformed_payload(kind, item.kind, start_epoch_ms + t, seq)
+            stream, payload = malformed_payload(kind, item.kind, clock(t), seq)
             yield Emitted(t, topics.device(kind, device_id, stream), payload, QOS)
 
 
@@ -70,3 +82,16 @@ def generate(scenario: Scenario, seed: int, start_epoch_ms: int, prefix: str = D
     feeds += [device_messages(d, DeviceKind.EQUIPMENT, machine_readings(d, machine, scenario, seed),
                               scenario.events_for(d), topics, start_epoch_ms) for d, machine in scenario.equipment]
     return heapq.merge(*feeds, key=lambda e: e.t_ms)
+
+
+def window(stream: Iterable[Emitted], from_ms: int, until_ms: int | None = None) -> Iterator[Emitted]:
+    """The part of a stream from `from_ms` up to (not including) `until_ms`, timed from `from_ms`.
+
+    Played one after another, windows send exactly the whole stream: ts and seq come from the
+    whole scenario, so a run can stop between windows (for the demo's operations) and go on.
+    """
+    for e in stream:
+        if until_ms is not None and e.t_ms >= until_ms:
+            return
+        if e.t_ms >= from_ms:
+            yield e._replace(t_ms=e.t_ms - from_ms)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from gateway.models import FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus
 
-from device_sim.geo import GeoPoint, noisy_fix
+from device_sim.geo import GeoPoint, away_from, noisy_fix
 from device_sim.reading import DAY_MS, Reading
 from device_sim.routine import Activity, Places, Segment, position_at, timeline, wearer_profile, with_wandering
 from device_sim.scenario import Event, Scenario
@@ -21,6 +21,10 @@ _FIXES = {
     False: (("gps", 0.30, (15, 40)), ("wifi", 0.60, (20, 60)), ("lbs", 0.10, (300, 1500))),
 }
 _PRESSES = {"sos": SosPressed, "fall": FallDetected, "service_call": ServiceCall}
+# With neither GPS nor wifi (a lift, a basement, a flat deep in a block) the watch reports the cell
+# tower's guess: about a kilometre off, and honest about it in its stated accuracy.
+LBS_DRIFT_M = (900.0, 1100.0)
+LBS_DRIFT_ACCURACY_M = (1400.0, 1600.0)
 
 
 class WearerSim:
@@ -40,6 +44,7 @@ class WearerSim:
         # While the watch is off the wrist it stays where it was taken off.
         self.removed = [(e.t_ms, e.end_ms, position_at(self.segments, e.t_ms))
                         for e in self.events if e.action == "remove_watch"]
+        self.cell_only = [(e.t_ms, e.end_ms) for e in scenario.events_for(device_id) if e.action == "lbs_drift"]
         self.no_charge: list[tuple[int, float]] = []
         self.battery, self.steps = self.who.battery, 0.0
         self.hr = float(self.who.resting_hr)
@@ -76,6 +81,8 @@ class WearerSim:
 
     def _fix(self, seg: Segment, t_ms: int) -> dict:
         taken_off = self._taken_off_at(t_ms)
+        if any(t0 <= t_ms < t1 for t0, t1 in self.cell_only):
+            return self._cell_fix(taken_off or seg.at(t_ms))
         outdoors = seg.activity in _OUTDOORS and taken_off is None and not seg.on_charger
         roll, source, acc_range = self.rng.random(), "lbs", (300, 1500)
         for source, share, acc_range in _FIXES[outdoors]:
@@ -85,6 +92,15 @@ class WearerSim:
         accuracy = round(self.rng.uniform(*acc_range), 1)
         where = noisy_fix(self.rng, taken_off or seg.at(t_ms), accuracy)
         return {"lat": round(where.lat, 6), "lon": round(where.lon, 6), "accuracy_m": accuracy, "source": source}
+
+    def _cell_fix(self, true: GeoPoint) -> dict:
+        """An LBS fix drifted away from the community centre (the worst case for a geofence), its
+        accuracy circle still holding the true position."""
+        east, north = away_from(self.scenario.community.centre, true)
+        off = self.rng.uniform(*LBS_DRIFT_M)
+        where = true.moved(east * off, north * off)
+        accuracy = round(self.rng.uniform(*LBS_DRIFT_ACCURACY_M), 1)
+        return {"lat": round(where.lat, 6), "lon": round(where.lon, 6), "accuracy_m": accuracy, "source": "lbs"}
 
     def _status(self, seg: Segment, t_ms: int) -> Reading:
         return Reading(t_ms, WatchStatus, {

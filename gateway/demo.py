@@ -3,12 +3,18 @@
 Starts Mosquitto and VictoriaMetrics (as child processes with their own data
 under var/demo), registers the demo scenario's watches and machines (gateway
 registry and broker accounts), runs the gateway with its alert engine (dry-run
-notifier unless Twilio settings are in the environment) and web API, plays the
-`demo` scenario through the simulator with one MQTT account per device, and
-prints the alerts, the notifications and the dead letters.
+notifier: notifications are recorded in notifications.jsonl, not sent) and web
+API, plays the `demo` scenario through the simulator with one MQTT account per
+device, and prints the alerts, the notifications and the dead letters.
 
-    scripts/demo                 # x60: the scenario's hour in a minute
-    scripts/demo --keep-running  # then leave everything up to try the operator API
+A scenario's `[[operations]]` (acknowledging an alert through the operator
+API, restarting the gateway) happen at their scenario times: the devices play
+up to that time, the gateway settles, the operation is done (and recorded in
+operations.jsonl), and play goes on.
+
+    scripts/demo                     # x60: the scenario's hour in a minute
+    scripts/demo --scenario safety   # a reboot, SOS after acknowledgement, silence across a restart, ...
+    scripts/demo --keep-running      # then leave everything up to try the operator API
 """
 from __future__ import annotations
 
@@ -22,13 +28,20 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
-from device_sim.scenario import load_scenario
+from alerts.config import AlertSettings
+from device_sim.cli import run_start_ms
+from device_sim.scenario import Operation, Scenario, load_scenario
 from gateway.localservices import REPO_ROOT, LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 from gateway.store import OperationalStore
 
 API_TOKEN = "demo-operator-token-0123456789abcdef"   # the gateway refuses tokens shorter than 32 characters
+OPERATOR = "operator Chen (demo)"
+DEFAULT_SPEED = 60.0
+SETTLE_QUIET_S = 1.0      # no new message handled for this long: the gateway has taken in what was sent
+SETTLE_TIMEOUT_S = 30.0
 
 
 def _port(preferred: int) -> int:
@@ -41,8 +54,9 @@ def _port(preferred: int) -> int:
             return free_port()
 
 
-def _gateway_settings(work: Path, broker, tsdb, web_port: int) -> dict:
-    return {
+def _gateway_settings(work: Path, broker, tsdb, web_port: int, scenario: Scenario) -> dict:
+    """The demo's gateway settings, with the scenario's own (`[gateway]`) laid over them."""
+    return _merged({
         "instance": "demo",
         "mqtt": {"port": broker.port, "password": broker.gateway.password},
         "sink": {"url": tsdb.url, "spool_dir": work / "spool"},
@@ -50,7 +64,14 @@ def _gateway_settings(work: Path, broker, tsdb, web_port: int) -> dict:
         "alerts": {"db_path": work / "alerts.db", "community_file": REPO_ROOT / "examples" / "community.toml",
                    "dry_run_log": work / "notifications.jsonl", "public_base_url": f"http://127.0.0.1:{web_port}"},
         "web": {"port": web_port, "api_token": API_TOKEN},
-    }
+    }, scenario.gateway)
+
+
+def _merged(base: dict, over: Mapping) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out.get(key, {}), value) if isinstance(value, Mapping) else value
+    return out
 
 
 def _register(work: Path, broker, scenario) -> Path:
@@ -71,21 +92,128 @@ def _series_count(tsdb) -> int:
         return int(json.load(r)["data"][0])
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+class Playback:
+    """Plays a scenario onto the broker part by part, and does its operations in between."""
+
+    def __init__(self, scenario: Scenario, scenario_arg: str, speed: float, work: Path, broker,
+                 gateway: LocalGateway, passwords: Path, web_port: int) -> None:
+        self.scenario, self.scenario_arg, self.speed = scenario, scenario_arg, speed
+        self.work, self.broker, self.gateway, self.passwords, self.web_port = work, broker, gateway, passwords, web_port
+        # One device time for every part, placed so that no device's clock is ahead of the gateway's.
+        self.start_ms = run_start_ms(time.time(), scenario.duration_s, speed)
+        alerts = AlertSettings.model_validate(gateway.settings["alerts"])
+        self.grace_s, self.tick_s = alerts.restart_grace_s, alerts.tick_interval_s
+        self.judged_after = 0.0  # monotonic time by which a restarted gateway has judged silence again
+
+    def run(self) -> None:
+        at_s = 0.0
+        for op in self.scenario.operations:
+            self._play(at_s, op.at_s)
+            self._settle()
+            {"acknowledge": self._acknowledge, "restart_gateway": self._restart}[op.action](op)
+            at_s = op.at_s + op.down_s
+        self._play(at_s, None)
+        self._settle()
+
+    def _play(self, from_s: float, until_s: float | None) -> None:
+        cmd = [sys.executable, "-m", "device_sim", "run", "--scenario", self.scenario_arg, "--speed", str(self.speed),
+               "--port", str(self.broker.port), "--credentials-file", str(self.passwords),
+               "--start-ms", str(self.start_ms), "--from", str(from_s)]
+        subprocess.run(cmd + (["--until", str(until_s)] if until_s is not None else []), cwd=REPO_ROOT, check=True)
+
+    def _settle(self) -> None:
+        """Wait until the gateway has taken in what the devices sent and sent what that queued (and, after a
+        restart, until its grace is over and silence has been judged), so the next step sees the outcome."""
+        time.sleep(max(0.0, self.judged_after - time.monotonic()))
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        last, quiet_since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            handled, unsent = self._progress()
+            if handled != last:
+                last, quiet_since = handled, time.monotonic()
+            elif not unsent and time.monotonic() - quiet_since >= SETTLE_QUIET_S:
+                return
+            time.sleep(0.1)
+        print(f"  (the gateway had not settled after {SETTLE_TIMEOUT_S:g} s; going on)")
+
+    def _progress(self) -> tuple[int, int]:
+        """(messages the gateway has handled, notifications due but not sent yet), from its stores."""
+        gw, db = _read_only(self.work / "gateway.db"), _read_only(self.work / "alerts.db")
+        try:
+            handled = gw.execute("SELECT (SELECT COUNT(*) FROM seen) + (SELECT COUNT(*) FROM dead_letter)").fetchone()[0]
+            unsent = db.execute("SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending') AND due_ms <= ?",
+                                (int(time.time() * 1000),)).fetchone()[0]
+        finally:
+            gw.close()
+            db.close()
+        return handled, unsent
+
+    def _acknowledge(self, op: Operation) -> None:
+        """What an operator does in the console: accept the device's open alerts, through the operator API."""
+        mine = [a for a in self._api("GET", "/api/alerts?state=open") if a["device_id"] == op.device]
+        for a in mine:
+            self._api("POST", f"/api/alerts/{a['id']}/ack", {"actor": OPERATOR})
+        what = ", ".join(f"{a['alert_type']} alert {a['id']}" for a in mine) or "nothing (no open alert)"
+        self._say(op.at_s, f"{OPERATOR} acknowledges {op.device}'s {what}")
+        self._record(op, alerts=[a["id"] for a in mine], done_ms=int(time.time() * 1000))
+
+    def _restart(self, op: Operation) -> None:
+        """Stop the gateway while the devices carry on (the broker keeps their messages for its session), then
+        start it again. At speed 0 the down time still passes, at x60: silence is judged by the gateway's
+        clock, so a silence across the restart has to be long by that clock too."""
+        self._say(op.at_s, f"the gateway stops for {op.down_s / 60:g} min; the devices carry on")
+        self.gateway.stop()
+        stopped_ms = int(time.time() * 1000)
+        back = time.monotonic() + op.down_s / (self.speed or DEFAULT_SPEED)
+        self._play(op.at_s, op.at_s + op.down_s)
+        time.sleep(max(0.0, back - time.monotonic()))
+        self.gateway.start()
+        self.judged_after = time.monotonic() + self.grace_s + 2 * self.tick_s
+        self._say(op.at_s + op.down_s, "the gateway is back; the broker hands over what it kept")
+        self._record(op, stopped_ms=stopped_ms, started_ms=int(time.time() * 1000))
+
+    def _api(self, method: str, path: str, body: dict | None = None):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.web_port}{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.load(r)
+
+    def _say(self, at_s: float, what: str) -> None:
+        print(f"  {self._local_time(at_s)} {what}", flush=True)
+
+    def _record(self, op: Operation, **facts) -> None:
+        """One line of operations.jsonl: what was done, at which scenario time, and when (epoch ms)."""
+        entry = {"action": op.action, "device": op.device, "scenario_time": self._local_time(op.at_s)} | facts
+        with open(self.work / "operations.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _local_time(self, at_s: float) -> str:
+        minutes = int(self.scenario.start_time_s + at_s) // 60
+        return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"
+
+
 def _summary(work: Path, tsdb, web_port: int) -> None:
-    db = sqlite3.connect(f"file:{work / 'alerts.db'}?mode=ro", uri=True)
+    db = _read_only(work / "alerts.db")
     print("\n== Alerts ==")
     for sev, kind, state, subject, step, esc in db.execute(
             "SELECT severity, alert_type, state, subject, step, escalation FROM alerts ORDER BY id"):
-        print(f"  {sev:<6} {kind:<16} {subject:<12} {state:<12} escalation step {step} ({esc})")
+        print(f"  {sev:<6} {kind:<18} {subject:<12} {state:<12} escalation step {step} ({esc})")
     repeats = db.execute("SELECT COUNT(*) FROM alert_events WHERE kind='repeated'").fetchone()[0]
-    print(f"  repeat presses recorded on open alerts: {repeats}")
+    reopened = db.execute("SELECT COUNT(*) FROM alert_events WHERE kind='reopened'").fetchone()[0]
+    print(f"  repeat presses recorded on open alerts: {repeats}; alerts opened again by a later press: {reopened}")
     print("\n== Notifications (dry run: recorded, not sent) ==")
     log = work / "notifications.jsonl"
     for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
         n = json.loads(line)
         print(f"  {n['channel']:<5} to {n['to']}: {n['text'][:100]}")
     print("\n== Dead letters (bad input kept with its reason) ==")
-    gw = sqlite3.connect(f"file:{work / 'gateway.db'}?mode=ro", uri=True)
+    gw = _read_only(work / "gateway.db")
     for reason, count in gw.execute("SELECT reason, COUNT(*) FROM dead_letter GROUP BY reason ORDER BY reason"):
         print(f"  {reason:<16} {count}")
     seen = gw.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
@@ -96,7 +224,7 @@ def _summary(work: Path, tsdb, web_port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--speed", type=float, default=60, help="times real time (default 60: the hour in a minute)")
+    ap.add_argument("--speed", type=float, default=DEFAULT_SPEED, help="times real time (default 60: the hour in a minute)")
     ap.add_argument("--scenario", default="demo", help="simulator scenario (see `python -m device_sim list`)")
     ap.add_argument("--workdir", type=Path, default=REPO_ROOT / "var" / "demo", help="where the demo keeps its data")
     ap.add_argument("--keep-running", action="store_true", help="after the summary, keep everything up until Ctrl-C")
@@ -110,14 +238,11 @@ def main(argv: list[str] | None = None) -> int:
             LocalVictoriaMetrics(work / "vm", port=_port(8428)) as tsdb:
         print(f"Mosquitto on 127.0.0.1:{broker.port}, VictoriaMetrics on {tsdb.url}")
         passwords = _register(work, broker, scenario)
-        gateway = LocalGateway(work / "gateway", _gateway_settings(work, broker, tsdb, web_port))
+        gateway = LocalGateway(work / "gateway", _gateway_settings(work, broker, tsdb, web_port, scenario))
         gateway.start()
         print(f"gateway running (log: {gateway.log_file}); playing scenario {scenario.name!r} at x{args.speed:g}")
         try:
-            subprocess.run([sys.executable, "-m", "device_sim", "run", "--scenario", args.scenario,
-                            "--speed", str(args.speed), "--port", str(broker.port),
-                            "--credentials-file", str(passwords)], cwd=REPO_ROOT, check=True)
-            time.sleep(3)  # let the last batch and the alert ticks settle before reading the stores
+            Playback(scenario, args.scenario, args.speed, work, broker, gateway, passwords, web_port).run()
             _summary(work, tsdb, web_port)
             if args.keep_running:
                 print("Everything keeps running; Ctrl-C stops it.")

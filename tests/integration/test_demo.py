@@ -1,21 +1,103 @@
-"""The README's demo command works: the whole stack plays the demo scenario and reports what it raised."""
+"""The README's demo command works: the whole stack plays a scenario and reports what it raised."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import tomllib
+from collections import defaultdict
+
+from alerts.config import AlertSettings
+from alerts.directory import parse_community
+from alerts.geo import distance_outside_m
+from gateway.demo import OPERATOR
 
 from tests.fixtures.gateway_proc import REPO
+
+COMMUNITY = tomllib.loads((REPO / "examples" / "community.toml").read_text(encoding="utf-8"))
+DUTY_LINE, MAINTENANCE = COMMUNITY["duty"]["service_centre"], COMMUNITY["duty"]["maintenance"]
+
+
+def _demo(work, *args: str) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-m", "gateway.demo", "--speed", "0", "--workdir", str(work), *args],
+                         cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
 
 
 def test_the_demo_raises_the_scripted_alerts_and_records_what_it_would_send(tmp_path):
     work = tmp_path / "demo"
-    run = subprocess.run([sys.executable, "-m", "gateway.demo", "--speed", "0", "--workdir", str(work)],
-                         cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = _demo(work)
     alerts = [line.split() for line in run.stdout.split("== Alerts ==")[1].split("==")[0].splitlines() if line.strip()]
     raised = {(a[0], a[1]) for a in alerts if a[0] in ("red", "orange", "yellow")}
     assert {("red", "sos"), ("red", "fall"), ("yellow", "service_call"), ("orange", "overexertion")} <= raised
     sent = [json.loads(line) for line in (work / "notifications.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert any(n["channel"] == "voice" and n["to"] == "+15555550100" for n in sent), sent  # the duty line is called
+    assert any(n["channel"] == "voice" and n["to"] == DUTY_LINE for n in sent), sent  # the duty line is called
     assert "bad_json" in run.stdout.split("== Dead letters")[1]
+
+
+def _read_only(path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _sent_for(work) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(alert subject, alert type) -> [(channel, to)] of every notification the dry run recorded."""
+    about = {str(row_id): (subject, kind) for row_id, subject, kind in _read_only(work / "alerts.db").execute(
+        "SELECT o.id, a.subject, a.alert_type FROM outbox o JOIN alerts a ON a.id = o.alert_id")}
+    sent: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for line in (work / "notifications.jsonl").read_text(encoding="utf-8").splitlines():
+        n = json.loads(line)
+        sent[about[n["attempt_id"]]].append((n["channel"], n["to"]))
+    return sent
+
+
+def _events(work, subject: str, kind: str) -> list[tuple[str, str]]:
+    return _read_only(work / "alerts.db").execute(
+        "SELECT e.kind, e.actor FROM alert_events e JOIN alerts a ON a.id = e.alert_id"
+        " WHERE a.subject = ? AND a.alert_type = ? ORDER BY e.id", (subject, kind)).fetchall()
+
+
+def _operations(work) -> dict[str, dict]:
+    """What the demo did to the gateway, by action."""
+    lines = (work / "operations.jsonl").read_text(encoding="utf-8").splitlines()
+    return {op["action"]: op for op in map(json.loads, lines)}
+
+
+def test_the_safety_scenario_leaves_no_call_for_help_unanswered(tmp_path):
+    work = tmp_path / "safety"
+    _demo(work, "--scenario", "safety")
+    sent = _sent_for(work)
+    gw = _read_only(work / "gateway.db")
+    opened = {(s, k): ms for s, k, ms in _read_only(work / "alerts.db").execute(
+        "SELECT subject, alert_type, opened_ms FROM alerts")}
+
+    # Mrs Wang's SOS, acknowledged by the operator, then pressed again: the duty line is called again.
+    assert ("acknowledged", OPERATOR) in _events(work, "r-001", "sos")
+    assert "reopened" in [kind for kind, _ in _events(work, "r-001", "sos")]
+    assert sent[("r-001", "sos")].count(("voice", DUTY_LINE)) >= 2, sent[("r-001", "sos")]
+
+    # Mrs Zhao's watch rebooted (seq 1 again, at a later ts) and her SOS still rang the duty line.
+    assert gw.execute("SELECT COUNT(*) FROM seen WHERE device_id = 'watch-0003' AND seq = 1").fetchone()[0] == 2
+    assert ("voice", DUTY_LINE) in sent[("r-003", "sos")]
+
+    # Mr Li's watch fell silent before the gateway stopped; after it started again the silence was reported.
+    restart = _operations(work)["restart_gateway"]
+    last_heard = gw.execute("SELECT MAX(received_ms) FROM seen WHERE device_id = 'watch-0002'").fetchone()[0]
+    assert last_heard < restart["stopped_ms"] < restart["started_ms"] < opened[("r-002", "watch_silent")]
+    assert sent[("r-002", "watch_silent")], "nobody was told Mr Li's watch went silent"
+
+    # Cell-tower fixes whose centres lay outside Mrs Wang's fence for longer than the dwell, but whose
+    # accuracy circles overlapped it, raised nothing.
+    fence = parse_community(COMMUNITY).wearer("watch-0001").geofence
+    drifted = [ts for ts, lat, lon in gw.execute(
+        "SELECT ts, lat, lon FROM track WHERE device_id = 'watch-0001' AND source = 'lbs' AND accuracy_m >= 1000")
+        if distance_outside_m(fence, lat, lon) > 0]
+    assert len(drifted) >= 2 and max(drifted) - min(drifted) >= AlertSettings().geofence_dwell_s * 1000
+    assert ("r-001", "geofence_exit") not in opened
+
+    # Mr Li's watch clock jumped 8 h ahead: its messages were dead-lettered and maintenance was told.
+    ahead = gw.execute("SELECT COUNT(*) FROM dead_letter WHERE reason = 'ts_in_future'"
+                       " AND topic LIKE '%/watch-0002/%'").fetchone()[0]
+    assert ahead >= AlertSettings().clock_wrong_count
+    assert ("sms", MAINTENANCE) in sent[("watch-0002", "device_clock_wrong")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from device_sim.cli import DUMP_START_MS, main
+from device_sim.cli import DUMP_START_MS, _parser, main
 from device_sim.publisher import CredentialsError, load_device_passwords
 from device_sim.scenario import load_scenario
 from device_sim.stream import generate
@@ -87,3 +87,12 @@ def test_an_accelerated_run_ends_at_the_wall_clock_so_no_device_time_is_in_the_f
     assert run_start_ms(10_000, hour, speed=60) == (10_000 - 59 * 60) * 1000
     assert run_start_ms(10_000, hour, speed=0) == (10_000 - hour) * 1000   # as fast as possible: all in the past
     assert run_start_ms(10_000, hour, speed=0.5) == 10_000_000         # slower than real time never runs ahead
+
+
+def test_a_part_of_a_run_is_given_in_scenario_time_and_a_bad_one_is_refused(capsys):
+    run = _parser().parse_args(["run", "--from", "720", "--until", "40m"])
+    assert (run.from_s, run.until_s) == (720, 2400)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--from", "soon"])
+    assert exit_.value.code == 2
+    assert "--from: scenario time: 'soon' is not a duration" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from gateway.topics import Topics
 
 from device_sim.malformed import MALFORMED_KINDS, malformed_payload
 from device_sim.scenario import load_scenario, parse_scenario, scenario_names
-from device_sim.stream import generate
+from device_sim.stream import generate, window
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
 TOPICS = Topics()
@@ -103,6 +103,47 @@ def test_a_silent_device_sends_nothing_for_the_duration_and_then_carries_on():
     assert not [t for t in walker if 300_000 <= t < 1_500_000]
     quiet = _stream(_scenario_with(""))
     assert [t for t in (e.t_ms for e in quiet if "/walker-01/" in e.topic) if 300_000 <= t < 1_500_000]
+
+
+def _numbered(stream, device: str) -> list[tuple[int, int, int]]:
+    """(t_ms, ts, seq) of each message from `device`."""
+    return [(e.t_ms, body["ts"], body["seq"]) for e in stream if f"/{device}/" in e.topic
+            for body in [json.loads(e.payload)]]
+
+
+def test_a_rebooted_device_counts_from_1_again_while_its_clock_goes_on():
+    sent = _numbered(_stream(_scenario_with('[[events]]\nat = "10m"\ndevice = "watch-0001"\naction = "reboot"\n')),
+                     "watch-0001")
+    before = [seq for t, _, seq in sent if t < 600_000]
+    after = [seq for t, _, seq in sent if t >= 600_000]
+    assert before == list(range(1, len(before) + 1)) and len(before) > 1
+    assert after == list(range(1, len(after) + 1))
+    assert [ts for _, ts, _ in sent] == sorted(ts for _, ts, _ in sent)
+
+
+def test_a_press_at_the_moment_of_a_reboot_is_the_first_message_of_the_new_count():
+    stream = _stream(_scenario_with('[[events]]\nat = "10m"\ndevice = "watch-0001"\naction = "reboot"\n'
+                                    '[[events]]\nat = "10m"\ndevice = "watch-0001"\naction = "sos"\n'))
+    (sos,) = [e for e in stream if e.topic.endswith("/watch-0001/sos")]
+    assert json.loads(sos.payload)["seq"] == 1
+
+
+def test_a_clock_jump_moves_ts_ahead_for_its_duration_only():
+    stream = _stream(_scenario_with('[[events]]\nat = "5m"\ndevice = "watch-0001"\naction = "clock_jump"\n'
+                                    'ahead = "8h"\nduration = "10m"\n'))
+    watch = _numbered(stream, "watch-0001")
+    for t, ts, _ in watch:
+        assert ts == START_MS + t + (8 * 3_600_000 if 300_000 <= t < 900_000 else 0)
+    assert any(300_000 <= t < 900_000 for t, _, _ in watch) and any(t >= 900_000 for t, _, _ in watch)
+    assert [seq for _, _, seq in watch] == list(range(1, len(watch) + 1))
+    assert all(json.loads(e.payload)["ts"] == START_MS + e.t_ms for e in stream if "/walker-01/" in e.topic)
+
+
+def test_windows_played_one_after_another_are_the_whole_stream_timed_from_their_own_start():
+    whole = _stream(load_scenario("demo"))
+    parts = [list(window(iter(whole), a, b)) for a, b in ((0, 120_000), (120_000, 600_000), (600_000, None))]
+    assert [e._replace(t_ms=e.t_ms + start) for part, start in zip(parts, (0, 120_000, 600_000)) for e in part] == whole
+    assert all(0 <= e.t_ms < 480_000 for e in parts[1])
 
 
 @pytest.mark.parametrize("device_kind, kind", [(dk, k) for dk, kinds in MALFORMED_KINDS.items() for k in sorted(kinds)])

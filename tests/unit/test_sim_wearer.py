@@ -7,7 +7,7 @@ import json
 from gateway.models import Health
 
 from device_sim.geo import GeoPoint, distance_m
-from device_sim.routine import Activity, community_places
+from device_sim.routine import Activity, community_places, position_at
 from device_sim.scenario import load_scenario, parse_scenario
 from device_sim.stream import generate
 from device_sim.wearer import WearerSim
@@ -122,3 +122,21 @@ def test_sos_and_fall_carry_a_position_near_the_wearer():
     assert fall[0][1]["confidence"] == 0.9
     where = GeoPoint(fall[0][1]["lat"], fall[0][1]["lon"])
     assert distance_m(scenario.community.centre, where) <= scenario.community.radius_m + fall[0][1]["accuracy_m"]
+
+
+def test_lbs_drift_gives_cell_fixes_a_kilometre_out_whose_accuracy_still_holds_the_wearer():
+    drifting = parse_scenario('duration = "2h"\nstart_time = "10:00"\n[fleet]\nwatches = 1\n'
+                              '[[events]]\nat = "30m"\ndevice = "watch-0001"\naction = "lbs_drift"\nduration = "1h"\n')
+    sim = WearerSim("watch-0001", drifting, 3, community_places(drifting.community, 3))
+    centre = drifting.community.centre
+    fixes = _by_stream(drifting, "watch-0001", "location")
+    drifted = [(t, f) for t, f in fixes if 30 * 60_000 <= t < 90 * 60_000]
+    assert len(drifted) >= 5
+    for t, f in drifted:
+        truth, reported = position_at(sim.segments, t), GeoPoint(f["lat"], f["lon"])
+        assert f["source"] == "lbs" and 1400 <= f["accuracy_m"] <= 1600
+        assert 899 <= distance_m(truth, reported) <= 1101 < f["accuracy_m"]
+        assert distance_m(centre, reported) > distance_m(centre, truth) + 800  # away from the community, not into it
+    steady = parse_scenario('duration = "2h"\nstart_time = "10:00"\n[fleet]\nwatches = 1\n')
+    assert [f for t, f in fixes if t < 30 * 60_000] == [f for t, f in _by_stream(steady, "watch-0001", "location")
+                                                        if t < 30 * 60_000]
