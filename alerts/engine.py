@@ -108,6 +108,7 @@ class AlertEngine:
             presses = [m for m in messages if m.payload.critical]
             fresh = self.alerts.unprocessed({m.key for m in presses}) if presses else set()
             for m in messages:
+                self._heard(m, now_ms)
                 if m.key in fresh:
                     fresh.discard(m.key)
                     state = self.watches.get(m.device_id) or WatchState()
@@ -139,6 +140,13 @@ class AlertEngine:
                 found.append(f)
         staged_w[m.device_id] = state
         return found
+
+    def _heard(self, m: DeviceMessage, now_ms: int) -> None:
+        """A message whose time cannot be used still shows the device is alive: it is not silent."""
+        table, fresh = (self.equipment, EquipmentState()) if m.kind == DeviceKind.EQUIPMENT else (self.watches, WatchState())
+        state = table.get(m.device_id) or fresh
+        table[m.device_id] = replace(state, last_seen_ms=now_ms, silent_fired=False, heard=True)
+        self._dirty.add(m.device_id)
 
     def _concerned(self, f: Finding) -> Resident | None:
         """The resident an alert is about: none for a device's own trouble (it goes to maintenance)."""

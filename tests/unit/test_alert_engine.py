@@ -388,3 +388,12 @@ def test_prune_forgets_old_processed_keys_and_resolved_alerts_past_the_audit_ret
     assert removed["alerts"] == 1 and removed["alert_events"] > 0 and removed["outbox"] == 1
     assert [a.state for a in service.alerts()] == ["open"]
     service.close()
+
+
+def test_a_watch_sending_only_from_a_clock_ahead_is_not_reported_silent(service):
+    service.observe([msg("w1", "status", 1, DAY, battery=80, worn=True)], DAY)
+    for minute in range(1, 20):
+        now = DAY + minute * 60_000
+        service.observe_clock_skew([msg("w1", "status", minute + 1, now + 8 * 3_600_000, battery=80, worn=True)], now)
+        service.tick(now)
+    assert [a.alert_type for a in service.alerts()] == ["device_clock_wrong"]
