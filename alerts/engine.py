@@ -8,12 +8,9 @@ Alerts, events, processed keys and the outbox are durable at every commit.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-
-import orjson
 
 from alerts import escalation, lifecycle, wording
 from alerts.config import AlertSettings
@@ -21,13 +18,11 @@ from alerts.directory import Directory, Resident
 from alerts.lifecycle import Alert, AlertEvent
 from alerts.notifiers import twilio
 from alerts.outbox import Outbox, OutboxRow
-from alerts.rules import (
-    WATCH_DETECTORS, EquipmentState, Finding, RuleContext, WatchState, detect_button, detect_equipment, equipment_tick,
-    watch_seen, watch_tick,
-)
+from alerts.detection import Detection
+from alerts.rules import Finding
 from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, Severity
 from alerts.store import AlertStore, Database
-from gateway.models import DeviceKind, DeviceMessage
+from gateway.models import DeviceMessage
 
 log = logging.getLogger(__name__)
 Listener = Callable[[AlertEvent], None]
@@ -35,118 +30,61 @@ _OBSERVE_SLICE = 50
 
 
 class AlertEngine:
+    """Raises, escalates and closes alerts, each change one transaction whose events listeners hear after
+    commit; the rules themselves run in `detection`."""
+
     def __init__(self, settings: AlertSettings, directory: Directory, db: Database) -> None:
         self.settings = settings
         self.directory = directory
-        self.ctx = RuleContext.of(settings, directory)
         self.db = db
         self.alerts = AlertStore(db)
         self.outbox = Outbox(db)
-        self.watches: dict[str, WatchState] = {}
-        self.equipment: dict[str, EquipmentState] = {}
+        self.detection = Detection(settings, directory)
         self.listeners: list[Listener] = []
         self._events: list[AlertEvent] = []
-        self._dirty: set[str] = set()          # devices whose rule state changed since it was last saved
-        self._clock_runs: dict[str, int] = {}  # messages in a row from a device whose clock runs ahead
-        # The critical and telemetry lanes observe from their own threads and the ticker runs
-        # silence rules: per-device state is read and replaced under this lock, never concurrently.
-        self._rules_lock = threading.Lock()
 
     # -- input ---------------------------------------------------------------
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
-        # A telemetry batch holds the rule lock a slice at a time, so an SOS arriving on the
-        # critical lane waits for at most one slice, not for the whole batch.
-        queued = 0
-        for start in range(0, len(messages), _OBSERVE_SLICE):
-            with self._rules_lock:
-                queued += self._observe(messages[start:start + _OBSERVE_SLICE], now_ms)
-        return queued
-
-    def _observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
         """Run the rules on messages not seen before; returns how many outbox rows were queued.
 
-        Only keys of messages that raised findings are recorded: they are the
-        ones whose redelivery could open or repeat an alert. Other messages only
-        move in-memory state, whose latches make a replay harmless, so the
-        telemetry stream costs the database nothing.
+        A telemetry batch holds the rule lock a slice at a time, so an SOS arriving on the
+        critical lane waits for at most one slice, not for the whole batch. Only keys of
+        messages that raised findings are recorded: they are the ones whose redelivery could
+        open or repeat an alert. Other messages only move in-memory state, whose latches make
+        a replay harmless, so the telemetry stream costs the database nothing.
         """
-        staged_w: dict[str, WatchState] = {}
-        staged_e: dict[str, EquipmentState] = {}
-        in_batch: set[tuple[str, int]] = set()
-        raised: list[tuple[DeviceMessage, list[Finding]]] = []
-        for m in messages:
-            if m.key in in_batch:  # a key twice in one batch counts once
-                continue
-            in_batch.add(m.key)
-            found = self._run_rules(m, now_ms, staged_w, staged_e)
-            if found:
-                raised.append((m, found))
         queued = 0
-        if raised:
-            with self._changes():
-                fresh = self.alerts.unprocessed({m.key for m, _ in raised})
-                for m, found in raised:
-                    if m.key in fresh:
-                        for f in found:
-                            queued += self._raise(f, now_ms)
-                self.alerts.mark_processed(fresh, now_ms)
-        # Memory state changes only once the transaction holding its consequences committed.
-        self.watches.update(staged_w)
-        self.equipment.update(staged_e)
-        self._dirty.update(staged_w, staged_e)
-        if self._clock_runs:
-            for m in messages:
-                self._clock_runs.pop(m.device_id, None)  # a message on time ends a clock episode
+        for start in range(0, len(messages), _OBSERVE_SLICE):
+            with self.detection.lock:
+                staged = self.detection.run(messages[start:start + _OBSERVE_SLICE], now_ms)
+                if staged.raised:
+                    with self._changes():
+                        fresh = self.alerts.unprocessed({m.key for m, _ in staged.raised})
+                        for m, found in staged.raised:
+                            if m.key in fresh:
+                                for f in found:
+                                    queued += self._raise(f, now_ms)
+                        self.alerts.mark_processed(fresh, now_ms)
+                self.detection.apply(staged)
         return queued
 
     def observe_clock_skew(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
         """Messages whose device time is too far ahead: ingest dead-letters them, but a press among them is
         still a person asking for help, and a device that keeps doing it needs its clock seen to."""
         queued = 0
-        with self._rules_lock, self._changes():
+        with self.detection.lock, self._changes():
             presses = [m for m in messages if m.payload.critical]
             fresh = self.alerts.unprocessed({m.key for m in presses}) if presses else set()
             for m in messages:
-                self._heard(m, now_ms)
+                for f in self.detection.clock_ahead(m, now_ms):
+                    if f.alert_type.is_a_press and m.key not in fresh:
+                        continue   # a redelivered press: already raised
+                    queued += self._raise(f, now_ms)
                 if m.key in fresh:
                     fresh.discard(m.key)
-                    state = self.watches.get(m.device_id) or WatchState()
-                    _, f = detect_button(state, m, self.directory.wearer(m.device_id), self.ctx)
-                    if f is not None:  # timed by the gateway's clock: the device's is wrong
-                        queued += self._raise(replace(f, at_ms=now_ms, detail=f"{f.detail} (device clock ahead)".strip()), now_ms)
-                        self.alerts.mark_processed([m.key], now_ms)
-                run = self._clock_runs.get(m.device_id, 0) + 1
-                self._clock_runs[m.device_id] = run
-                if run == self.settings.clock_wrong_count:
-                    ahead_s = (m.payload.ts - now_ms) / 1000
-                    queued += self._raise(Finding(AlertType.DEVICE_CLOCK_WRONG, AlertType.DEVICE_CLOCK_WRONG.severity,
-                                                  m.device_id, now_ms, detail=f"device clock {ahead_s:.0f} s ahead"), now_ms)
+                    self.alerts.mark_processed([m.key], now_ms)
         return queued
-
-    def _run_rules(self, m: DeviceMessage, now_ms: int, staged_w: dict, staged_e: dict) -> list[Finding]:
-        found = []
-        if m.kind == DeviceKind.EQUIPMENT:
-            state = staged_e.get(m.device_id) or self.equipment.get(m.device_id) or EquipmentState()
-            state, f = detect_equipment(state, m, now_ms, self.ctx)
-            staged_e[m.device_id] = state
-            return [f] if f else []
-        state = staged_w.get(m.device_id) or self.watches.get(m.device_id) or WatchState()
-        state = watch_seen(state, m, now_ms)
-        resident = self.directory.wearer(m.device_id)
-        for detect in WATCH_DETECTORS.get(type(m.payload), ()):
-            state, f = detect(state, m, resident, self.ctx)
-            if f:
-                found.append(f)
-        staged_w[m.device_id] = state
-        return found
-
-    def _heard(self, m: DeviceMessage, now_ms: int) -> None:
-        """A message whose time cannot be used still shows the device is alive: it is not silent."""
-        table, fresh = (self.equipment, EquipmentState()) if m.kind == DeviceKind.EQUIPMENT else (self.watches, WatchState())
-        state = table.get(m.device_id) or fresh
-        table[m.device_id] = replace(state, last_seen_ms=now_ms, silent_fired=False, heard=True)
-        self._dirty.add(m.device_id)
 
     def _concerned(self, f: Finding) -> Resident | None:
         """The resident an alert is about: none for a device's own trouble (it goes to maintenance)."""
@@ -258,59 +196,35 @@ class AlertEngine:
         return queued
 
     def _tick_silence(self, now_ms: int) -> int:
-        with self._rules_lock:
-            watches, equipment = list(self.watches.items()), list(self.equipment.items())
-        found = []  # (table, device, state scanned, state after, finding): only devices with a finding
-        for table, states, rule in ((self.watches, watches, watch_tick), (self.equipment, equipment, equipment_tick)):
-            for d, old in states:
-                new, f = rule(d, old, now_ms, self.ctx)
-                if f is not None:
-                    found.append((table, d, old, new, f))
+        found = self.detection.scan_silence(now_ms)
         if not found:
             return 0
         queued = 0
-        with self._rules_lock:
-            # A device heard from since the scan is not silent any more: its finding is dropped.
-            live = [(table, d, new, f) for table, d, old, new, f in found if table.get(d) is old]
+        with self.detection.lock:
+            live = self.detection.still_true(found)   # a device heard from since the scan is not silent
             with self._changes():
-                for *_, f in live:
-                    queued += self._raise(f, now_ms)
-            for table, d, new, _ in live:
-                table[d] = new
+                for s in live:
+                    queued += self._raise(s.finding, now_ms)
+            self.detection.apply_silence(live)
         return queued
 
     # -- state across restarts ---------------------------------------------------
 
     def save_states(self, now_ms: int) -> int:
         """Save the rule state of devices heard since the last save; returns how many."""
-        with self._rules_lock:
-            dirty, self._dirty = self._dirty, set()
-            rows = [(d, "watch", orjson.dumps(self.watches[d]).decode()) if d in self.watches
-                    else (d, "equipment", orjson.dumps(self.equipment[d]).decode()) for d in dirty]
+        dirty, rows = self.detection.take_changed()
         try:
             self.alerts.save_device_states(rows, now_ms)
         except BaseException:
-            with self._rules_lock:
-                self._dirty |= dirty
+            self.detection.not_saved(dirty)
             raise
         return len(rows)
 
     def restore(self, registered: Iterable[tuple[str, str]], now_ms: int) -> None:
-        """Rule state as saved before the last stop, and a fresh 'never heard' state for every other
-        registered (device_id, kind). Silence is not judged for `restart_grace_s`, while the broker
-        hands over what the devices sent while the gateway was away."""
-        quiet_until = now_ms + int(self.settings.restart_grace_s * 1000)
-        with self._rules_lock:
-            for device_id, kind, saved in self.alerts.device_states():
-                cls, table = (WatchState, self.watches) if kind == DeviceKind.WATCH else (EquipmentState, self.equipment)
-                known = set(cls.__slots__)
-                values = {k: v for k, v in orjson.loads(saved).items() if k in known}
-                table[device_id] = replace(cls(**values), quiet_until_ms=quiet_until)
-            for device_id, kind in registered:
-                cls, table = (WatchState, self.watches) if kind == DeviceKind.WATCH else (EquipmentState, self.equipment)
-                if device_id not in table:
-                    table[device_id] = cls(last_seen_ms=now_ms, heard=False)
-        log.info("alert rules: state of %d watches and %d machines restored", len(self.watches), len(self.equipment))
+        """Rule state as saved before the last stop; every other registered device starts 'never heard'."""
+        self.detection.restore(self.alerts.device_states(), registered, now_ms)
+        log.info("alert rules: state of %d watches and %d machines restored",
+                 len(self.detection.watches), len(self.detection.equipment))
 
     def prune(self, now_ms: int) -> dict[str, int]:
         """Forget processed keys past their window and resolved alerts past the audit retention."""

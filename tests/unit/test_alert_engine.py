@@ -214,17 +214,17 @@ def test_a_silent_watch_raises_one_orange_alert_on_tick(service):
 
 
 def test_a_watch_heard_from_while_the_tick_scans_is_not_reported_silent(service, monkeypatch):
-    import alerts.engine as engine_module
+    import alerts.detection as detection_module
 
     service.observe([msg("w1", "status", 1, DAY, battery=80, worn=True)], DAY)
-    real_tick = engine_module.watch_tick
+    real_tick = detection_module.watch_tick
 
     def scan_while_a_message_arrives(device_id, state, now_ms, ctx):
         result = real_tick(device_id, state, now_ms, ctx)
         service.observe([msg("w1", "status", 2, now_ms, battery=79, worn=True)], now_ms)  # the ingest thread
         return result
 
-    monkeypatch.setattr(engine_module, "watch_tick", scan_while_a_message_arrives)
+    monkeypatch.setattr(detection_module, "watch_tick", scan_while_a_message_arrives)
     service.tick(DAY + 16 * 60_000)
     assert service.alerts() == []
 

@@ -1,0 +1,57 @@
+"""Detection: rules over per-device state, staged until the caller's transaction committed."""
+from __future__ import annotations
+
+from alerts.config import AlertSettings
+from alerts.detection import Detection
+from alerts.directory import parse_community
+from alerts.vocabulary import AlertType
+from tests.unit.alert_support import COMMUNITY, DAY, msg
+
+
+def detection(**settings) -> Detection:
+    return Detection(AlertSettings(**settings), parse_community(COMMUNITY))
+
+
+def test_state_moves_only_when_the_staged_verdict_is_applied():
+    d = detection()
+    staged = d.run([msg("w1", "status", 1, DAY, battery=80, worn=True)], DAY)
+    assert d.watches == {}                       # the caller's transaction failed: nothing happened
+    d.apply(staged)
+    assert d.watches["w1"].last_seen_ms == DAY
+
+
+def test_a_key_twice_in_one_slice_is_judged_once():
+    d = detection()
+    sos = msg("w1", "sos", 1, DAY)
+    staged = d.run([sos, sos], DAY)
+    assert [(m.key, [f.alert_type for f in found]) for m, found in staged.raised] == [(sos.key, [AlertType.SOS])]
+
+
+def test_a_message_from_a_clock_ahead_is_heard_and_its_press_timed_by_the_gateway():
+    d = detection()
+    with d.lock:
+        [press] = d.clock_ahead(msg("w1", "sos", 1, DAY + 3_600_000), DAY)
+    assert (press.alert_type, press.at_ms) == (AlertType.SOS, DAY)
+    assert d.watches["w1"].last_seen_ms == DAY
+
+
+def test_the_clock_wrong_finding_comes_once_at_its_count_and_a_message_on_time_ends_the_episode():
+    d = detection(clock_wrong_count=2)
+    ahead = [msg("w1", "status", n, DAY + 3_600_000 + n, battery=80, worn=True) for n in range(1, 5)]
+    with d.lock:
+        found = [d.clock_ahead(m, DAY) for m in ahead]
+    assert [[f.alert_type for f in fs] for fs in found] == [[], [AlertType.DEVICE_CLOCK_WRONG], [], []]
+    d.apply(d.run([msg("w1", "status", 9, DAY, battery=80, worn=True)], DAY))
+    with d.lock:
+        d.clock_ahead(ahead[0], DAY)
+        assert [f.alert_type for f in d.clock_ahead(ahead[1], DAY)] == [AlertType.DEVICE_CLOCK_WRONG]
+
+
+def test_saved_state_is_restored_with_a_restart_grace_and_unheard_devices_are_marked():
+    d = detection(restart_grace_s=60)
+    d.apply(d.run([msg("w1", "status", 1, DAY, battery=80, worn=True)], DAY))
+    _, rows = d.take_changed()
+    again = detection(restart_grace_s=60)
+    again.restore(rows, [("w1", "watch"), ("w2", "watch")], DAY + 1000)
+    assert again.watches["w1"].last_seen_ms == DAY and again.watches["w1"].quiet_until_ms == DAY + 61_000
+    assert again.watches["w2"].heard is False
