@@ -24,6 +24,7 @@ from alerts.notifiers.base import (
 )
 from alerts.outbox import OutboxRow
 from alerts.vocabulary import AlertState, Channel, OutboxStatus, Severity
+from gateway.backoff import exponential_s, jitter_either_way
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,9 @@ SEND, RECONCILE = "send", "reconcile"
 
 
 def retry_delay_s(settings: AlertSettings, attempts: int, rand: float, retry_after_s: float | None = None) -> float:
-    """Exponential backoff with jitter; `rand` in [0, 1)."""
+    """Exponential backoff with jitter either way, and never sooner than the provider's Retry-After; `rand` in [0, 1)."""
     p = settings.retry
-    delay = min(p.max_delay_s, p.base_delay_s * 2 ** max(0, attempts - 1))
-    delay *= 1 + p.jitter * (2 * rand - 1)
+    delay = jitter_either_way(exponential_s(attempts, p.base_delay_s, p.max_delay_s), rand, p.jitter)
     return max(delay, retry_after_s or 0.0)
 
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.config import AlertSettings
 from alerts.directory import Directory, Resident
-from alerts.geo import distance_outside_m, is_night
+from alerts.fences import distance_outside_m, is_night
 from alerts.vocabulary import AlertType, Severity
 from gateway.models import (
     DeviceMessage, EquipmentSession, EquipmentTelemetry, FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus,

@@ -1,11 +1,14 @@
-"""Positions in a community: points, metre offsets, distances and walks between spots."""
+"""Positions in a community: points, metre offsets, distances and walks between spots.
+
+The geometry is gateway/geo.py's; this module gives it the simulator's `GeoPoint`.
+"""
 from __future__ import annotations
 
 import math
 import random
 from dataclasses import dataclass
 
-EARTH_RADIUS_M = 6_371_000.0
+from gateway import geo
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,24 +18,17 @@ class GeoPoint:
 
     def moved(self, east_m: float, north_m: float) -> GeoPoint:
         """The point `east_m` east and `north_m` north of this one (flat earth: fine within a few km)."""
-        dlat = math.degrees(north_m / EARTH_RADIUS_M)
-        dlon = math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians(self.lat))))
-        return GeoPoint(self.lat + dlat, self.lon + dlon)
+        return GeoPoint(*geo.moved(self.lat, self.lon, east_m, north_m))
 
 
 def distance_m(a: GeoPoint, b: GeoPoint) -> float:
     """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    dp, dl = p2 - p1, math.radians(b.lon - a.lon)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+    return geo.distance_m(a.lat, a.lon, b.lat, b.lon)
 
 
 def offset_m(origin: GeoPoint, p: GeoPoint) -> tuple[float, float]:
     """(east, north) metres from `origin` to `p`, the inverse of `GeoPoint.moved`."""
-    north = math.radians(p.lat - origin.lat) * EARTH_RADIUS_M
-    east = math.radians(p.lon - origin.lon) * EARTH_RADIUS_M * math.cos(math.radians(origin.lat))
-    return east, north
+    return geo.offset_m(origin.lat, origin.lon, p.lat, p.lon)
 
 
 def away_from(origin: GeoPoint, p: GeoPoint) -> tuple[float, float]:

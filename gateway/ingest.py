@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.backoff import Backoff
 from gateway.config import IngestSettings
 from gateway.decode import Rejection, decode
 from gateway.lineprotocol import to_line
@@ -204,16 +205,16 @@ class IngestWorker:
         return batch
 
     def _until_done(self, step: Callable[[], object], what: str):
-        delay = 0.5
+        backoff = Backoff(0.5, 30.0)
         while True:
             try:
                 return step()
             except Exception:
                 # Not acknowledged, so not lost: try the same batch again.
+                delay = backoff.next_s()
                 log.exception("%s: %s failed; retrying in %.1f s", self.name, what, delay)
                 if self._stop.wait(delay):
                     raise
-                delay = min(delay * 2, 30)
 
     def _judge_loop(self) -> None:
         while not self._stop.is_set():

@@ -13,7 +13,6 @@ import logging
 import queue
 from collections import deque
 from collections.abc import Sequence
-import random
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gateway.backoff import Backoff, jitter_down_to_half
 from gateway.config import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,6 @@ class Received:
     qos: int
     received_ms: int
     connection: int  # which connection delivered it; a mid is only valid on that one
-
-
-def backoff_delays(min_s: float, max_s: float):
-    """Exponential backoff with full jitter: 0.5x-1x of min, 2*min, 4*min ... capped at max."""
-    delay = min(min_s, max_s)
-    while True:
-        yield random.uniform(delay / 2, delay)
-        delay = min(delay * 2, max_s)
 
 
 class MqttSession:
@@ -166,11 +158,12 @@ class MqttSession:
         )
 
     def _run(self) -> None:
-        delays = backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        # Jittered so gateways that lost the same broker do not all come back at once.
+        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s, jitter=jitter_down_to_half)
         while not self._stop.is_set():
             try:
                 self._connect()
-                delays = backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+                backoff.reset()
                 while not self._stop.is_set():
                     # A short select timeout bounds how long handled
                     # messages wait for their PUBACK.
@@ -183,4 +176,4 @@ class MqttSession:
                             self.settings.port, e)
             self.connected.clear()
             if not self._stop.is_set():
-                self._stop.wait(next(delays))
+                self._stop.wait(backoff.next_s())

@@ -8,7 +8,6 @@ points in the order they arrived.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Sequence
 
@@ -16,6 +15,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
+from gateway.backoff import Backoff, jitter_down_to_half
 from gateway.config import SinkSettings
 from gateway.spool import Spool
 
@@ -88,7 +88,7 @@ class TimeSeriesSink:
         self._wake.set()
 
     def _replay_loop(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, self.settings.replay_max_backoff_s, jitter=jitter_down_to_half)
         while not self._stop.is_set():
             if not self._backlog:
                 self._wake.wait(timeout=1.0)
@@ -110,13 +110,11 @@ class TimeSeriesSink:
                     log.error("store refused spooled batch %s (HTTP %s); moving it aside", segment.name, e.status)
                     segment.rename(segment.with_suffix(".rejected"))
                     continue
-                self._stop.wait(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.settings.replay_max_backoff_s)
+                self._stop.wait(backoff.next_s())
                 continue
             except Exception:
-                self._stop.wait(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.settings.replay_max_backoff_s)
+                self._stop.wait(backoff.next_s())
                 continue
             self.spool.remove(segment)
             self.lines_written += len(lines)
-            delay = 0.5
+            backoff.reset()

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from alerts.config import AlertSettings
 from alerts.directory import parse_community
-from alerts.geo import distance_outside_m
+from alerts.fences import distance_outside_m
 from gateway.demo import OPERATOR
 
 from tests.fixtures.gateway_proc import REPO

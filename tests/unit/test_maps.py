@@ -1,27 +1,19 @@
 """Map links: WGS-84 fixes converted to GCJ-02 for Chinese maps, untouched elsewhere."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from alerts.maps import map_link, wgs84_to_gcj02
+from gateway.geo import distance_m
 
 SHANGHAI = (31.2304, 121.4737)     # People's Square, WGS-84
 LONDON = (51.5074, -0.1278)
 AMAP = "https://uri.amap.com/marker?position={lon},{lat}"
 
 
-def metres_between(a: tuple[float, float], b: tuple[float, float]) -> float:
-    (lat1, lon1), (lat2, lon2) = a, b
-    x = math.radians(lon2 - lon1) * math.cos(math.radians((lat1 + lat2) / 2))
-    y = math.radians(lat2 - lat1)
-    return 6371000 * math.hypot(x, y)
-
-
 def test_a_point_in_shanghai_moves_a_few_hundred_metres():
     moved = wgs84_to_gcj02(*SHANGHAI)
-    assert 100 < metres_between(SHANGHAI, moved) < 700
+    assert 100 < distance_m(*SHANGHAI, *moved) < 700
 
 
 def test_in_shanghai_the_shift_is_east_and_slightly_south():
