@@ -27,12 +27,12 @@ from paho.mqtt.properties import Properties
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import record  # noqa: E402
-from gateway.config import Settings  # noqa: E402
-from gateway.localservices import LocalMosquitto, LocalVictoriaMetrics  # noqa: E402
+from eldercare.settings import Settings  # noqa: E402
+from devtools.localservices import LocalMosquitto, LocalVictoriaMetrics  # noqa: E402
 from gateway.models import DeviceKind  # noqa: E402
 from gateway.runner import Gateway  # noqa: E402
 from gateway.store import OperationalStore  # noqa: E402
-from gateway.wiring import build_observer  # noqa: E402
+from eldercare.wiring import build_observer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

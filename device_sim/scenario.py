@@ -14,7 +14,7 @@
     action = "sos"
 
 The simulator plays `[[events]]` only. Two more tables are for the demo
-runner (gateway/demo.py), which plays a scenario through the whole stack:
+runner (devtools/demo.py), which plays a scenario through the whole stack:
 `[[operations]]` are what people do to the gateway at a scenario time
 (acknowledge a device's alert, restart the gateway), and `[gateway]` holds
 gateway settings the scenario needs, in the gateway's own sections

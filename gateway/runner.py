@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 
-from gateway.config import Settings
+from gateway.config import CoreSettings
 from gateway.ingest import IngestPipeline, IngestWorker
 from gateway.models import CRITICAL_STREAMS
 from gateway.edge_process import ChildProcessSession
@@ -23,7 +23,7 @@ class Gateway:
     """Critical streams (sos, fall, service_call) get their own session, inbox and worker,
     so a telemetry backlog never delays them."""
 
-    def __init__(self, settings: Settings, observer: MessageObserver | None = None) -> None:
+    def __init__(self, settings: CoreSettings, observer: MessageObserver | None = None) -> None:
         self.settings = settings
         self.topics = Topics(settings.mqtt.topic_prefix)
         self.store = OperationalStore(settings.store.path)

@@ -1,6 +1,6 @@
 """End to end: a watch's SOS through a real Mosquitto into the gateway process, out to the Twilio stand-in.
 
-The gateway runs as `python -m gateway run` so it can be killed with SIGKILL; the
+The gateway runs as `python -m eldercare run` so it can be killed with SIGKILL; the
 stand-in (Prism behind a recording proxy) counts every request that left it.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import httpx
 
-from gateway.localservices import free_port
+from devtools.localservices import free_port
 from tests.fixtures.alert_e2e import DUTY_LINE, FAMILY, WATCH, creates, query, sections, signed_post, sos, start
 from tests.fixtures.gateway_proc import wait_until
 

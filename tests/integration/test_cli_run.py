@@ -15,7 +15,7 @@ def _run(tmp_path, **env) -> subprocess.CompletedProcess:
     base = {"ELDERCARE_STORE__PATH": str(tmp_path / "gateway.db"), "ELDERCARE_ALERTS__DB_PATH": str(tmp_path / "alerts.db"),
             "ELDERCARE_ALERTS__DRY_RUN_LOG": str(tmp_path / "n.jsonl"), "ELDERCARE_MQTT__PORT": "1"}
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
-    return subprocess.run([sys.executable, "-m", "gateway", "run"], cwd=REPO, env=clean | base | env,
+    return subprocess.run([sys.executable, "-m", "eldercare", "run"], cwd=REPO, env=clean | base | env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from alerts.config import AlertSettings
 from alerts.directory import parse_community
 from alerts.fences import distance_outside_m
-from gateway.demo import OPERATOR
+from devtools.demo import OPERATOR
 
 from tests.fixtures.gateway_proc import REPO
 
@@ -20,7 +20,7 @@ DUTY_LINE, MAINTENANCE = COMMUNITY["duty"]["service_centre"], COMMUNITY["duty"][
 
 
 def _demo(work, *args: str) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-m", "gateway.demo", "--speed", "0", "--workdir", str(work), *args],
+    run = subprocess.run([sys.executable, "-m", "devtools.demo", "--speed", "0", "--workdir", str(work), *args],
                          cwd=REPO, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     return run

@@ -17,7 +17,7 @@ from alerts.config import AlertSettings
 from alerts.notifiers.base import LookupFailedError, Notification, PermanentSendError, RetryableSendError
 from alerts.notifiers.twilio import TwilioNotifier
 from alerts.service import build_alert_service
-from gateway.localservices import free_port
+from devtools.localservices import free_port
 from tests.unit.alert_support import DAY, FakeClock, msg
 
 SID = "AC" + "5f" * 16

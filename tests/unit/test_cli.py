@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from gateway.cli import main
+from eldercare.cli import main
 from gateway.store import OperationalStore
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto_passwd") is None,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.config import MIN_API_TOKEN_CHARS, ConfigError, Settings, load_settings
+from eldercare.cli import main
+from dashboards.config import MIN_API_TOKEN_CHARS
+from eldercare.settings import ConfigError, Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
 

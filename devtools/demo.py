@@ -34,7 +34,7 @@ from pathlib import Path
 from alerts.config import AlertSettings
 from device_sim.cli import run_start_ms
 from device_sim.scenario import Operation, Scenario, load_scenario
-from gateway.localservices import REPO_ROOT, LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
+from devtools.localservices import REPO_ROOT, LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 from gateway.store import OperationalStore
 
 API_TOKEN = "demo-operator-token-0123456789abcdef"   # the gateway refuses tokens shorter than 32 characters

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from alerts.directory import DirectoryError, load_directory
 from gateway.broker_accounts import acl_text, new_password, set_password
-from gateway.config import ConfigError, Settings, load_settings
+from eldercare.settings import ConfigError, Settings, load_settings
 from gateway.models import DeviceKind
 from gateway.store import OperationalStore
 
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(settings: Settings) -> int:
     from gateway.runner import Gateway
-    from gateway.wiring import WebServer, WebServerError, build_observer
+    from eldercare.wiring import WebServer, WebServerError, build_observer
 
     # Several busy threads share the GIL; a shorter switch interval lets the critical lane's
     # network thread and the dispatcher run sooner while telemetry batches are being judged.

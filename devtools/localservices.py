@@ -223,7 +223,7 @@ def settings_env(settings: dict, prefix: str = "ELDERCARE") -> dict[str, str]:
 
 
 class LocalGateway(_ChildService):
-    """`python -m gateway run` as a child process, configured through the environment."""
+    """`python -m eldercare run` as a child process, configured through the environment."""
 
     name = "gateway"
     stop_timeout_s = 20.0
@@ -235,7 +235,7 @@ class LocalGateway(_ChildService):
         self.log_file = self.workdir / f"{self.name}.log"
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "gateway", "run"]
+        return [sys.executable, "-m", "eldercare", "run"]
 
     def _env(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")} | settings_env(self.settings)

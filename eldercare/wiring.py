@@ -6,7 +6,7 @@ import threading
 import time
 
 from alerts.service import AlertService, build_alert_service
-from gateway.config import Settings
+from eldercare.settings import Settings
 
 log = logging.getLogger(__name__)
 

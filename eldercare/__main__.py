@@ -1,0 +1,5 @@
+import sys
+
+from eldercare.cli import main
+
+sys.exit(main())
