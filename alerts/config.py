@@ -10,15 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 
 from alerts.maps import Datum
 from alerts.vocabulary import Severity
+from gateway.config import SettingError
 from gateway.models import HeartRate
-
-
-class SettingError(ValueError):
-    """A check across fields that blames one of them; `setting` is its path within the section."""
-
-    def __init__(self, setting: str, reason: str) -> None:
-        super().__init__(f"{setting}: {reason}")
-        self.setting, self.reason = setting, reason
 
 
 def is_loopback_url(url: str) -> bool:
@@ -221,6 +214,11 @@ class AlertSettings(BaseModel):
             raise SettingError("public_base_url", f"{self.public_base_url} is this machine: Twilio's status callbacks "
                                                   "and press-1 could never arrive; give the URL Twilio reaches the webhooks at")
         return self
+
+    @property
+    def device_state_path(self) -> Path:
+        """Beside the alert database: devices' last-heard times and rule state, saved for the next start."""
+        return self.db_path.with_name(f"{self.db_path.stem}-devices.db")
 
     def ack_deadline_s(self, severity: Severity | str) -> float:
         deadlines = {Severity.RED: self.ack_deadline_red_s, Severity.ORANGE: self.ack_deadline_orange_s}

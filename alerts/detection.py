@@ -147,12 +147,15 @@ class Detection:
     # -- across restarts ---------------------------------------------------------------
 
     def take_changed(self) -> tuple[set[str], list[tuple[str, str, str]]]:
-        """The devices changed since the last save and their (device_id, kind, state as JSON) rows."""
+        """The devices changed since the last save and their (device_id, kind, state as JSON) rows.
+
+        Only the swap happens under the lock: states are immutable, so they are serialised after it
+        is released and an SOS never waits for thousands of devices to be written out."""
         with self.lock:
             dirty, self._dirty = self._dirty, set()
-            rows = [(d, DeviceKind.WATCH.value, orjson.dumps(self.watches[d]).decode()) if d in self.watches
-                    else (d, DeviceKind.EQUIPMENT.value, orjson.dumps(self.equipment[d]).decode()) for d in dirty]
-        return dirty, rows
+            states = [(d, DeviceKind.WATCH.value, self.watches[d]) if d in self.watches
+                      else (d, DeviceKind.EQUIPMENT.value, self.equipment[d]) for d in dirty]
+        return dirty, [(d, kind, orjson.dumps(state).decode()) for d, kind, state in states]
 
     def not_saved(self, dirty: set[str]) -> None:
         """The save of these devices failed: they are saved next time."""

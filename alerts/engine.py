@@ -21,7 +21,7 @@ from alerts.outbox import Outbox, OutboxRow
 from alerts.detection import Detection
 from alerts.rules import Finding
 from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, Severity
-from alerts.store import AlertStore, Database
+from alerts.store import AlertStore, Database, DeviceStateStore
 from gateway.models import DeviceMessage
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,13 @@ class AlertEngine:
     """Raises, escalates and closes alerts, each change one transaction whose events listeners hear after
     commit; the rules themselves run in `detection`."""
 
-    def __init__(self, settings: AlertSettings, directory: Directory, db: Database) -> None:
+    def __init__(self, settings: AlertSettings, directory: Directory, db: Database,
+                 device_states: DeviceStateStore | None = None) -> None:
         self.settings = settings
         self.directory = directory
         self.db = db
         self.alerts = AlertStore(db)
+        self.device_states = device_states or DeviceStateStore(settings.device_state_path)
         self.outbox = Outbox(db)
         self.detection = Detection(settings, directory)
         self.listeners: list[Listener] = []
@@ -214,7 +216,7 @@ class AlertEngine:
         """Save the rule state of devices heard since the last save; returns how many."""
         dirty, rows = self.detection.take_changed()
         try:
-            self.alerts.save_device_states(rows, now_ms)
+            self.device_states.save(rows, now_ms)
         except BaseException:
             self.detection.not_saved(dirty)
             raise
@@ -222,7 +224,7 @@ class AlertEngine:
 
     def restore(self, registered: Iterable[tuple[str, str]], now_ms: int) -> None:
         """Rule state as saved before the last stop; every other registered device starts 'never heard'."""
-        self.detection.restore(self.alerts.device_states(), registered, now_ms)
+        self.detection.restore(self.device_states.load(), registered, now_ms)
         log.info("alert rules: state of %d watches and %d machines restored",
                  len(self.detection.watches), len(self.detection.equipment))
 

@@ -123,6 +123,7 @@ class AlertService:
     def close(self) -> None:
         self.stop()
         self.engine.db.close()
+        self.engine.device_states.close()
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.settings.tick_interval_s):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, replace
 from pathlib import Path
@@ -30,9 +30,7 @@ CREATE TABLE IF NOT EXISTS processed (
     device_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL, at_ms INTEGER NOT NULL,
     PRIMARY KEY (device_id, ts, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS processed_by_age ON processed(at_ms);
--- What the silence rules need to survive a restart: when each device was last heard and how often it reports.
-CREATE TABLE IF NOT EXISTS device_state (
-    device_id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, alert_id INTEGER NOT NULL REFERENCES alerts(id), step TEXT NOT NULL,
     recipient TEXT NOT NULL, channel TEXT NOT NULL, language TEXT NOT NULL, text TEXT NOT NULL,
@@ -135,15 +133,6 @@ class AlertStore:
         with self.db.transaction() as c:
             c.executemany("INSERT OR IGNORE INTO processed VALUES (?,?,?,?)", [(*k, now_ms) for k in keys])
 
-    def save_device_states(self, states: Iterable[tuple[str, str, str]], now_ms: int) -> None:
-        """(device_id, kind, state as JSON) of devices whose rule state changed since the last save."""
-        with self.db.transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO device_state VALUES (?,?,?,?)", [(*s, now_ms) for s in states])
-
-    def device_states(self) -> list[tuple[str, str, str]]:
-        with self.db.transaction() as c:
-            return c.execute("SELECT device_id, kind, state FROM device_state").fetchall()
-
     def prune(self, now_ms: int, processed_window_ms: int, audit_window_ms: int) -> dict[str, int]:
         """Forget processed keys past their window, and resolved alerts (with their events and notifications)
         whose last change is older than the audit window; returns rows removed per table."""
@@ -199,3 +188,42 @@ class AlertStore:
         with self.db.transaction() as c:
             rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts {where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_alert(r) for r in rows]
+
+
+class DeviceStateStore:
+    """What the silence rules need to survive a restart (when each device was last heard, how often it
+    reports), in a file of its own.
+
+    Saving thousands of devices every few seconds must never hold the alert database's lock, which an
+    SOS needs; and losing the last save to a power cut only makes silence judged from a few seconds
+    earlier, so this file is written without an fsync per commit (WAL, synchronous NORMAL).
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS device_state (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+                          " state TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID")
+        self.lock = threading.Lock()
+
+    def save(self, states: Sequence[tuple[str, str, str]], now_ms: int) -> None:
+        """(device_id, kind, state as JSON) of devices whose rule state changed since the last save."""
+        with self.lock:
+            self.conn.execute("BEGIN")
+            try:
+                self.conn.executemany("INSERT OR REPLACE INTO device_state VALUES (?,?,?,?)", [(*s, now_ms) for s in states])
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def load(self) -> list[tuple[str, str, str]]:
+        with self.lock:
+            return self.conn.execute("SELECT device_id, kind, state FROM device_state").fetchall()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()

@@ -1,7 +1,7 @@
 """SOS latency: from a watch's SOS publish to the moment the call request reaches Twilio, under telemetry load.
 
 Real parts on loopback: Mosquitto, VictoriaMetrics, the gateway as its own
-process (`python -m gateway run`, alert engine and dispatcher inside), and the
+process (`python -m eldercare run`, alert engine and dispatcher inside), and the
 Twilio stand-in (Prism behind a recording proxy, which stamps each request as it
 arrives: that is when the request has left the gateway). Background telemetry
 from the load-mode simulator runs at a share (default 80 %) of the measured
@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import BENCHMARKS, record  # noqa: E402
 from device_sim.load import run_load  # noqa: E402
-from gateway.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port  # noqa: E402
+from devtools.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port  # noqa: E402
 from gateway.models import DeviceKind  # noqa: E402
 from gateway.store import OperationalStore  # noqa: E402
-from tests.fixtures.twilio_standin import TwilioStandIn, find_spec  # noqa: E402
+from devtools.twilio_standin import TwilioStandIn, find_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DUTY_LINE = "+15555550100"
@@ -56,11 +56,19 @@ def gateway_settings(work: Path, broker, tsdb, twilio_url: str) -> dict:
         "sink": {"url": tsdb.url, "spool_dir": work / "spool"},
         "store": {"path": work / "gateway.db"},
         "ingest": {"auto_register": True},
+        # Every press opens its own red alert; no escalation step may fall due while the presses go on.
         "alerts": {"db_path": work / "alerts.db", "community_file": REPO / "examples" / "community.toml",
+                   "ack_deadline_red_s": 3600,
                    "twilio": {"account_sid": "AC" + "0123456789abcdef" * 2, "auth_token": "bench-token",
                               "from_number": "+15555550199", "api_base_url": twilio_url}},
         "web": {"port": free_port()},
     }
+
+
+def _call_for(requests, watch: str):
+    """The duty-line call for this watch's alert among the requests, if it has arrived."""
+    return next((r for r in requests if r.path.endswith("/Calls.json") and r.field("To") == DUTY_LINE
+                 and watch in (r.field("Twiml") or "")), None)
 
 
 def press_sos(broker, standin, presses: int) -> list[float]:
@@ -78,12 +86,10 @@ def press_sos(broker, standin, presses: int) -> list[float]:
             sent_at = time.time()
             client.publish(f"eldercare/watch/sos-{n:05d}/sos", body, qos=1)
             deadline = time.monotonic() + 15
-            while len(standin.requests) <= seen:
+            while (req := _call_for(standin.requests[seen:], f"sos-{n:05d}")) is None:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"press {n}: no call request within 15 s")
                 time.sleep(0.001)
-            req = standin.requests[seen]
-            assert req.path.endswith("/Calls.json") and req.field("To") == DUTY_LINE, req
             latencies.append((req.received_at - sent_at) * 1000)
             time.sleep(0.05)  # presses are independent events, not a burst
     finally:
@@ -106,7 +112,7 @@ def main() -> None:
     rate = ceiling * args.load_share
     spec = find_spec()
     if spec is None:
-        raise SystemExit("Twilio OpenAPI spec not found (see tests/fixtures/twilio_standin.py)")
+        raise SystemExit("Twilio OpenAPI spec not found (see devtools/twilio_standin.py)")
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from gateway.localservices import free_port
+from devtools.localservices import free_port
+from alerts.config import AlertSettings
 from gateway.store import OperationalStore
 from tests.fixtures.alert_e2e import DUTY_LINE, WATCH, creates, query, sections, signed_post, sos, start
 from tests.fixtures.gateway_proc import register, wait_until
@@ -76,7 +77,8 @@ def test_a_watch_silent_across_a_kill_9_and_one_never_heard_are_both_reported(ga
     gateway, watch = start(gateway_process, mosquitto, sections(twilio_standin.base_url, web_port, **quick))
     watch.publish(f"eldercare/watch/{WATCH}/status", {"ts": int(time.time() * 1000), "seq": 1, "battery": 80, "worn": True})
     watch.wait_all()
-    wait_until(lambda: query(gateway, "SELECT device_id FROM device_state") == [(WATCH,)], 10,
+    states = str(AlertSettings(db_path=gateway.settings["alerts"]["db_path"]).device_state_path)
+    wait_until(lambda: query(gateway, "SELECT device_id FROM device_state", db_file=states) == [(WATCH,)], 10,
                "the watch's last-heard time to be saved")
     gateway.kill9()
     assert query(gateway, "SELECT 1 FROM alerts") == []
