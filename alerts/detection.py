@@ -19,8 +19,16 @@ import orjson
 from alerts.config import AlertSettings
 from alerts.directory import Directory
 from alerts.rules import (
-    WATCH_DETECTORS, EquipmentState, Finding, RuleContext, WatchState, detect_button, detect_equipment, equipment_tick,
-    watch_seen, watch_tick,
+    WATCH_DETECTORS,
+    EquipmentState,
+    Finding,
+    RuleContext,
+    WatchState,
+    detect_button,
+    detect_equipment,
+    equipment_tick,
+    watch_seen,
+    watch_tick,
 )
 from alerts.vocabulary import AlertType
 from gateway.models import DeviceKind, DeviceMessage

@@ -120,7 +120,7 @@ class DirectoryError(ValueError):
 class Directory:
     """Lookups over a validated community."""
 
-    __slots__ = ("community", "_by_id", "_by_watch", "_equipment")
+    __slots__ = ("_by_id", "_by_watch", "_equipment", "community")
 
     def __init__(self, community: Community) -> None:
         self.community = community

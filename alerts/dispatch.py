@@ -16,11 +16,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from alerts import reconcile
-from alerts.notifiers import twilio
 from alerts.config import AlertSettings
 from alerts.engine import AlertEngine
+from alerts.notifiers import twilio
 from alerts.notifiers.base import (
-    LookupFailedError, Notification, Notifier, PermanentSendError, RetryableSendError, UnknownOutcomeError,
+    LookupFailedError,
+    Notification,
+    Notifier,
+    PermanentSendError,
+    RetryableSendError,
+    UnknownOutcomeError,
 )
 from alerts.outbox import OutboxRow
 from alerts.vocabulary import AlertState, Channel, OutboxStatus, Severity

@@ -14,14 +14,14 @@ from dataclasses import replace
 
 from alerts import escalation, lifecycle, wording
 from alerts.config import AlertSettings
+from alerts.detection import Detection
 from alerts.directory import Directory, Resident
 from alerts.lifecycle import Alert, AlertEvent
 from alerts.notifiers import twilio
 from alerts.outbox import Outbox, OutboxRow
-from alerts.detection import Detection
 from alerts.rules import Finding
-from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, Severity
 from alerts.store import AlertStore, Database, DeviceStateStore
+from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, Severity
 from gateway.models import DeviceMessage
 
 log = logging.getLogger(__name__)

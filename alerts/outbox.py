@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from alerts.store import Database
 from alerts.vocabulary import Channel, OutboxStatus, Severity
 
-
 _COLS = "id, alert_id, step, recipient, channel, language, text, status, attempts, due_ms, provider_id, delivery, last_error"
 _O_COLS = ", ".join(f"o.{c.strip()}" for c in _COLS.split(","))  # the same, qualified, for joins
 

@@ -16,9 +16,16 @@ from alerts.directory import Directory, Resident
 from alerts.fences import distance_outside_m, is_night
 from alerts.vocabulary import AlertType, Severity
 from gateway.models import (
-    DeviceMessage, EquipmentSession, EquipmentTelemetry, FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus,
+    DeviceMessage,
+    EquipmentSession,
+    EquipmentTelemetry,
+    FallDetected,
+    Health,
+    Location,
+    ServiceCall,
+    SosPressed,
+    WatchStatus,
 )
-
 
 # Gaps longer than this are an outage (watch off, out of reach), not the device's reporting cadence.
 _CADENCE_GAP_MAX_MS = 6 * 3_600_000

@@ -26,13 +26,13 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import record  # noqa: E402
-from eldercare.settings import Settings  # noqa: E402
-from devtools.localservices import LocalMosquitto, LocalVictoriaMetrics  # noqa: E402
-from gateway.models import DeviceKind  # noqa: E402
-from gateway.runner import Gateway  # noqa: E402
-from gateway.store import OperationalStore  # noqa: E402
-from eldercare.wiring import build_observer  # noqa: E402
+from bench.report import record
+from devtools.localservices import LocalMosquitto, LocalVictoriaMetrics
+from eldercare.settings import Settings
+from eldercare.wiring import build_observer
+from gateway.models import DeviceKind
+from gateway.runner import Gateway
+from gateway.store import OperationalStore
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -26,12 +26,12 @@ import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import BENCHMARKS, record  # noqa: E402
-from device_sim.load import run_load  # noqa: E402
-from devtools.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port  # noqa: E402
-from gateway.models import DeviceKind  # noqa: E402
-from gateway.store import OperationalStore  # noqa: E402
-from devtools.twilio_standin import TwilioStandIn, find_spec  # noqa: E402
+from bench.report import BENCHMARKS, record
+from device_sim.load import run_load
+from devtools.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
+from devtools.twilio_standin import TwilioStandIn, find_spec
+from gateway.models import DeviceKind
+from gateway.store import OperationalStore
 
 REPO = Path(__file__).resolve().parent.parent
 DUTY_LINE = "+15555550100"

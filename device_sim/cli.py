@@ -9,10 +9,9 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from gateway.broker_accounts import SIMULATOR_USER, Credentials
-
 from device_sim.scenario import ScenarioError, load_scenario, parse_duration, scenario_names
 from device_sim.stream import generate, window
+from gateway.broker_accounts import SIMULATOR_USER, Credentials
 
 DUMP_START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z: a fixed start keeps dumps comparable
 _PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}

@@ -6,10 +6,9 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gateway.models import EquipmentSession, EquipmentTelemetry, EquipmentType
-
 from device_sim.reading import Reading, hour_of_day
 from device_sim.scenario import Event, Scenario
+from gateway.models import EquipmentSession, EquipmentTelemetry, EquipmentType
 
 HUMAN_EFFICIENCY = 0.2  # mechanical work out per metabolic energy in
 KCAL_J = 4184

@@ -17,11 +17,10 @@ from typing import TextIO
 
 import paho.mqtt.client as mqtt
 
+from device_sim.publisher import AckCounter, PublishReport, connect
 from gateway.broker_accounts import Credentials
 from gateway.models import DeviceKind, Health, Location, WatchStatus
 from gateway.topics import DEFAULT_PREFIX, Topics
-
-from device_sim.publisher import AckCounter, PublishReport, connect
 
 TICK_S = 0.005
 ACK_TIMEOUT_S = 60.0

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from device_sim.stream import Emitted
 from gateway.broker_accounts import Credentials
 from gateway.topics import Topics
-
-from device_sim.stream import Emitted
 
 CONNECT_TIMEOUT_S = 10.0
 ACK_TIMEOUT_S = 60.0

@@ -31,10 +31,9 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.models import DeviceId, DeviceKind, EquipmentType
-
 from device_sim.geo import Community, GeoPoint
 from device_sim.malformed import MALFORMED_KINDS
+from gateway.models import DeviceId, DeviceKind, EquipmentType
 
 WATCH_ACTIONS = frozenset({"sos", "fall", "service_call", "wander", "battery_low", "remove_watch", "lbs_drift"})
 EQUIPMENT_ACTIONS = frozenset({"overexert"})

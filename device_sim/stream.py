@@ -12,15 +12,14 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from gateway.models import DeviceKind
-from gateway.topics import DEFAULT_PREFIX, Topics
-
 from device_sim.equipment import machine_readings
 from device_sim.malformed import malformed_payload
 from device_sim.reading import Reading
 from device_sim.routine import community_places
 from device_sim.scenario import ANY_DEVICE_ACTIONS, Event, Scenario
 from device_sim.wearer import WearerSim
+from gateway.models import DeviceKind
+from gateway.topics import DEFAULT_PREFIX, Topics
 
 QOS = 1
 _REPLAYABLE = 32  # how far back an out-of-order redelivery can reach

@@ -5,12 +5,11 @@ import math
 import random
 from collections.abc import Iterator
 
-from gateway.models import FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus
-
 from device_sim.geo import GeoPoint, away_from, noisy_fix
 from device_sim.reading import DAY_MS, Reading
 from device_sim.routine import Activity, Places, Segment, position_at, timeline, wearer_profile, with_wandering
 from device_sim.scenario import Event, Scenario
+from gateway.models import FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus
 
 DRAIN_PER_H = 2.1  # about two days from full
 CHARGE_PER_H = 35.0

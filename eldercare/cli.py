@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from alerts.directory import DirectoryError, load_directory
-from gateway.broker_accounts import acl_text, new_password, set_password
 from eldercare.settings import ConfigError, Settings, load_settings
+from gateway.broker_accounts import acl_text, new_password, set_password
 from gateway.models import DeviceKind
 from gateway.store import OperationalStore
 
@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings) -> int:
-    from gateway.runner import Gateway
     from eldercare.wiring import WebServer, WebServerError, build_observer
+    from gateway.runner import Gateway
 
     # Several busy threads share the GIL; a shorter switch interval lets the critical lane's
     # network thread and the dispatcher run sooner while telemetry batches are being judged.

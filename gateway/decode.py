@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from gateway.models import STREAMS, DeviceMessage
-from gateway.topics import Topics, TopicError
+from gateway.topics import TopicError, Topics
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024
 

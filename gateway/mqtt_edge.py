@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections import deque
-from collections.abc import Sequence
 import socket
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson

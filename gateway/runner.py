@@ -7,9 +7,9 @@ import threading
 import time
 
 from gateway.config import CoreSettings
+from gateway.edge_process import ChildProcessSession
 from gateway.ingest import IngestPipeline, IngestWorker
 from gateway.models import CRITICAL_STREAMS
-from gateway.edge_process import ChildProcessSession
 from gateway.mqtt_edge import MqttSession
 from gateway.observer import MessageObserver
 from gateway.sink import TimeSeriesSink

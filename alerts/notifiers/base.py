@@ -3,7 +3,7 @@ what the provider's own records say about an attempt whose outcome is unknown.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from alerts.vocabulary import Channel
 

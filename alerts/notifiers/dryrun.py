@@ -7,13 +7,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alerts.notifiers.base import Notification, ProviderListing, ProviderRecord, SendReceipt
 from alerts.notifiers.twilio import voice_twiml
 from alerts.vocabulary import Channel
-
 
 _KEEP_IN_MEMORY = 10_000   # recent sends kept for find() without a log, and for tests; older ones are in the log
 
@@ -31,7 +30,7 @@ class DryRunNotifier:
 
     def record(self, n: Notification) -> dict:
         """The JSON line for one send; a call carries the exact TwiML Twilio would have been given."""
-        entry = {"time": datetime.fromtimestamp(self.clock(), timezone.utc).isoformat(timespec="milliseconds"),
+        entry = {"time": datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds"),
                  "attempt_id": n.attempt_id, "channel": n.channel, "to": n.to, "language": n.language, "text": n.text}
         if n.channel == Channel.VOICE:
             entry["twiml"] = voice_twiml(n.text, n.language, n.gather_action_url)
@@ -54,7 +53,7 @@ class DryRunNotifier:
         with self._lock:
             if not self.log_path.exists():
                 return 0
-            cutoff = datetime.fromtimestamp(older_than_ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+            cutoff = datetime.fromtimestamp(older_than_ms / 1000, UTC).isoformat(timespec="milliseconds")
             with self.log_path.open(encoding="utf-8") as f:
                 lines = f.readlines()
             kept = [line for line in lines if json.loads(line)["time"] >= cutoff]  # ISO UTC times sort as text

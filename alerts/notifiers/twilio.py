@@ -22,8 +22,14 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from alerts.notifiers.base import (
-    LookupFailedError, Notification, PermanentSendError, ProviderListing, ProviderRecord, RetryableSendError,
-    SendReceipt, UnknownOutcomeError,
+    LookupFailedError,
+    Notification,
+    PermanentSendError,
+    ProviderListing,
+    ProviderRecord,
+    RetryableSendError,
+    SendReceipt,
+    UnknownOutcomeError,
 )
 from alerts.vocabulary import Channel
 from alerts.wording import no_input_goodbye, press_one_prompt, say_language

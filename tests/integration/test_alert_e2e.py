@@ -16,6 +16,7 @@ from devtools.localservices import free_port
 from tests.fixtures.alert_e2e import DUTY_LINE, FAMILY, WATCH, creates, query, sections, signed_post, sos, start
 from tests.fixtures.gateway_proc import wait_until
 
+
 def test_sos_rings_the_duty_line_once_and_press_1_stops_the_escalation(gateway_process, mosquitto, twilio_standin):
     web_port = free_port()
     gateway, watch = start(gateway_process, mosquitto, sections(twilio_standin.base_url, web_port))

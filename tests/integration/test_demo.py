@@ -12,7 +12,6 @@ from alerts.config import AlertSettings
 from alerts.directory import parse_community
 from alerts.fences import distance_outside_m
 from devtools.demo import OPERATOR
-
 from tests.fixtures.gateway_proc import REPO
 
 COMMUNITY = tomllib.loads((REPO / "examples" / "community.toml").read_text(encoding="utf-8"))

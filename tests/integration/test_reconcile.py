@@ -10,7 +10,7 @@ ours, built here from the spec file at run time.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -49,7 +49,7 @@ def list_example(resource: str) -> dict:
 
 
 def rfc2822(ms: int) -> str:
-    return format_datetime(datetime.fromtimestamp(ms / 1000, timezone.utc))
+    return format_datetime(datetime.fromtimestamp(ms / 1000, UTC))
 
 
 def call_list(*calls: dict) -> dict:

@@ -6,14 +6,12 @@ import threading
 import time
 from collections import Counter
 
-
-from tests.fixtures.gateway_proc import connected_client, wait_until
-
 from device_sim.cli import main as device_sim
 from device_sim.load import run_load
 from device_sim.publisher import AckCounter, connect, publish_stream
 from device_sim.scenario import parse_scenario
 from device_sim.stream import generate
+from tests.fixtures.gateway_proc import connected_client, wait_until
 
 SCENARIO_TEXT = """
 duration = "10m"

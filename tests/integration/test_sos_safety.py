@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from devtools.localservices import free_port
 from alerts.config import AlertSettings
+from devtools.localservices import free_port
 from gateway.store import OperationalStore
 from tests.fixtures.alert_e2e import DUTY_LINE, WATCH, creates, query, sections, signed_post, sos, start
 from tests.fixtures.gateway_proc import register, wait_until

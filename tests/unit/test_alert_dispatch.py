@@ -6,7 +6,12 @@ import threading
 from alerts.config import AlertSettings, RetryPolicy
 from alerts.dispatch import retry_delay_s
 from alerts.notifiers.base import (
-    LookupFailedError, PermanentSendError, ProviderListing, ProviderRecord, RetryableSendError, UnknownOutcomeError,
+    LookupFailedError,
+    PermanentSendError,
+    ProviderListing,
+    ProviderRecord,
+    RetryableSendError,
+    UnknownOutcomeError,
 )
 from tests.unit.alert_support import COMMUNITY, DAY, DUTY, FakeClock, FakeNotifier, make_service, msg
 

@@ -8,8 +8,18 @@ import pytest
 from alerts.config import AlertSettings
 from alerts.directory import parse_community
 from alerts.rules import (
-    EquipmentState, RuleContext, WatchState, detect_battery_low, detect_button, detect_equipment, detect_geofence_exit,
-    detect_heart_rate, detect_spo2_low, equipment_tick, watch_seen, watch_tick,
+    EquipmentState,
+    RuleContext,
+    WatchState,
+    detect_battery_low,
+    detect_button,
+    detect_equipment,
+    detect_geofence_exit,
+    detect_heart_rate,
+    detect_spo2_low,
+    equipment_tick,
+    watch_seen,
+    watch_tick,
 )
 from tests.unit.alert_support import COMMUNITY, DAY, INSIDE, NIGHT, OUTSIDE, local_ms, msg
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eldercare.cli import main
 from dashboards.config import MIN_API_TOKEN_CHARS
+from eldercare.cli import main
 from eldercare.settings import ConfigError, Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"

@@ -6,7 +6,13 @@ import math
 import pytest
 
 from gateway.geo import (
-    EARTH_RADIUS_M, distance_m, edge_distance_m, in_polygon, moved, offset_m, segment_distance_m,
+    EARTH_RADIUS_M,
+    distance_m,
+    edge_distance_m,
+    in_polygon,
+    moved,
+    offset_m,
+    segment_distance_m,
 )
 
 SHANGHAI = (31.2304, 121.4737)

@@ -17,7 +17,12 @@ from requests.adapters import BaseAdapter
 
 from alerts.config import AlertSettings, TwilioSettings
 from alerts.notifiers.base import (
-    LookupFailedError, Notification, PermanentSendError, ProviderRecord, RetryableSendError, UnknownOutcomeError,
+    LookupFailedError,
+    Notification,
+    PermanentSendError,
+    ProviderRecord,
+    RetryableSendError,
+    UnknownOutcomeError,
 )
 from alerts.notifiers.dryrun import DryRunNotifier
 from alerts.notifiers.factory import build_notifier

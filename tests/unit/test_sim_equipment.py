@@ -7,12 +7,11 @@ import json
 
 import pytest
 
-from gateway.models import EquipmentType
-
 from device_sim.equipment import MACHINES, WEIGHT_KG
 from device_sim.reading import hour_of_day
 from device_sim.scenario import load_scenario, parse_scenario
 from device_sim.stream import generate
+from gateway.models import EquipmentType
 
 START_MS = 1_767_225_600_000
 A_DAY = parse_scenario('duration = "24h"\nstart_time = "00:00"\n[fleet]\n'
@@ -91,7 +90,7 @@ def test_the_rower_is_harder_work_than_the_waist_twister():
 
 def test_heart_rate_stays_physiological_in_ordinary_sessions():
     rates = [b["heart_rate"] for sessions in _day().values() for s in sessions for _, b in s[1:-1]]
-    assert 50 <= min(rates) and max(rates) <= 220 - 60
+    assert min(rates) >= 50 and max(rates) <= 220 - 60
 
 
 def test_nobody_exercises_late_at_night_and_mornings_are_busier_than_midday():

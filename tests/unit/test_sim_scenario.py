@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.models import EquipmentType
-
 from device_sim.scenario import ScenarioError, load_scenario, parse_duration, parse_scenario, scenario_names
+from gateway.models import EquipmentType
 
 MINIMAL = """
 duration = "10m"

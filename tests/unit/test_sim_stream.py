@@ -6,13 +6,12 @@ import json
 
 import pytest
 
-from gateway.decode import Rejection, decode
-from gateway.models import DeviceMessage
-from gateway.topics import Topics
-
 from device_sim.malformed import MALFORMED_KINDS, malformed_payload
 from device_sim.scenario import load_scenario, parse_scenario, scenario_names
 from device_sim.stream import generate, window
+from gateway.decode import Rejection, decode
+from gateway.models import DeviceMessage
+from gateway.topics import Topics
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
 TOPICS = Topics()

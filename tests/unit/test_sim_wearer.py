@@ -4,13 +4,12 @@ from __future__ import annotations
 import itertools
 import json
 
-from gateway.models import Health
-
 from device_sim.geo import GeoPoint, distance_m
 from device_sim.routine import Activity, community_places, position_at
 from device_sim.scenario import load_scenario, parse_scenario
 from device_sim.stream import generate
 from device_sim.wearer import WearerSim
+from gateway.models import Health
 
 START_MS = 1_767_225_600_000
 TWO_DAYS = parse_scenario('duration = "48h"\nstart_time = "00:00"\n[fleet]\nwatches = 4\n')

@@ -9,7 +9,14 @@ import pytest
 from alerts.maps import wgs84_to_gcj02
 from alerts.vocabulary import AlertType
 from alerts.wording import (
-    ALERT_NAMES, alert_name, alert_sms, call_text, follow_up_sms, no_input_goodbye, press_one_prompt, say_language,
+    ALERT_NAMES,
+    alert_name,
+    alert_sms,
+    call_text,
+    follow_up_sms,
+    no_input_goodbye,
+    press_one_prompt,
+    say_language,
     wording_language,
 )
 
