@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-HEADER = "# Benchmarks\n\nEach section is rewritten by the command shown in it. Figures vary by ±30 % between runs on a shared 2-core machine.\n"
+HEADER = ("# Benchmarks\n\nEach section is rewritten by the command shown in it. "
+          "Figures vary by ±30 % between runs on a shared 2-core machine.\n")
 
 
 def _machine() -> str:
@@ -28,7 +29,8 @@ def record(section: str, command: str, rows: list[tuple[str, str]], notes: str =
     body = (
         f"## {section}\n\n"
         f"Command: `{command}`  \n"
-        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {_machine()}; broker, store and load on the same machine.\n\n"
+        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {_machine()}; "
+        "broker, store and load on the same machine.\n\n"
         f"{table}\n" + (f"\n{notes.strip()}\n" if notes.strip() else "") + "\n"
     )
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER

@@ -13,7 +13,8 @@ class WebSettings(BaseModel):
     host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (put a TLS reverse proxy in front for Twilio)")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
     api_token: SecretStr = Field(
-        SecretStr(""), description=f"Bearer token for the operator API, at least {MIN_API_TOKEN_CHARS} characters; empty keeps it closed",
+        SecretStr(""),
+        description=f"Bearer token for the operator API, at least {MIN_API_TOKEN_CHARS} characters; empty keeps it closed",
     )
 
     @field_validator("api_token")

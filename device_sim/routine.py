@@ -77,8 +77,8 @@ class _Planner:
     def __init__(self, t_ms: int, pos: GeoPoint) -> None:
         self.t, self.pos, self.segments = t_ms, pos, []
 
-    def stay(self, until_ms: int, activity: Activity, on_charger: bool = False) -> None:
-        until_ms = round(until_ms)
+    def stay(self, until_ms: float, activity: Activity, on_charger: bool = False) -> None:
+        until_ms = round(until_ms)   # routines are drawn in float minutes; segments are whole ms
         if until_ms > self.t:
             self.segments.append(Segment(self.t, until_ms, activity, (Leg(self.pos, self.pos, self.t, until_ms),),
                                          on_charger))

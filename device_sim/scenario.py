@@ -27,6 +27,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
@@ -259,7 +260,7 @@ def _operations(raw_ops: object, kinds: dict[str, DeviceKind], duration_s: float
     if not isinstance(raw_ops, list):
         raise ScenarioError("operations must be an array of tables ([[operations]])")
     ops = sorted((_operation(i, raw, kinds, duration_s) for i, raw in enumerate(raw_ops)), key=lambda o: o.at_s)
-    for before, after in zip(ops, ops[1:]):
+    for before, after in pairwise(ops):
         if after.at_s < before.at_s + before.down_s:
             raise ScenarioError(f"operations: {after.action!r} at {after.at_s:g} s falls while the gateway is down "
                                 f"({before.at_s:g} s + {before.down_s:g} s)")

@@ -83,14 +83,20 @@ class WearerSim:
         if any(t0 <= t_ms < t1 for t0, t1 in self.cell_only):
             return self._cell_fix(taken_off or seg.at(t_ms))
         outdoors = seg.activity in _OUTDOORS and taken_off is None and not seg.on_charger
-        roll, source, acc_range = self.rng.random(), "lbs", (300, 1500)
-        for source, share, acc_range in _FIXES[outdoors]:
-            if roll < share:
-                break
-            roll -= share
+        source, acc_range = self._fix_source(self.rng.random(), outdoors)
         accuracy = round(self.rng.uniform(*acc_range), 1)
         where = noisy_fix(self.rng, taken_off or seg.at(t_ms), accuracy)
         return {"lat": round(where.lat, 6), "lon": round(where.lon, 6), "accuracy_m": accuracy, "source": source}
+
+    @staticmethod
+    def _fix_source(roll: float, outdoors: bool) -> tuple[str, tuple[float, float]]:
+        """Which positioning a fix came from, and its accuracy range, for a roll in [0, 1)."""
+        fixes = _FIXES[outdoors]
+        for source, share, acc_range in fixes:
+            if roll < share:
+                return source, acc_range
+            roll -= share
+        return fixes[-1][0], fixes[-1][2]   # shares that sum to a hair under 1: the last kind
 
     def _cell_fix(self, true: GeoPoint) -> dict:
         """An LBS fix drifted away from the community centre (the worst case for a geofence), its

@@ -77,9 +77,8 @@ class _ChildService:
         raise NotImplementedError
 
     def start(self) -> None:
-        log = open(self.workdir / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.workdir / f"{self.name}.log", "ab") as log:
+            self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, self.proc, what=self.name)
 
     stop_timeout_s = 10.0
@@ -165,8 +164,8 @@ class LocalMosquitto(_ChildService):
         while time.monotonic() < deadline:
             probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{creds.username}"[:64])
             probe.username_pw_set(creds.username, creds.password)
-            accepted = []
-            probe.on_connect = lambda c, u, f, rc, p: accepted.append(not rc.is_failure)
+            accepted: list[bool] = []
+            probe.on_connect = lambda c, u, f, rc, p, accepted=accepted: accepted.append(not rc.is_failure)
             try:
                 probe.connect(self.host, self.port)
                 while not accepted and time.monotonic() < deadline:

@@ -122,7 +122,8 @@ def test_night_hours_wrap_past_midnight(hour, night):
 
 
 def test_polygon_geofence():
-    poly = {**COMMUNITY["residents"][0], "geofence": {"shape": "polygon", "points": [[31.0, 121.0], [31.0, 122.0], [32.0, 122.0]]}}
+    triangle = [[31.0, 121.0], [31.0, 122.0], [32.0, 122.0]]
+    poly = {**COMMUNITY["residents"][0], "geofence": {"shape": "polygon", "points": triangle}}
     resident = parse_community({**COMMUNITY, "residents": [poly]}).wearer("w1")
     inside = msg("w1", "location", 1, DAY, lat=31.2, lon=121.9, accuracy_m=5)
     state, _ = run(detect_geofence_exit, [inside], resident=resident)

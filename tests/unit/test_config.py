@@ -291,11 +291,11 @@ def test_a_list_in_an_environment_variable_that_is_not_json_is_refused_in_one_li
 
 def test_a_silence_floor_above_its_ceiling_is_refused_naming_the_floor(tmp_path):
     path = write(tmp_path, "[alerts]\nwatch_silent_min_s = 4000\nwatch_silent_max_s = 3600\n")
-    with pytest.raises(ConfigError, match="alerts.watch_silent_min_s: must not exceed watch_silent_max_s"):
+    with pytest.raises(ConfigError, match=r"alerts\.watch_silent_min_s: must not exceed watch_silent_max_s"):
         load_settings(path)
 
 
 def test_an_outcome_window_shorter_than_the_reconcile_pause_is_refused(tmp_path):
     path = write(tmp_path, "[alerts]\nreconcile_after_s = 60\nunknown_outcome_window_s = 30\n")
-    with pytest.raises(ConfigError, match="alerts.unknown_outcome_window_s: must exceed reconcile_after_s"):
+    with pytest.raises(ConfigError, match=r"alerts\.unknown_outcome_window_s: must exceed reconcile_after_s"):
         load_settings(path)

@@ -39,7 +39,7 @@ def test_duplicate_watch_is_refused():
 
 
 def test_missing_file_is_a_directory_error(tmp_path):
-    with pytest.raises(DirectoryError, match="nope.toml"):
+    with pytest.raises(DirectoryError, match=r"nope\.toml"):
         load_directory(tmp_path / "nope.toml")
 
 

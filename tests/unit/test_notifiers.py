@@ -90,7 +90,8 @@ def test_sms_goes_to_the_messages_resource_under_the_configured_base_url():
     receipt = n.send(SMS)
     [req] = fake.requests
     assert req.url == f"http://twilio.mock:4010/2010-04-01/Accounts/{SID}/Messages.json"
-    assert form(req) == {"To": [SMS.to], "From": ["+15555550199"], "Body": [SMS.text], "StatusCallback": [SMS.status_callback_url]}
+    assert form(req) == {"To": [SMS.to], "From": ["+15555550199"], "Body": [SMS.text],
+                         "StatusCallback": [SMS.status_callback_url]}
     assert (receipt.provider_id, receipt.status) == ("SM" + "1" * 32, "queued")
 
 
@@ -259,7 +260,7 @@ def test_twiml_gathers_one_digit_around_the_alert_and_the_prompt():
     gather = root.find("Gather")
     assert gather.attrib == {"numDigits": "1", "action": "https://gw.test/twilio/gather/8", "method": "POST"}
     says = gather.findall("Say")
-    assert [s.text for s in says][0] == "紧急警报。" and "按1" in says[1].text
+    assert says[0].text == "紧急警报。" and "按1" in says[1].text
     assert {s.get("language") for s in root.iter("Say")} == {"zh-CN"}
     assert root[-1].tag == "Say"   # said once nobody pressed anything
 

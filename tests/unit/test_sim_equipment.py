@@ -42,7 +42,7 @@ def _day() -> dict[str, list[list[tuple[int, dict]]]]:
 def test_a_session_is_a_start_one_reading_a_second_and_an_end_with_the_totals(device):
     assert len(_day()[device]) >= 10
     for session in _day()[device]:
-        (t0, start), *telemetry, (t_end, end) = session
+        (t0, start), *telemetry, (_, end) = session
         assert (start["event"], end["event"]) == ("start", "end")
         assert start["equipment_type"] == end["equipment_type"] == MACHINE_OF[device]
         assert [b["elapsed_s"] for _, b in telemetry] == list(range(1, len(telemetry) + 1))

@@ -148,7 +148,7 @@ def test_a_bad_scenario_is_refused_with_its_file_name_and_the_reason(text, says)
 
 
 def test_an_unknown_scenario_name_lists_the_shipped_ones():
-    with pytest.raises(ScenarioError, match="no scenario 'nope'.*demo"):
+    with pytest.raises(ScenarioError, match=r"no scenario 'nope'.*demo"):
         load_scenario("nope")
 
 

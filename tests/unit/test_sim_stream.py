@@ -40,7 +40,7 @@ def test_the_start_time_moves_every_ts_and_nothing_else():
     scenario = load_scenario("sos_and_fall")
     a, b = _stream(scenario, start_ms=START_MS), _stream(scenario, start_ms=START_MS + 5_000)
     assert [(e.t_ms, e.topic) for e in a] == [(e.t_ms, e.topic) for e in b]
-    for early, late in zip(a, b):
+    for early, late in zip(a, b, strict=True):
         assert json.loads(late.payload)["ts"] == json.loads(early.payload)["ts"] + 5_000
 
 
@@ -141,7 +141,8 @@ def test_a_clock_jump_moves_ts_ahead_for_its_duration_only():
 def test_windows_played_one_after_another_are_the_whole_stream_timed_from_their_own_start():
     whole = _stream(load_scenario("demo"))
     parts = [list(window(iter(whole), a, b)) for a, b in ((0, 120_000), (120_000, 600_000), (600_000, None))]
-    assert [e._replace(t_ms=e.t_ms + start) for part, start in zip(parts, (0, 120_000, 600_000)) for e in part] == whole
+    starts = (0, 120_000, 600_000)
+    assert [e._replace(t_ms=e.t_ms + start) for part, start in zip(parts, starts, strict=True) for e in part] == whole
     assert all(0 <= e.t_ms < 480_000 for e in parts[1])
 
 

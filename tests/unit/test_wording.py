@@ -54,7 +54,8 @@ def test_english_sms_names_who_what_and_local_time():
 
 
 def test_time_is_local_to_the_configured_zone():
-    assert alert_sms("Li", "fall", "red", AT, None, None, language="en", tz="Europe/London", map_url_template=AMAP).endswith(" at 01:05.")
+    text = alert_sms("Li", "fall", "red", AT, None, None, language="en", tz="Europe/London", map_url_template=AMAP)
+    assert text.endswith(" at 01:05.")
 
 
 def test_only_red_alerts_say_urgent():
@@ -116,7 +117,8 @@ def test_zh_tags_get_mandarin_and_every_other_tag_english(tag, wording):
     assert wording_language(tag) == wording
 
 
-@pytest.mark.parametrize("tag, say", [("zh-CN", "zh-CN"), ("zh-HK", "zh-CN"), ("en", "en-US"), ("en-gb", "en-GB"), ("fr-FR", "en-US")])
+@pytest.mark.parametrize("tag, say", [("zh-CN", "zh-CN"), ("zh-HK", "zh-CN"), ("en", "en-US"), ("en-gb", "en-GB"),
+                                      ("fr-FR", "en-US")])
 def test_say_language_matches_the_wording_not_only_the_tag(tag, say):
     assert say_language(tag) == say
 
