@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -53,7 +53,7 @@ class MqttSettings(_Section):
         return v
 
     @model_validator(mode="after")
-    def _backoff_ordered(self):
+    def _backoff_ordered(self) -> Self:
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
         return self

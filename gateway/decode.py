@@ -33,7 +33,8 @@ def _describe(err: ValidationError) -> Rejection:
     return Rejection("invalid_field", f"{where}{first['msg']}{extra}")
 
 
-def decode(topics: Topics, topic: str, payload: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> DeviceMessage | Rejection:
+def decode(topics: Topics, topic: str, payload: bytes | bytearray,
+           max_payload: int = DEFAULT_MAX_PAYLOAD) -> DeviceMessage | Rejection:
     """Judge one message; never raises for bad input."""
     try:
         where = topics.parse(topic)

@@ -11,6 +11,7 @@ unacknowledged messages are redelivered and recognised by dedup).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import queue
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 from gateway.config import MqttSettings
 from gateway.mqtt_edge import MqttSession, Received
@@ -34,7 +36,7 @@ def _child(settings: MqttSettings, client_id: str, subscriptions: list[str], con
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
     session = MqttSession(settings, client_id, subscriptions, inbox)
     session.connection = first_connection
     send_lock = threading.Lock()
@@ -79,7 +81,7 @@ class ChildProcessSession:
     """Looks like MqttSession to the ingest worker; the session itself runs in a child process."""
 
     def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str],
-                 inbox: queue.SimpleQueue) -> None:
+                 inbox: queue.SimpleQueue[Received]) -> None:
         self.settings = settings
         self.client_id = client_id
         self.subscriptions = subscriptions
@@ -88,7 +90,7 @@ class ChildProcessSession:
         self._ctx = mp.get_context("spawn")  # never fork a process that already runs threads
         self._generation = 0
         self._conn: Connection | None = None
-        self._proc = None
+        self._proc: BaseProcess | None = None
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
@@ -96,12 +98,13 @@ class ChildProcessSession:
     def _spawn(self) -> None:
         self._generation += 1
         parent_end, child_end = self._ctx.Pipe()
-        self._proc = self._ctx.Process(
+        proc = self._ctx.Process(
             target=_child, name=f"mqtt-{self.client_id}", daemon=True,
             args=(self.settings, self.client_id, self.subscriptions, child_end,
                   self._generation * _GENERATION_STRIDE),
         )
-        self._proc.start()
+        self._proc = proc
+        proc.start()
         child_end.close()
         self._conn = parent_end
 
@@ -112,15 +115,18 @@ class ChildProcessSession:
 
     def _read(self) -> None:
         while not self._stop.is_set():
+            # start() spawned the child before starting this thread; only this thread respawns it.
+            conn, proc = self._conn, self._proc
+            assert conn is not None and proc is not None
             try:
-                kind, body = self._conn.recv()
+                kind, body = conn.recv()
             except (EOFError, OSError):
                 self.connected.clear()
                 if self._stop.is_set():
                     return
                 log.error("%s: MQTT child process ended (exit code %s); starting another",
-                          self.client_id, self._proc.exitcode)
-                self._proc.join(timeout=5)
+                          self.client_id, proc.exitcode)
+                proc.join(timeout=5)
                 time.sleep(0.5)
                 self._spawn()
                 continue
@@ -135,19 +141,15 @@ class ChildProcessSession:
         acks = [(r.mid, r.qos, r.connection) for r in batch if r.qos]
         if not acks:
             return
-        with self._send_lock:
-            try:
+        with self._send_lock, contextlib.suppress(OSError, ValueError):  # child gone: the broker redelivers, dedup recognises
+            if self._conn is not None:
                 self._conn.send(("ack", acks))
-            except (OSError, ValueError):
-                pass  # child gone: the broker redelivers, dedup recognises
 
     def stop(self) -> None:
         self._stop.set()
-        with self._send_lock:
-            try:
+        with self._send_lock, contextlib.suppress(OSError, ValueError):
+            if self._conn is not None:
                 self._conn.send(("stop", None))
-            except (OSError, ValueError):
-                pass
         if self._proc is not None:
             self._proc.join(timeout=10)
             if self._proc.is_alive():

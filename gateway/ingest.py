@@ -16,6 +16,7 @@ so the store keeps one). A crash after 5 redelivers keys that step 2 drops.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -23,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from gateway.backoff import Backoff
 from gateway.config import IngestSettings
@@ -37,8 +39,10 @@ from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 
-class Sink:
+
+class Sink(Protocol):
     """What ingest needs of a time-series sink."""
 
     def write(self, lines: Sequence[str]) -> None: ...
@@ -50,9 +54,9 @@ class IngestStats:
     accepted: int = 0
     duplicates: int = 0
     ignored: int = 0
-    dead_letters: Counter = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int | dict[str, int]]:
         return {"received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
                 "ignored": self.ignored, "dead_letters": dict(self.dead_letters)}
 
@@ -175,7 +179,7 @@ class IngestWorker:
     a key in both is still recognised.
     """
 
-    def __init__(self, name: str, inbox: queue.SimpleQueue, pipeline: IngestPipeline,
+    def __init__(self, name: str, inbox: queue.SimpleQueue[Received], pipeline: IngestPipeline,
                  ack: Callable[[Sequence[Received]], None], batch_size: int, linger_ms: int) -> None:
         self.name = name
         self.inbox = inbox
@@ -183,7 +187,7 @@ class IngestWorker:
         self.ack = ack
         self.batch_size = batch_size
         self.linger_s = linger_ms / 1000
-        self._handoff: queue.Queue = queue.Queue(maxsize=1)
+        self._handoff: queue.Queue[tuple[list[Received], Judged]] = queue.Queue(maxsize=1)
         self._committed = threading.Semaphore(1)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -204,7 +208,7 @@ class IngestWorker:
             batch.append(self.inbox.get_nowait())
         return batch
 
-    def _until_done(self, step: Callable[[], object], what: str):
+    def _until_done(self, step: Callable[[], _T], what: str) -> _T:
         backoff = Backoff(0.5, 30.0)
         while True:
             try:
@@ -223,7 +227,7 @@ class IngestWorker:
                 continue
             self._committed.acquire()  # the previous batch is committed: dedup can see it
             try:
-                judged = self._until_done(lambda: self.pipeline.judge(batch), f"judging {len(batch)}")
+                judged = self._until_done(functools.partial(self.pipeline.judge, batch), f"judging {len(batch)}")
             except Exception:
                 return  # stopping: the batch stays unacknowledged
             self._handoff.put((batch, judged))
@@ -235,7 +239,7 @@ class IngestWorker:
             except queue.Empty:
                 continue
             try:
-                self._until_done(lambda: self.pipeline.commit(judged), f"committing {len(batch)}")
+                self._until_done(functools.partial(self.pipeline.commit, judged), f"committing {len(batch)}")
             except Exception:
                 return
             self.ack(batch)

@@ -32,7 +32,7 @@ def escape_measurement(value: str) -> str:
     return value.translate(_MEASUREMENT_ESCAPES)
 
 
-def _base_type(annotation) -> type:
+def _base_type(annotation: object) -> type:
     """`Annotated[int, ...] | None` -> int."""
     if get_origin(annotation) in (Union, UnionType):
         annotation = next(a for a in get_args(annotation) if a is not type(None))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -64,7 +64,7 @@ class _OptionalPosition(DevicePayload):
     accuracy_m: Annotated[float, Field(ge=0, le=100_000)] | None = None
 
     @model_validator(mode="after")
-    def _lat_and_lon_together(self):
+    def _lat_and_lon_together(self) -> Self:
         if (self.lat is None) != (self.lon is None):
             raise ValueError("lat and lon must be given together")
         return self
@@ -122,7 +122,7 @@ class Health(DevicePayload):
     spo2: Annotated[int, Field(ge=50, le=100)] | None = None
 
     @model_validator(mode="after")
-    def _has_a_reading(self):
+    def _has_a_reading(self) -> Self:
         if self.heart_rate is None and self.spo2 is None:
             raise ValueError("a health message needs heart_rate or spo2")
         return self

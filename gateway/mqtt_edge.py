@@ -9,6 +9,7 @@ sized for it. Acknowledgement comes from the ingest thread.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import socket
@@ -17,15 +18,21 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.backoff import Backoff, jitter_down_to_half
 from gateway.config import MqttSettings
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +42,7 @@ class Received:
     """One message as it came off the wire, with what is needed to acknowledge it."""
 
     topic: str
-    payload: bytes
+    payload: bytes | bytearray  # paho hands either
     mid: int
     qos: int
     received_ms: int
@@ -45,7 +52,7 @@ class Received:
 class MqttSession:
     """A persistent session that subscribes on every connect and reconnects by itself."""
 
-    def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str], inbox: queue.SimpleQueue,
+    def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str], inbox: queue.SimpleQueue[Received],
                  status_topic: str | None = None) -> None:
         self.settings = settings
         self.client_id = client_id
@@ -63,7 +70,7 @@ class MqttSession:
 
     def _new_client(self) -> mqtt.Client:
         c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True,
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True,
         )
         c.username_pw_set(self.settings.username, self.settings.password.get_secret_value())
         if self.status_topic:
@@ -77,14 +84,14 @@ class MqttSession:
     # -- paho callbacks (network thread) ------------------------------------
 
     @staticmethod
-    def _on_socket_open(client, userdata, sock) -> None:
+    def _on_socket_open(client: mqtt.Client, userdata: Any, sock: SocketLike) -> None:
         # paho leaves Nagle on; an SOS ack would wait for it under load.
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        # The transport is TCP (or TLS over it), so paho's socket is a real one.
+        with contextlib.suppress(OSError):
+            cast(socket.socket, sock).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             log.error("%s: broker refused the connection: %s", self.client_id, reason_code)
             return
@@ -95,12 +102,13 @@ class MqttSession:
             client.publish(self.status_topic, orjson.dumps({"state": "online", "session": self.client_id}), qos=1, retain=True)
         self.connected.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         self.connected.clear()
         if not self._stop.is_set():
             log.warning("%s: disconnected: %s", self.client_id, reason_code)
 
-    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.inbox.put(Received(
             message.topic, message.payload, message.mid, message.qos, int(time.time() * 1000), self.connection,
         ))
@@ -149,7 +157,7 @@ class MqttSession:
             self._thread.join(timeout=10)
 
     def _connect(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's Properties.__init__ is unannotated
         props.SessionExpiryInterval = self.settings.session_expiry_s
         props.ReceiveMaximum = self.settings.receive_maximum
         self._client.connect(

@@ -5,18 +5,32 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
 from gateway.config import CoreSettings
 from gateway.edge_process import ChildProcessSession
 from gateway.ingest import IngestPipeline, IngestWorker
 from gateway.models import CRITICAL_STREAMS
-from gateway.mqtt_edge import MqttSession
+from gateway.mqtt_edge import MqttSession, Received
 from gateway.observer import MessageObserver
 from gateway.sink import TimeSeriesSink
 from gateway.store import OperationalStore
 from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """What a lane needs of its MQTT session: MqttSession, or ChildProcessSession running one in a child."""
+
+    connected: threading.Event
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def ack(self, batch: Sequence[Received]) -> None: ...
 
 
 class Gateway:
@@ -40,7 +54,7 @@ class Gateway:
             return topic == status_topic or self.topics.is_command(topic) or topic.startswith(f"{prefix}/gateway/")
 
         ing = settings.ingest
-        self.lanes: list[tuple[MqttSession, IngestWorker]] = []
+        self.lanes: list[tuple[Session, IngestWorker]] = []
         for lane, subscriptions, skip, batch, linger in (
             ("critical", critical_topics, not_device_data, 50, 0),
             # The telemetry session sees everything under the prefix (so an
@@ -48,8 +62,9 @@ class Gateway:
             # critical streams to their own session.
             ("telemetry", [f"{prefix}/#"], lambda t: not_device_data(t) or is_critical(t), ing.batch_size, ing.batch_linger_ms),
         ):
-            inbox: queue.SimpleQueue = queue.SimpleQueue()
+            inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
             client_id = f"{settings.mqtt.client_id}-{lane}"
+            session: Session
             if lane == "telemetry" and ing.network_process:
                 session = ChildProcessSession(settings.mqtt, client_id, subscriptions, inbox)
             else:
@@ -78,7 +93,7 @@ class Gateway:
             worker.stop()
         self.sink.close()
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, dict[str, int | dict[str, int]]]:
         return {lane.name: lane.pipeline.stats.as_dict() for _, lane in self.lanes} | {
             "sink": {"written": self.sink.lines_written, "spooled": self.sink.lines_spooled, "backlog": self.sink.backlog}
         }

@@ -11,8 +11,9 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from gateway.backoff import Backoff, jitter_down_to_half
@@ -53,7 +54,7 @@ class TimeSeriesSink:
         self._wake.set()
         if self._replayer:
             self._replayer.join(timeout=10)
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]  # influxdb_client's close() is unannotated
 
     @property
     def backlog(self) -> bool:
@@ -63,7 +64,8 @@ class TimeSeriesSink:
         self._writer.write(
             # One string: the client would otherwise re-serialise each record.
             bucket=self.settings.bucket, org=self.settings.org, record="\n".join(lines),
-            write_precision=WritePrecision.MS,
+            # influxdb_client types the parameter as WritePrecision but its members are plain str constants.
+            write_precision=WritePrecision.MS,  # type: ignore[arg-type]
         )
 
     def write(self, lines: Sequence[str]) -> None:

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -92,6 +93,9 @@ ON CONFLICT (device_id) DO UPDATE SET
 _STATE_KEYS = ("device_id", "last_seen_ms", "lat", "lon", "accuracy_m", "position_ts", "battery", "charging",
                "worn", "steps", "status_ts", "heart_rate", "spo2", "health_ts")
 
+# One last_state row by column name; values are SQLite's (str, int, float or None).
+StateRow: TypeAlias = dict[str, Any]
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -111,9 +115,9 @@ class Device:
     registered_ms: int
 
 
-def state_updates(messages: Iterable[DeviceMessage], received_ms: int) -> dict[str, dict]:
+def state_updates(messages: Iterable[DeviceMessage], received_ms: int) -> dict[str, StateRow]:
     """The newest reading of each aspect per device in a batch (pure)."""
-    out: dict[str, dict] = {}
+    out: dict[str, StateRow] = {}
     for m in messages:
         row = out.get(m.device_id)
         if row is None:
@@ -253,10 +257,10 @@ class OperationalStore:
 
     # -- reading (dashboard, tests, CLI) -------------------------------------
 
-    def last_state(self, device_id: str) -> dict | None:
+    def last_state(self, device_id: str) -> StateRow | None:
         cur = self.db.execute("SELECT * FROM last_state WHERE device_id = ?", (device_id,))
         row = cur.fetchone()
-        return dict(zip([c[0] for c in cur.description], row)) if row else None
+        return dict(zip([c[0] for c in cur.description], row, strict=True)) if row else None
 
     def track(self, device_id: str, since_ms: int = 0) -> list[tuple[int, float, float]]:
         return self.db.execute(
@@ -273,4 +277,5 @@ class OperationalStore:
         return dict(self.db.execute("SELECT reason, count(*) FROM dead_letter GROUP BY reason"))
 
     def seen_count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM seen").fetchone()[0]
+        count: int = self.db.execute("SELECT count(*) FROM seen").fetchone()[0]
+        return count
