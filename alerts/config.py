@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import time
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -32,13 +33,13 @@ class RetryPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: int = Field(5, ge=1, le=20, description="Sends tried per outbox row, the first included")
-    base_delay_s: float = Field(1.0, gt=0, description="Delay before the first retry; doubles each time")
-    max_delay_s: float = Field(30.0, gt=0, description="Longest delay between retries")
-    jitter: float = Field(0.2, ge=0, le=1, description="Random share added to or taken from each delay")
+    max_attempts: int = Field(default=5, ge=1, le=20, description="Sends tried per outbox row, the first included")
+    base_delay_s: float = Field(default=1.0, gt=0, description="Delay before the first retry; doubles each time")
+    max_delay_s: float = Field(default=30.0, gt=0, description="Longest delay between retries")
+    jitter: float = Field(default=0.2, ge=0, le=1, description="Random share added to or taken from each delay")
 
     @model_validator(mode="after")
-    def _delays_ordered(self):
+    def _delays_ordered(self) -> Self:
         if self.base_delay_s > self.max_delay_s:
             raise SettingError("base_delay_s", "must not exceed max_delay_s")
         return self
@@ -49,11 +50,20 @@ class TwilioSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    account_sid: str = Field("", pattern=r"^(AC[0-9a-fA-F]{32})?$", description="Account SID (AC + 32 hex digits); empty when not configured")
-    auth_token: SecretStr = Field(SecretStr(""), description="Auth token, also the key of webhook signatures (set it in the environment)")
-    from_number: str = Field("", pattern=r"^(\+[1-9][0-9]{1,14})?$", description="Sending number in E.164 (+8613...); empty when not configured")
-    api_base_url: str = Field("https://api.twilio.com", pattern=r"^https?://", description="REST API root; tests point it at a local mock")
-    timeout_s: float = Field(10, gt=0, le=120, description="Connect and read timeout of one request to Twilio")
+    account_sid: str = Field(
+        default="", pattern=r"^(AC[0-9a-fA-F]{32})?$", description="Account SID (AC + 32 hex digits); empty when not configured",
+    )
+    auth_token: SecretStr = Field(
+        default=SecretStr(""), description="Auth token, also the key of webhook signatures (set it in the environment)",
+    )
+    from_number: str = Field(
+        default="", pattern=r"^(\+[1-9][0-9]{1,14})?$",
+        description="Sending number in E.164 (+8613...); empty when not configured",
+    )
+    api_base_url: str = Field(
+        default="https://api.twilio.com", pattern=r"^https?://", description="REST API root; tests point it at a local mock",
+    )
+    timeout_s: float = Field(default=10, gt=0, le=120, description="Connect and read timeout of one request to Twilio")
 
     @field_validator("api_base_url")
     @classmethod
@@ -75,86 +85,131 @@ class TwilioSettings(BaseModel):
 class AlertSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    db_path: Path = Field(Path("var/alerts.db"), description="SQLite file for alerts, events, processed keys and the outbox")
-    community_file: Path = Field(Path("examples/community.toml"), description="TOML community directory (residents, contacts, duty phones)")
-    ack_deadline_red_s: float = Field(60, gt=0, description="Seconds a red alert may stay unacknowledged before escalation moves on")
-    ack_deadline_orange_s: float = Field(180, gt=0, description="The same for orange alerts")
+    db_path: Path = Field(
+        default=Path("var/alerts.db"), description="SQLite file for alerts, events, processed keys and the outbox",
+    )
+    community_file: Path = Field(
+        default=Path("examples/community.toml"), description="TOML community directory (residents, contacts, duty phones)",
+    )
+    ack_deadline_red_s: float = Field(
+        default=60, gt=0, description="Seconds a red alert may stay unacknowledged before escalation moves on",
+    )
+    ack_deadline_orange_s: float = Field(default=180, gt=0, description="The same for orange alerts")
     red_repeat_rounds: int = Field(
-        3, ge=0, le=100, description="After the plan's last step, a red alert nobody accepted goes round the plan's calls again this many times",
+        default=3, ge=0, le=100,
+        description="After the plan's last step, a red alert nobody accepted goes round the plan's calls again this many times",
     )
-    ack_deadline_yellow_s: float = Field(1800, gt=0, description="The same for yellow alerts")
-    night_start: time = Field(time(22, 0), description="Local time night begins (geofence exits become red)")
-    night_end: time = Field(time(6, 0), description="Local time night ends")
-    timezone: str = Field("Asia/Shanghai", description="IANA time zone of the community, for night hours and SMS times")
-    geofence_dwell_s: float = Field(120, ge=0, description="How long the wearer must stay outside the geofence before an alert")
-    heart_rate_consecutive: int = Field(3, ge=1, description="Readings in a row outside the resident's range before an alert")
+    ack_deadline_yellow_s: float = Field(default=1800, gt=0, description="The same for yellow alerts")
+    night_start: time = Field(default=time(22, 0), description="Local time night begins (geofence exits become red)")
+    night_end: time = Field(default=time(6, 0), description="Local time night ends")
+    timezone: str = Field(default="Asia/Shanghai", description="IANA time zone of the community, for night hours and SMS times")
+    geofence_dwell_s: float = Field(
+        default=120, ge=0, description="How long the wearer must stay outside the geofence before an alert",
+    )
+    heart_rate_consecutive: int = Field(
+        default=3, ge=1, description="Readings in a row outside the resident's range before an alert",
+    )
     default_heart_rate_range: tuple[HeartRate, HeartRate] = Field(
-        (50, 120), description="Heart-rate range (bpm, each end 20..250, low < high) for residents without their own",
+        default=(50, 120), description="Heart-rate range (bpm, each end 20..250, low < high) for residents without their own",
     )
-    spo2_threshold: int = Field(90, ge=70, le=100, description="SpO2 (%) below which an alert is raised (a resident may have their own)")
-    spo2_consecutive: int = Field(2, ge=1, le=20, description="SpO2 readings in a row below the threshold before an alert")
+    spo2_threshold: int = Field(
+        default=90, ge=70, le=100, description="SpO2 (%) below which an alert is raised (a resident may have their own)",
+    )
+    spo2_consecutive: int = Field(
+        default=2, ge=1, le=20, description="SpO2 readings in a row below the threshold before an alert",
+    )
     geofence_inside_fixes: int = Field(
-        2, ge=1, le=20, description="Inside fixes in a row that end an outside episode (one stray fix does not reset the dwell)",
+        default=2, ge=1, le=20,
+        description="Inside fixes in a row that end an outside episode (one stray fix does not reset the dwell)",
     )
     burst_window_s: float = Field(
-        60, ge=0, le=3600, description="Presses within this long of the press that began a burst count as one press",
+        default=60, ge=0, le=3600, description="Presses within this long of the press that began a burst count as one press",
     )
-    watch_silent_min_s: float = Field(300, gt=0, description="Shortest silence threshold a watch's learned cadence can give")
-    watch_silent_max_s: float = Field(3600, gt=0, description="Longest silence threshold a watch's learned cadence can give")
+    watch_silent_min_s: float = Field(
+        default=300, gt=0, description="Shortest silence threshold a watch's learned cadence can give",
+    )
+    watch_silent_max_s: float = Field(
+        default=3600, gt=0, description="Longest silence threshold a watch's learned cadence can give",
+    )
     silence_cadence_factor: float = Field(
-        4, ge=1.5, le=100, description="A watch is silent after this many of its usual reporting intervals (within min and max)",
+        default=4, ge=1.5, le=100,
+        description="A watch is silent after this many of its usual reporting intervals (within min and max)",
     )
     silence_learn_intervals: int = Field(
-        5, ge=1, le=1000, description="Intervals heard before a watch's cadence is trusted; until then watch_silent_s applies",
+        default=5, ge=1, le=1000,
+        description="Intervals heard before a watch's cadence is trusted; until then watch_silent_s applies",
     )
     restart_grace_s: float = Field(
-        120, ge=0, le=3600, description="After a start, silence is not judged for this long while the broker's backlog drains",
+        default=120, ge=0, le=3600,
+        description="After a start, silence is not judged for this long while the broker's backlog drains",
     )
     state_save_interval_s: float = Field(
-        10, gt=0, le=600, description="How often devices' last-heard times and rule state are saved for the next start",
+        default=10, gt=0, le=600, description="How often devices' last-heard times and rule state are saved for the next start",
     )
     clock_wrong_count: int = Field(
-        3, ge=1, le=1000, description="Messages in a row with a device time too far ahead before a 'device clock wrong' alert",
+        default=3, ge=1, le=1000,
+        description="Messages in a row with a device time too far ahead before a 'device clock wrong' alert",
     )
-    processed_window_h: float = Field(7 * 24, gt=0, description="How long keys of messages that raised findings are remembered")
+    processed_window_h: float = Field(
+        default=7 * 24, gt=0, description="How long keys of messages that raised findings are remembered",
+    )
     audit_retention_days: float = Field(
-        400, ge=30, description="Resolved alerts, their events and notifications are kept this long (service centres are audited)",
+        default=400, ge=30,
+        description="Resolved alerts, their events and notifications are kept this long (service centres are audited)",
     )
-    overexertion_share: float = Field(0.85, gt=0, le=1.5, description="Share of (220 - age) above which equipment heart rate alerts")
-    battery_low_pct: int = Field(15, ge=0, le=100, description="Battery at or below this (not charging) raises a yellow alert")
-    not_worn_s: float = Field(4 * 3600, gt=0, description="Daytime hours a watch may lie unworn before a yellow alert")
+    overexertion_share: float = Field(
+        default=0.85, gt=0, le=1.5, description="Share of (220 - age) above which equipment heart rate alerts",
+    )
+    battery_low_pct: int = Field(
+        default=15, ge=0, le=100, description="Battery at or below this (not charging) raises a yellow alert",
+    )
+    not_worn_s: float = Field(default=4 * 3600, gt=0, description="Daytime hours a watch may lie unworn before a yellow alert")
     watch_silent_s: float = Field(
-        900, gt=0, description="A worn watch silent this long raises an orange alert, until its own reporting cadence is learned",
+        default=900, gt=0,
+        description="A worn watch silent this long raises an orange alert, until its own reporting cadence is learned",
     )
-    equipment_silent_s: float = Field(48 * 3600, gt=0, description="Equipment silent this long raises a yellow maintenance alert")
-    session_stall_s: float = Field(120, gt=0, description="An open equipment session without telemetry this long counts as a fault")
-    retry: RetryPolicy = Field(RetryPolicy(), description="Retries of retryable send failures")
+    equipment_silent_s: float = Field(
+        default=48 * 3600, gt=0, description="Equipment silent this long raises a yellow maintenance alert",
+    )
+    session_stall_s: float = Field(
+        default=120, gt=0, description="An open equipment session without telemetry this long counts as a fault",
+    )
+    retry: RetryPolicy = Field(default=RetryPolicy(), description="Retries of retryable send failures")
     unknown_outcome_window_s: float = Field(
-        300, gt=0, description="How long an unknown-outcome send may stay unsettled (no callback, Twilio's records unreadable) before an operator is asked",
+        default=300, gt=0,
+        description="How long an unknown-outcome send may stay unsettled (no callback, Twilio's records unreadable) before an "
+                    "operator is asked",
     )
     reconcile_after_s: float = Field(
-        5, ge=0, le=300, description="Wait after an unknown-outcome send before asking Twilio's Calls/Messages list whether it arrived",
+        default=5, ge=0, le=300,
+        description="Wait after an unknown-outcome send before asking Twilio's Calls/Messages list whether it arrived",
     )
     reconcile_tries: int = Field(
-        4, ge=1, le=20, description="Failed requests to Twilio's list API before an unknown outcome goes to an operator",
+        default=4, ge=1, le=20, description="Failed requests to Twilio's list API before an unknown outcome goes to an operator",
     )
     send_concurrency: int = Field(
-        4, ge=1, le=32, description="Notifications sent at the same time, most urgent first; one slot is always kept free for red alerts",
+        default=4, ge=1, le=32,
+        description="Notifications sent at the same time, most urgent first; one slot is always kept free for red alerts",
     )
-    tick_interval_s: float = Field(1.0, gt=0, le=60, description="How often deadlines and silence rules are checked")
+    tick_interval_s: float = Field(default=1.0, gt=0, le=60, description="How often deadlines and silence rules are checked")
     public_base_url: str = Field(
-        "http://127.0.0.1:8000", pattern=r"^https?://", description="Public URL Twilio reaches the webhooks at (signatures are checked against it)",
+        default="http://127.0.0.1:8000", pattern=r"^https?://",
+        description="Public URL Twilio reaches the webhooks at (signatures are checked against it)",
     )
     map_url_template: str = Field(
-        "https://uri.amap.com/marker?position={lon},{lat}", description="Map link in SMS; {lat} and {lon} are filled in",
+        default="https://uri.amap.com/marker?position={lon},{lat}", description="Map link in SMS; {lat} and {lon} are filled in",
     )
     map_datum: Datum = Field(
-        "gcj02", description="Datum the map in map_url_template expects; AMap/Gaode/Tencent use GCJ-02",
+        default="gcj02", description="Datum the map in map_url_template expects; AMap/Gaode/Tencent use GCJ-02",
     )
-    dry_run: bool = Field(False, description="Only record notifications, even when the Twilio account is filled in")
-    twilio: TwilioSettings = Field(TwilioSettings(), description="Twilio account; without it notifications are only recorded (dry run)")
-    dry_run_log_retention_days: float = Field(30, gt=0, description="How long lines of the dry-run log are kept")
-    dry_run_log: Path = Field(Path("var/notifications.jsonl"), description="JSON-lines file the dry-run notifier appends each would-be send to")
+    dry_run: bool = Field(default=False, description="Only record notifications, even when the Twilio account is filled in")
+    twilio: TwilioSettings = Field(
+        default=TwilioSettings(), description="Twilio account; without it notifications are only recorded (dry run)",
+    )
+    dry_run_log_retention_days: float = Field(default=30, gt=0, description="How long lines of the dry-run log are kept")
+    dry_run_log: Path = Field(
+        default=Path("var/notifications.jsonl"), description="JSON-lines file the dry-run notifier appends each would-be send to",
+    )
 
     @field_validator("public_base_url")
     @classmethod
@@ -187,13 +242,13 @@ class AlertSettings(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _reconciled_before_an_operator_is_asked(self):
+    def _reconciled_before_an_operator_is_asked(self) -> Self:
         if self.unknown_outcome_window_s <= self.reconcile_after_s:
             raise SettingError("unknown_outcome_window_s", "must exceed reconcile_after_s, or Twilio is never asked")
         return self
 
     @model_validator(mode="after")
-    def _silence_bounds_ordered(self):
+    def _silence_bounds_ordered(self) -> Self:
         if self.watch_silent_min_s > self.watch_silent_max_s:
             raise SettingError("watch_silent_min_s", "must not exceed watch_silent_max_s")
         return self
@@ -204,7 +259,7 @@ class AlertSettings(BaseModel):
         return self.twilio.configured and not self.dry_run
 
     @model_validator(mode="after")
-    def _notifications_can_arrive(self):
+    def _notifications_can_arrive(self) -> Self:
         t = self.twilio
         if 0 < len(t.missing) < 3 and not self.dry_run:
             raise SettingError("twilio", f"{' and '.join(t.missing)} missing while the rest of the account is set: fill in "

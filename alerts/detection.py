@@ -11,8 +11,9 @@ as JSON (`saved`, `restore`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import orjson
 
@@ -33,7 +34,8 @@ from alerts.rules import (
 from alerts.vocabulary import AlertType
 from gateway.models import DeviceKind, DeviceMessage
 
-DeviceState = WatchState | EquipmentState
+DeviceState: TypeAlias = WatchState | EquipmentState
+_S = TypeVar("_S", WatchState, EquipmentState)
 
 
 @dataclass
@@ -47,14 +49,43 @@ class Staged:
 
 
 @dataclass(frozen=True, slots=True)
-class SilenceFinding:
+class SilenceFinding(Generic[_S]):
     """A tick rule's finding with the state it was judged on, to drop it if the device spoke meanwhile."""
 
-    table: dict
+    table: dict[str, _S]
     device_id: str
-    judged: DeviceState
-    after: DeviceState
+    judged: _S
+    after: _S
     finding: Finding
+
+    def still_true(self) -> bool:
+        """The device was not heard from since the scan (call with `lock` held)."""
+        return self.table.get(self.device_id) is self.judged
+
+    def apply(self) -> None:
+        self.table[self.device_id] = self.after
+
+
+# A silence finding on a watch or on a machine.
+AnySilenceFinding: TypeAlias = SilenceFinding[WatchState] | SilenceFinding[EquipmentState]
+
+
+def _tick(table: dict[str, _S], states: list[tuple[str, _S]],
+          rule: Callable[[str, _S, int, RuleContext], tuple[_S, Finding | None]],
+          now_ms: int, ctx: RuleContext) -> list[SilenceFinding[_S]]:
+    found: list[SilenceFinding[_S]] = []
+    for d, old in states:
+        new, f = rule(d, old, now_ms, ctx)
+        if f is not None:
+            found.append(SilenceFinding(table, d, old, new, f))
+    return found
+
+
+def _revive(cls: type[_S], saved: str, quiet_until_ms: int) -> _S:
+    """A state saved as JSON (fields it no longer has are dropped), quiet until `quiet_until_ms`."""
+    names = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {k: v for k, v in orjson.loads(saved).items() if k in names}
+    return replace(cls(**values), quiet_until_ms=quiet_until_ms)
 
 
 class Detection:
@@ -98,7 +129,7 @@ class Detection:
             machine, f = detect_equipment(machine, m, now_ms, self.ctx)
             staged.equipment[m.device_id] = machine
             return [f] if f else []
-        found = []
+        found: list[Finding] = []
         state = staged.watches.get(m.device_id) or self.watches.get(m.device_id) or WatchState()
         state = watch_seen(state, m, now_ms)
         resident = self.directory.wearer(m.device_id)
@@ -113,11 +144,14 @@ class Detection:
         """A message whose device time is too far ahead: the device is heard (it is not silent); a press
         in it is still a press, timed by the gateway's clock; the `clock_wrong_count`-th in a row is a
         finding for maintenance."""
-        table: dict = self.equipment if m.kind == DeviceKind.EQUIPMENT else self.watches
-        state = table.get(m.device_id) or (EquipmentState() if m.kind == DeviceKind.EQUIPMENT else WatchState())
-        table[m.device_id] = replace(state, last_seen_ms=now_ms, silent_fired=False, heard=True)
+        if m.kind == DeviceKind.EQUIPMENT:
+            machine = self.equipment.get(m.device_id) or EquipmentState()
+            self.equipment[m.device_id] = replace(machine, last_seen_ms=now_ms, silent_fired=False, heard=True)
+        else:
+            watch = self.watches.get(m.device_id) or WatchState()
+            self.watches[m.device_id] = replace(watch, last_seen_ms=now_ms, silent_fired=False, heard=True)
         self._dirty.add(m.device_id)
-        found = []
+        found: list[Finding] = []
         if m.payload.critical:
             _, press = detect_button(self.watches[m.device_id], m, self.directory.wearer(m.device_id), self.ctx)
             if press is not None:
@@ -131,26 +165,23 @@ class Detection:
 
     # -- the tick ----------------------------------------------------------------
 
-    def scan_silence(self, now_ms: int) -> list[SilenceFinding]:
+    def scan_silence(self, now_ms: int) -> list[AnySilenceFinding]:
         """Silence and other time-driven rules over every device, without holding the lock during the scan:
         an SOS never waits for it."""
         with self.lock:
             watches, equipment = list(self.watches.items()), list(self.equipment.items())
-        found = []
-        for table, states, rule in ((self.watches, watches, watch_tick), (self.equipment, equipment, equipment_tick)):
-            for d, old in states:
-                new, f = rule(d, old, now_ms, self.ctx)
-                if f is not None:
-                    found.append(SilenceFinding(table, d, old, new, f))
+        found: list[AnySilenceFinding] = []
+        found.extend(_tick(self.watches, watches, watch_tick, now_ms, self.ctx))
+        found.extend(_tick(self.equipment, equipment, equipment_tick, now_ms, self.ctx))
         return found
 
-    def still_true(self, found: list[SilenceFinding]) -> list[SilenceFinding]:
+    def still_true(self, found: list[AnySilenceFinding]) -> list[AnySilenceFinding]:
         """Those whose device was not heard from since the scan (call with `lock` held)."""
-        return [s for s in found if s.table.get(s.device_id) is s.judged]
+        return [s for s in found if s.still_true()]
 
-    def apply_silence(self, found: list[SilenceFinding]) -> None:
+    def apply_silence(self, found: list[AnySilenceFinding]) -> None:
         for s in found:
-            s.table[s.device_id] = s.after
+            s.apply()
 
     # -- across restarts ---------------------------------------------------------------
 
@@ -177,13 +208,12 @@ class Detection:
         quiet_until = now_ms + int(self.settings.restart_grace_s * 1000)
         with self.lock:
             for device_id, kind, state in saved:
-                cls, table = self._kind(kind)
-                values = {k: v for k, v in orjson.loads(state).items() if k in cls.__slots__}
-                table[device_id] = replace(cls(**values), quiet_until_ms=quiet_until)
+                if kind == DeviceKind.WATCH:
+                    self.watches[device_id] = _revive(WatchState, state, quiet_until)
+                else:
+                    self.equipment[device_id] = _revive(EquipmentState, state, quiet_until)
             for device_id, kind in registered:
-                cls, table = self._kind(kind)
-                if device_id not in table:
-                    table[device_id] = cls(last_seen_ms=now_ms, heard=False)
-
-    def _kind(self, kind: str) -> tuple[type, dict]:
-        return (WatchState, self.watches) if kind == DeviceKind.WATCH else (EquipmentState, self.equipment)
+                if kind == DeviceKind.WATCH:
+                    self.watches.setdefault(device_id, WatchState(last_seen_ms=now_ms, heard=False))
+                else:
+                    self.equipment.setdefault(device_id, EquipmentState(last_seen_ms=now_ms, heard=False))

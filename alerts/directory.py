@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,7 +44,8 @@ class EscalationStep(_Model):
     channel: Channel
     target: Target
     wait_s: float | None = Field(
-        None, gt=0, description="How long to wait for acceptance before the next step; default: the severity's ack deadline",
+        default=None, gt=0,
+        description="How long to wait for acceptance before the next step; default: the severity's ack deadline",
     )
 
 
@@ -58,13 +59,15 @@ class Resident(_Model):
     language: str = "zh-CN"
     watch_device_id: str | None = None
     heart_rate_range: tuple[Annotated[int, Field(ge=20, le=250)], Annotated[int, Field(ge=20, le=250)]] | None = None
-    spo2_threshold: int | None = Field(None, ge=70, le=100, description="SpO2 (%) below which this resident's alert is raised")
-    geofence: CircleFence | PolygonFence | None = Field(None, discriminator="shape")
+    spo2_threshold: int | None = Field(
+        default=None, ge=70, le=100, description="SpO2 (%) below which this resident's alert is raised",
+    )
+    geofence: CircleFence | PolygonFence | None = Field(default=None, discriminator="shape")
     contacts: tuple[Contact, ...] = ()
-    escalation_plan: Plan | None = Field(None, min_length=1, description="Overrides the community default plan")
+    escalation_plan: Plan | None = Field(default=None, min_length=1, description="Overrides the community default plan")
 
     @model_validator(mode="after")
-    def _range_ordered(self):
+    def _range_ordered(self) -> Self:
         if self.heart_rate_range and self.heart_rate_range[0] >= self.heart_rate_range[1]:
             raise ValueError("heart_rate_range must be [low, high] with low < high")
         return self
@@ -86,20 +89,24 @@ class Equipment(_Model):
 
 class Community(_Model):
     name: str = Field(min_length=1)
-    default_age: int = Field(75, ge=40, le=130, description="Age assumed for equipment users, whose sessions carry no resident")
+    default_age: int = Field(
+        default=75, ge=40, le=130, description="Age assumed for equipment users, whose sessions carry no resident",
+    )
     duty: DutyPhones
     default_plan: Plan = Field(min_length=1, description="Escalation for red/orange alerts of residents without their own plan")
     yellow_plan: Plan = Field(
-        (EscalationStep(channel=Channel.SMS, target="service_desk"),), min_length=1, description="Escalation for yellow alerts",
+        default=(EscalationStep(channel=Channel.SMS, target="service_desk"),), min_length=1,
+        description="Escalation for yellow alerts",
     )
     maintenance_plan: Plan = Field(
-        (EscalationStep(channel=Channel.SMS, target="maintenance"),), min_length=1, description="Escalation for equipment alerts",
+        default=(EscalationStep(channel=Channel.SMS, target="maintenance"),), min_length=1,
+        description="Escalation for equipment alerts",
     )
     residents: tuple[Resident, ...] = ()
     equipment: tuple[Equipment, ...] = ()
 
     @model_validator(mode="after")
-    def _unique_ids(self):
+    def _unique_ids(self) -> Self:
         ids = [r.id for r in self.residents]
         watches = [r.watch_device_id for r in self.residents if r.watch_device_id]
         for what, seq in (("resident id", ids), ("watch_device_id", watches)):
@@ -164,7 +171,7 @@ class Directory:
         return ((getattr(self.community.duty, step.target), lang),)
 
 
-def parse_community(data: dict) -> Directory:
+def parse_community(data: dict[str, Any]) -> Directory:
     try:
         return Directory(Community.model_validate(data))
     except ValidationError as e:

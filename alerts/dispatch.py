@@ -8,18 +8,21 @@ alerts/reconcile.py) before anything else is decided about it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 from alerts import reconcile
 from alerts.config import AlertSettings
 from alerts.engine import AlertEngine
 from alerts.notifiers import twilio
 from alerts.notifiers.base import (
+    AttemptFinder,
     LookupFailedError,
     Notification,
     Notifier,
@@ -93,7 +96,11 @@ class Dispatcher:
                     if started:
                         continue
                     return len(tried)
-                self._jobs.wait_for(lambda: self._ended != ended)
+                self._jobs.wait_for(functools.partial(self._ended_since, ended))
+
+    def _ended_since(self, seen: int) -> bool:
+        """Some job ended after `seen` had ended (call with `_jobs` held)."""
+        return self._ended != seen
 
     def _fill(self, tried: set[tuple[str, int]] | None = None) -> tuple[int, int]:
         """Start due jobs in free slots, red first; returns how many started and the time it looked at."""
@@ -160,7 +167,11 @@ class Dispatcher:
     def notification(self, row: OutboxRow) -> Notification:
         base = self.settings.public_base_url
         gather = twilio.gather_url(base, row.id) if row.channel == Channel.VOICE else None
-        return Notification(str(row.id), row.channel, row.recipient, row.text, row.language,
+        try:
+            channel = Channel(row.channel)
+        except ValueError:   # the engine queues only known channels; a row with another can never be sent
+            raise PermanentSendError(f"no channel {row.channel!r}") from None
+        return Notification(str(row.id), channel, row.recipient, row.text, row.language,
                             status_callback_url=twilio.status_callback_url(base, row.id), gather_action_url=gather)
 
     def send(self, row: OutboxRow) -> None:
@@ -216,7 +227,8 @@ class Dispatcher:
         """Ask the provider about an unknown outcome: record what it has, resend if it has nothing, else ask an operator."""
         attempt = self.notification(row)
         try:
-            listing = self.notifier.find(attempt, reconcile.listing_since_ms(row.due_ms))
+            finder = cast(AttemptFinder, self.notifier)   # _fill queues lookups only for a notifier with `find`
+            listing = finder.find(attempt, reconcile.listing_since_ms(row.due_ms))
         except LookupFailedError as e:
             self._lookup_failed(row, str(e))
             return
@@ -225,8 +237,9 @@ class Dispatcher:
                   if o.id != row.id]   # read after the listing: an attempt it shows is no longer `sending` unless it is a rival
         self._lookup_failures.pop(row.id, None)
         self._lookup_after_ms.pop(row.id, None)
-        found = reconcile.verdict(reconcile.Attempt(row.channel, row.recipient, row.text, attempt.status_callback_url,
-                                                    row.due_ms, now), listing, others)
+        callback = twilio.status_callback_url(self.settings.public_base_url, row.id)   # the URL the attempt carried
+        found = reconcile.verdict(reconcile.Attempt(row.channel, row.recipient, row.text, callback, row.due_ms, now),
+                                  listing, others)
         if isinstance(found, reconcile.Found):
             self._record_found(row, found.record.provider_id, found.record.status, now)
         elif isinstance(found, reconcile.NoRecord):

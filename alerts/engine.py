@@ -8,14 +8,15 @@ Alerts, events, processed keys and the outbox are durable at every commit.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 
 from alerts import escalation, lifecycle, wording
 from alerts.config import AlertSettings
 from alerts.detection import Detection
-from alerts.directory import Directory, Resident
+from alerts.directory import Directory, Plan, Resident
 from alerts.lifecycle import Alert, AlertEvent
 from alerts.notifiers import twilio
 from alerts.outbox import Outbox, OutboxRow
@@ -119,7 +120,7 @@ class AlertEngine:
 
     # -- escalation ----------------------------------------------------------
 
-    def _plan(self, alert: Alert):
+    def _plan(self, alert: Alert) -> Plan:
         resident = self.directory.resident(alert.resident_id)
         return self.directory.plan_for(resident, alert.severity, AlertType(alert.alert_type).audience == Audience.MAINTENANCE)
 
@@ -146,9 +147,12 @@ class AlertEngine:
     def _queue_step(self, alert: Alert, now_ms: int, extra_calls: Iterable[tuple[str, str]] = ()) -> int:
         """Queue the current step's notifications (plus `extra_calls`, voice, to these phones)."""
         step = escalation.plan_step(self._plan(alert), alert.plan_position, self._repeat_rounds(alert))
+        if step is None:   # an alert is only ever moved to a step of its plan (next_action checks)
+            raise RuntimeError(f"alert {alert.id} is past the end of its plan at step {alert.step}")
         resident = self.directory.resident(alert.resident_id)
         name = resident.name if resident else alert.device_id
-        sends = [(phone, lang, step.channel, step.target) for phone, lang in self.directory.recipients(step, resident)]
+        sends: list[tuple[str, str, Channel, str]] = [
+            (phone, lang, step.channel, step.target) for phone, lang in self.directory.recipients(step, resident)]
         sends += [(phone, lang, Channel.VOICE, "repeat press") for phone, lang in extra_calls]
         queued = 0
         for phone, lang, channel, target in sends:
@@ -158,16 +162,17 @@ class AlertEngine:
                                        map_datum=self.settings.map_datum)
             else:
                 text = wording.call_text(name, alert.alert_type, alert.severity, language=lang)
-            if self.outbox.add(alert.id, str(alert.step), phone, channel, lang, text, now_ms):
+            if self.outbox.add(alert.saved_id, str(alert.step), phone, channel, lang, text, now_ms):
                 queued += 1
-                self._event(AlertEvent(alert.id, now_ms, "notification_queued", lifecycle.SYSTEM,
+                self._event(AlertEvent(alert.saved_id, now_ms, "notification_queued", lifecycle.SYSTEM,
                                        f"step {alert.step} {channel} {target} {phone}"))
         return queued
 
     def escalate(self, alert: Alert, now_ms: int) -> int:
         """Move one running alert on if its step's deadline passed or its step failed."""
         plan = self._plan(alert)
-        outcomes = [escalation.AttemptOutcome(s, twilio.delivery_failed(d)) for s, d in self.outbox.outcomes(alert.id, alert.step)]
+        outcomes = [escalation.AttemptOutcome(s, twilio.delivery_failed(d))
+                    for s, d in self.outbox.outcomes(alert.saved_id, alert.step)]
         action = escalation.next_action(plan, alert, outcomes, now_ms, self.settings.ack_deadline_s(alert.severity),
                                         self._repeat_rounds(alert))
         if action is None:
@@ -194,7 +199,7 @@ class AlertEngine:
                 self._event(AlertEvent(row.alert_id, now_ms, "needs_operator", lifecycle.SYSTEM,
                                        f"no status for {row.channel} to {row.recipient}: check whether it arrived"))
         for alert in self.alerts.running():
-            queued += self.reevaluate(alert.id, now_ms)  # re-read in its own transaction: a person may have accepted
+            queued += self.reevaluate(alert.saved_id, now_ms)  # re-read in its own transaction: a person may have accepted
         return queued
 
     def _tick_silence(self, now_ms: int) -> int:
@@ -241,7 +246,8 @@ class AlertEngine:
     def resolve(self, alert_id: int, actor: str, now_ms: int) -> Alert:
         return self._close(alert_id, actor, now_ms, lifecycle.resolve, "resolved")
 
-    def _close(self, alert_id: int, actor: str, now_ms: int, transition, outcome: str) -> Alert:
+    def _close(self, alert_id: int, actor: str, now_ms: int,
+               transition: Callable[[Alert, str, int], tuple[Alert, AlertEvent]], outcome: str) -> Alert:
         with self._changes():
             alert = self.alerts.get(alert_id)
             if alert is None:
@@ -254,7 +260,8 @@ class AlertEngine:
             resident = self.directory.resident(alert.resident_id)
             name = resident.name if resident else alert.device_id
             for phone, lang in self.outbox.sms_recipients(alert_id):
-                text = wording.follow_up_sms(name, alert.alert_type, outcome, actor, now_ms, language=lang, tz=self.settings.timezone)
+                text = wording.follow_up_sms(name, alert.alert_type, outcome, actor, now_ms, language=lang,
+                                             tz=self.settings.timezone)
                 self.outbox.add(alert_id, outcome, phone, Channel.SMS, lang, text, now_ms)
         return alert
 
@@ -270,7 +277,7 @@ class AlertEngine:
                 self.escalate(alert, now_ms)
             return True
 
-    def changes(self):
+    def changes(self) -> AbstractContextManager[sqlite3.Connection]:
         """A transaction for callers (the dispatcher) that record events; listeners hear them after commit."""
         return self._changes()
 
@@ -281,7 +288,7 @@ class AlertEngine:
         self._event(AlertEvent(row.alert_id, now_ms, kind, lifecycle.SYSTEM, f"{row.channel} {row.recipient} {detail}".strip()))
 
     @contextmanager
-    def _changes(self) -> Iterator:
+    def _changes(self) -> Iterator[sqlite3.Connection]:
         """One transaction; its events reach listeners only if it commits."""
         try:
             with self.db.transaction() as c:

@@ -54,6 +54,13 @@ def step_wait_s(step: EscalationStep, deadline_s: float) -> float:
     return step.wait_s or deadline_s
 
 
+def _current_wait_s(plan: Plan, alert: Alert, deadline_s: float, repeat_rounds: int) -> float:
+    """How long the alert's current step waits; a running alert is always on a step of its plan,
+    and were it not, the severity's deadline applies."""
+    step = plan_step(plan, alert.plan_position, repeat_rounds)
+    return deadline_s if step is None else step_wait_s(step, deadline_s)
+
+
 def next_action(plan: Plan, alert: Alert, attempts: Iterable[AttemptOutcome], now_ms: int,
                 deadline_s: float, repeat_rounds: int = 0) -> StartStep | Exhaust | None:
     """The escalation's next move for an alert on its current step, or None to keep waiting."""
@@ -63,7 +70,7 @@ def next_action(plan: Plan, alert: Alert, attempts: Iterable[AttemptOutcome], no
     # A step with nobody to reach (no family on file) or whose every attempt failed is over now.
     if not attempts or all(a.failed for a in attempts):
         reason = "step failed" if attempts else "step had no recipients"
-    elif now_ms >= alert.step_started_ms + step_wait_s(plan_step(plan, alert.plan_position, repeat_rounds), deadline_s) * 1000:
+    elif now_ms >= alert.step_started_ms + _current_wait_s(plan, alert, deadline_s, repeat_rounds) * 1000:
         reason = "deadline passed"
     else:
         return None
@@ -75,7 +82,7 @@ def next_action(plan: Plan, alert: Alert, attempts: Iterable[AttemptOutcome], no
 def apply(alert: Alert, action: StartStep | Exhaust, now_ms: int) -> tuple[Alert, AlertEvent]:
     """The alert after the action, and the event that records it."""
     if isinstance(action, StartStep):
-        ev = AlertEvent(alert.id, now_ms, "escalated", SYSTEM, f"step {action.index}: {action.reason}")
+        ev = AlertEvent(alert.saved_id, now_ms, "escalated", SYSTEM, f"step {action.index}: {action.reason}")
         return replace(alert, step=action.index, step_started_ms=now_ms, updated_ms=now_ms), ev
-    ev = AlertEvent(alert.id, now_ms, "escalation_exhausted", SYSTEM, action.reason)
+    ev = AlertEvent(alert.saved_id, now_ms, "escalation_exhausted", SYSTEM, action.reason)
     return replace(alert, escalation=Escalation.EXHAUSTED, updated_ms=now_ms), ev

@@ -38,6 +38,13 @@ class Alert:
     acknowledged_by: str | None = None
 
     @property
+    def saved_id(self) -> int:
+        """The store's id: events and notifications are only ever made for an alert the store has saved."""
+        if self.id is None:
+            raise RuntimeError(f"{self.alert_type} alert of {self.subject} has no id: it was never saved")
+        return self.id
+
+    @property
     def plan_position(self) -> int:
         """The current step's index in the plan (or past its end, in the repeat rounds)."""
         return self.step - self.plan_base
@@ -83,7 +90,7 @@ def repeat(alert: Alert, f: Finding, now_ms: int, burst_window_ms: int) -> tuple
     what = f"press {presses}" if new_burst else f"press {presses} (same burst)"
     if severity != alert.severity:
         what += f", now {severity}"
-    ev = AlertEvent(alert.id, now_ms, "repeated", f.device_id, f"{what} {f.detail}{where}".replace("  ", " ").strip())
+    ev = AlertEvent(alert.saved_id, now_ms, "repeated", f.device_id, f"{what} {f.detail}{where}".replace("  ", " ").strip())
     return replace(alert, lat=lat, lon=lon, severity=severity, updated_ms=now_ms, presses=presses,
                    burst_start_ms=f.at_ms if new_burst else alert.burst_start_ms), ev
 
@@ -91,7 +98,7 @@ def repeat(alert: Alert, f: Finding, now_ms: int, burst_window_ms: int) -> tuple
 def restart(alert: Alert, now_ms: int, why: str) -> tuple[Alert, AlertEvent]:
     """Open the alert again and start its plan over from the first step, at a new step number."""
     step = alert.step + 1
-    ev = AlertEvent(alert.id, now_ms, "reopened", SYSTEM, why)
+    ev = AlertEvent(alert.saved_id, now_ms, "reopened", SYSTEM, why)
     return replace(alert, state=AlertState.OPEN, escalation=Escalation.RUNNING, step=step, plan_base=step, step_started_ms=now_ms,
                    updated_ms=now_ms), ev
 
@@ -101,12 +108,13 @@ def acknowledge(alert: Alert, actor: str, now_ms: int) -> tuple[Alert, AlertEven
         raise TransitionError(f"alert {alert.id} is {alert.state}, cannot acknowledge")
     esc = Escalation.STOPPED if alert.escalation == Escalation.RUNNING else alert.escalation
     return (replace(alert, state=AlertState.ACKNOWLEDGED, escalation=esc, updated_ms=now_ms, acknowledged_by=actor),
-            AlertEvent(alert.id, now_ms, "acknowledged", actor))
+            AlertEvent(alert.saved_id, now_ms, "acknowledged", actor))
 
 
 def resolve(alert: Alert, actor: str, now_ms: int, note: str = "") -> tuple[Alert, AlertEvent]:
     if alert.state == AlertState.RESOLVED:
         raise TransitionError(f"alert {alert.id} is already resolved")
     esc = Escalation.STOPPED if alert.escalation == Escalation.RUNNING else alert.escalation
-    return replace(alert, state=AlertState.RESOLVED, escalation=esc, updated_ms=now_ms), AlertEvent(alert.id, now_ms, "resolved", actor, note)
+    return (replace(alert, state=AlertState.RESOLVED, escalation=esc, updated_ms=now_ms),
+            AlertEvent(alert.saved_id, now_ms, "resolved", actor, note))
 

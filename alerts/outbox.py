@@ -41,7 +41,8 @@ class Outbox:
         with self.db.transaction() as c:
             cur = c.execute(
                 "INSERT OR IGNORE INTO outbox (alert_id, step, recipient, channel, language, text, status, due_ms, updated_ms)"
-                " VALUES (?,?,?,?,?,?,?,?,?)", (alert_id, step, recipient, channel, language, text, OutboxStatus.PENDING, now_ms, now_ms))
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (alert_id, step, recipient, channel, language, text, OutboxStatus.PENDING, now_ms, now_ms))
             return cur.rowcount == 1
 
     def get(self, attempt_id: int) -> OutboxRow | None:
@@ -101,7 +102,8 @@ class Outbox:
         with self.db.transaction() as c:
             rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE status=? AND updated_ms<=?",
                              (OutboxStatus.UNKNOWN, now_ms - window_ms)).fetchall()
-            c.executemany("UPDATE outbox SET status=?, updated_ms=? WHERE id=?", [(OutboxStatus.OPERATOR, now_ms, r[0]) for r in rows])
+            c.executemany("UPDATE outbox SET status=?, updated_ms=? WHERE id=?",
+                          [(OutboxStatus.OPERATOR, now_ms, r[0]) for r in rows])
         return [OutboxRow(*r) for r in rows]
 
     # -- dispatch order and reconciliation of unknown outcomes -------------------------
@@ -112,9 +114,10 @@ class Outbox:
 
     def unknown_ranked(self, settled_ms: int, limit: int) -> list[tuple[OutboxRow, Severity]]:
         """Unknown outcomes marked at or before `settled_ms`, with severity, red first: the ones to ask Twilio about."""
-        return self._ranked("o.status=? AND o.updated_ms<=?", (OutboxStatus.UNKNOWN, settled_ms), "o.updated_ms, o.id", limit)
+        return self._ranked("o.status=? AND o.updated_ms<=?", (OutboxStatus.UNKNOWN, settled_ms), "o.updated_ms, o.id",
+                            limit)
 
-    def _ranked(self, where: str, args: tuple, order: str, limit: int) -> list[tuple[OutboxRow, Severity]]:
+    def _ranked(self, where: str, args: tuple[object, ...], order: str, limit: int) -> list[tuple[OutboxRow, Severity]]:
         with self.db.transaction() as c:
             rows = c.execute(
                 f"SELECT {_O_COLS}, a.severity FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE {where}"
@@ -125,7 +128,9 @@ class Outbox:
     def next_due_after(self, after_ms: int) -> int | None:
         """The earliest due time of a pending row still in the future of `after_ms`."""
         with self.db.transaction() as c:
-            return c.execute("SELECT MIN(due_ms) FROM outbox WHERE status=? AND due_ms>?", (OutboxStatus.PENDING, after_ms)).fetchone()[0]
+            due: int | None = c.execute("SELECT MIN(due_ms) FROM outbox WHERE status=? AND due_ms>?",
+                                        (OutboxStatus.PENDING, after_ms)).fetchone()[0]
+        return due
 
     def attempts_to(self, recipient: str, channel: str, since_ms: int) -> list[OutboxRow]:
         """Every attempt to this recipient on this channel changed since `since_ms`, to tell Twilio's records apart."""

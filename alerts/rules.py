@@ -8,7 +8,9 @@ lasting condition raises one finding per episode, not one per message.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo
 
 from alerts.config import AlertSettings
@@ -17,6 +19,7 @@ from alerts.fences import distance_outside_m, is_night
 from alerts.vocabulary import AlertType, Severity
 from gateway.models import (
     DeviceMessage,
+    DevicePayload,
     EquipmentSession,
     EquipmentTelemetry,
     FallDetected,
@@ -46,7 +49,7 @@ class Finding:
     detail: str = ""
 
 
-def replace(state, **changes):
+def replace(state: _State, **changes: Any) -> _State:
     """dataclasses.replace for the rule states, about three times faster: it runs for every message."""
     cls = type(state)
     return cls(*[changes[f] if f in changes else getattr(state, f) for f in _FIELDS[cls]])
@@ -90,6 +93,9 @@ class EquipmentState:
     quiet_until_ms: int = 0
 
 
+_State = TypeVar("_State", WatchState, EquipmentState)
+
+
 @dataclass(frozen=True, slots=True)
 class RuleContext:
     settings: AlertSettings
@@ -104,23 +110,32 @@ class RuleContext:
         return is_night(at_ms, self.tz, self.settings.night_start, self.settings.night_end)
 
 
-def _finding(alert_type: AlertType, msg: DeviceMessage, lat=None, lon=None, detail: str = "",
+# A message-driven watch detector: (state, message, resident, context) -> (new state, finding or None).
+Detector: TypeAlias = Callable[[WatchState, DeviceMessage, Resident | None, RuleContext], tuple[WatchState, Finding | None]]
+WatchResult: TypeAlias = tuple[WatchState, Finding | None]
+EquipmentResult: TypeAlias = tuple[EquipmentState, Finding | None]
+
+
+def _finding(alert_type: AlertType, msg: DeviceMessage, lat: float | None = None, lon: float | None = None,
+             detail: str = "",
              severity: Severity | None = None) -> Finding:
     return Finding(alert_type, severity or alert_type.severity, msg.device_id, msg.payload.ts, lat, lon, detail)
 
 
-def _position(state: WatchState, p) -> tuple[float | None, float | None]:
+def _position(state: WatchState, p: SosPressed | FallDetected | ServiceCall) -> tuple[float | None, float | None]:
     return (p.lat, p.lon) if p.lat is not None else (state.lat, state.lon)
 
 
-_PRESSES = {SosPressed: AlertType.SOS, FallDetected: AlertType.FALL, ServiceCall: AlertType.SERVICE_CALL}
+_PRESSES: dict[type[DevicePayload], AlertType] = {
+    SosPressed: AlertType.SOS, FallDetected: AlertType.FALL, ServiceCall: AlertType.SERVICE_CALL,
+}
 
 
-def detect_button(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
+def detect_button(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext) -> WatchResult:
     """SOS, fall and service-call keys: every press is a finding; the engine dedups into the open alert."""
     p = msg.payload
     kind = _PRESSES.get(type(p))
-    if kind is None:
+    if kind is None or not isinstance(p, SosPressed | FallDetected | ServiceCall):
         return state, None
     lat, lon = _position(state, p)
     detail = f"confidence {p.confidence}" if isinstance(p, FallDetected) and p.confidence is not None else ""
@@ -129,7 +144,7 @@ def detect_button(state: WatchState, msg: DeviceMessage, resident: Resident | No
     return state, _finding(kind, msg, lat, lon, detail)
 
 
-def detect_geofence_exit(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
+def detect_geofence_exit(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext) -> WatchResult:
     """Outside the fence for the whole dwell time; red at night.
 
     A fix counts as outside only when its whole accuracy circle is (two LBS fixes 1.5 km wide near the
@@ -164,12 +179,13 @@ def detect_geofence_exit(state: WatchState, msg: DeviceMessage, resident: Reside
                      Severity.RED if night else Severity.ORANGE))
 
 
-def detect_heart_rate(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
+def detect_heart_rate(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext) -> WatchResult:
     """N consecutive readings outside the resident's range; one finding per run."""
     p = msg.payload
     if not isinstance(p, Health) or p.heart_rate is None:
         return state, None
-    lo, hi = (resident.heart_rate_range if resident and resident.heart_rate_range else ctx.settings.default_heart_rate_range)
+    lo, hi = (resident.heart_rate_range if resident and resident.heart_rate_range
+              else ctx.settings.default_heart_rate_range)
     if lo <= p.heart_rate <= hi:
         return (replace(state, hr_out_run=0) if state.hr_out_run else state), None
     run = state.hr_out_run + 1
@@ -179,7 +195,7 @@ def detect_heart_rate(state: WatchState, msg: DeviceMessage, resident: Resident 
     return state, _finding(AlertType.HEART_RATE, msg, state.lat, state.lon, f"heart rate {p.heart_rate} outside {lo}-{hi}")
 
 
-def detect_spo2_low(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
+def detect_spo2_low(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext) -> WatchResult:
     """N consecutive readings below the resident's threshold; one finding per episode, like heart rate."""
     p = msg.payload
     if not isinstance(p, Health) or p.spo2 is None:
@@ -191,10 +207,11 @@ def detect_spo2_low(state: WatchState, msg: DeviceMessage, resident: Resident | 
     state = replace(state, spo2_low_run=run)
     if state.spo2_fired or run < ctx.settings.spo2_consecutive:
         return state, None
-    return replace(state, spo2_fired=True), _finding(AlertType.SPO2_LOW, msg, state.lat, state.lon, f"SpO2 {p.spo2}% below {threshold}%")
+    return replace(state, spo2_fired=True), _finding(AlertType.SPO2_LOW, msg, state.lat, state.lon,
+                                                     f"SpO2 {p.spo2}% below {threshold}%")
 
 
-def detect_battery_low(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext):
+def detect_battery_low(state: WatchState, msg: DeviceMessage, resident: Resident | None, ctx: RuleContext) -> WatchResult:
     p = msg.payload
     if not isinstance(p, WatchStatus):
         return state, None
@@ -207,7 +224,7 @@ def detect_battery_low(state: WatchState, msg: DeviceMessage, resident: Resident
 
 
 # The detectors each watch stream can trigger (each also checks its stream itself, for direct use in tests).
-WATCH_DETECTORS = {
+WATCH_DETECTORS: dict[type[DevicePayload], tuple[Detector, ...]] = {
     SosPressed: (detect_button,), FallDetected: (detect_button,), ServiceCall: (detect_button,),
     Location: (detect_geofence_exit,), Health: (detect_heart_rate, detect_spo2_low), WatchStatus: (detect_battery_low,),
 }
@@ -240,7 +257,7 @@ def watch_silence_s(state: WatchState, settings: AlertSettings) -> float:
     return min(max(learned, settings.watch_silent_min_s), settings.watch_silent_max_s)
 
 
-def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext):
+def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext) -> WatchResult:
     """Silence of a worn (or never heard) watch (orange), a wander going on into the night (red),
     and a watch left off in daytime (yellow)."""
     s = ctx.settings
@@ -250,7 +267,8 @@ def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext)
         f = Finding(AlertType.WATCH_SILENT, Severity.ORANGE, device_id, now_ms, state.lat, state.lon, what)
         return replace(state, silent_fired=True), f
     if state.fence_fired and not state.fence_night_fired and ctx.night(now_ms):
-        f = Finding(AlertType.GEOFENCE_EXIT, Severity.RED, device_id, now_ms, state.lat, state.lon, "still outside the safe area at night")
+        f = Finding(AlertType.GEOFENCE_EXIT, Severity.RED, device_id, now_ms, state.lat, state.lon,
+                    "still outside the safe area at night")
         return replace(state, fence_night_fired=True), f
     if (not state.worn and state.worn_changed_ms and not state.not_worn_fired
             and now_ms - state.worn_changed_ms >= s.not_worn_s * 1000 and not ctx.night(now_ms)):
@@ -259,7 +277,7 @@ def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext)
     return state, None
 
 
-def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx: RuleContext):
+def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx: RuleContext) -> EquipmentResult:
     """Session bookkeeping and overexertion (heart rate above a share of 220 - age)."""
     p = msg.payload
     state = replace(state, last_seen_ms=now_ms, silent_fired=False, heard=True)
@@ -281,18 +299,20 @@ def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx
             _finding(AlertType.OVEREXERTION, msg, detail=f"heart rate {p.heart_rate} above {limit:.0f} (age {age})"))
 
 
-def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: RuleContext):
+def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: RuleContext) -> EquipmentResult:
     """A session that stopped reporting (fault) or a machine silent for days (to maintenance)."""
     s = ctx.settings
     if state.session_id and not state.stall_fired and now_ms - state.last_telemetry_ms > s.session_stall_s * 1000:
-        f = Finding(AlertType.EQUIPMENT_FAULT, Severity.YELLOW, device_id, now_ms, detail=f"session {state.session_id} stopped reporting")
+        f = Finding(AlertType.EQUIPMENT_FAULT, Severity.YELLOW, device_id, now_ms,
+                    detail=f"session {state.session_id} stopped reporting")
         return replace(state, stall_fired=True), f
     if (not state.silent_fired and now_ms >= state.quiet_until_ms
             and now_ms - state.last_seen_ms > s.equipment_silent_s * 1000):
         what = "no message" if state.heard else "not heard from since the gateway started"
-        return replace(state, silent_fired=True), Finding(AlertType.EQUIPMENT_SILENT, Severity.YELLOW, device_id, now_ms, detail=what)
+        f = Finding(AlertType.EQUIPMENT_SILENT, Severity.YELLOW, device_id, now_ms, detail=what)
+        return replace(state, silent_fired=True), f
     return state, None
 
 
 # Field order for replace(), computed once per state class.
-_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (WatchState, EquipmentState)}
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in (WatchState, EquipmentState)}

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, replace
 from pathlib import Path
+from typing import Any
 
 from alerts.lifecycle import Alert, AlertEvent
 from alerts.vocabulary import AlertState, AlertType, Escalation, Severity
@@ -112,7 +113,7 @@ class Database:
             self.conn.close()
 
 
-def _alert(row) -> Alert:
+def _alert(row: tuple[Any, ...]) -> Alert:
     """An alert row with its vocabulary typed again."""
     a = Alert(*row)
     return replace(a, alert_type=AlertType(a.alert_type), severity=Severity(a.severity), state=AlertState(a.state),
@@ -160,6 +161,8 @@ class AlertStore:
     def insert(self, alert: Alert) -> int:
         with self.db.transaction() as c:
             cur = c.execute(f"INSERT INTO alerts ({_ALERT_COLS}) VALUES ({','.join('?' * _N_ALERT_COLS)})", astuple(alert))
+            if cur.lastrowid is None:   # never after a successful INSERT into a rowid table
+                raise RuntimeError("the alert insert gave no row id")
             return cur.lastrowid
 
     def update(self, alert: Alert) -> None:

@@ -18,7 +18,8 @@ from alerts.vocabulary import AlertType, Severity
 
 ZH, EN = "zh", "en"
 
-ALERT_NAMES: dict[AlertType, dict[str, str]] = {
+# Keyed by str (AlertType and Severity are StrEnums): lookups come with raw strings from stored alerts.
+ALERT_NAMES: dict[str, dict[str, str]] = {
     AlertType.SOS: {ZH: "SOS求救", EN: "SOS pressed"},
     AlertType.FALL: {ZH: "疑似跌倒", EN: "possible fall"},
     AlertType.GEOFENCE_EXIT: {ZH: "离开安全区域", EN: "left the safe area"},
@@ -35,10 +36,11 @@ ALERT_NAMES: dict[AlertType, dict[str, str]] = {
 }
 
 # Red alerts say they are urgent; the grade words follow the red/orange/yellow scale service centres use.
-_SMS_PREFIX = {ZH: {Severity.RED: "紧急：", Severity.ORANGE: "警报：", Severity.YELLOW: "提醒："},
+_SMS_PREFIX: dict[str, dict[str, str]] = {ZH: {Severity.RED: "紧急：", Severity.ORANGE: "警报：", Severity.YELLOW: "提醒："},
                EN: {Severity.RED: "URGENT: ", Severity.ORANGE: "Alert: ", Severity.YELLOW: "Notice: "}}
-_CALL_OPENING = {ZH: {Severity.RED: "紧急警报。", Severity.ORANGE: "警报。", Severity.YELLOW: "提醒。"},
-                 EN: {Severity.RED: "Urgent alert.", Severity.ORANGE: "Alert.", Severity.YELLOW: "Notice."}}
+_CALL_OPENING: dict[str, dict[str, str]] = {
+    ZH: {Severity.RED: "紧急警报。", Severity.ORANGE: "警报。", Severity.YELLOW: "提醒。"},
+    EN: {Severity.RED: "Urgent alert.", Severity.ORANGE: "Alert.", Severity.YELLOW: "Notice."}}
 _OUTCOME = {ZH: {"accepted": "受理", "resolved": "处理完毕"}, EN: {"accepted": "accepted", "resolved": "resolved"}}
 _PRESS_ONE = {ZH: "请按1接受此警报。", EN: "Press 1 to accept this alert."}
 _NO_INPUT = {ZH: "没有收到按键，再见。", EN: "No key was pressed. Goodbye."}

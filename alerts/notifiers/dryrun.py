@@ -28,9 +28,9 @@ class DryRunNotifier:
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
 
-    def record(self, n: Notification) -> dict:
+    def record(self, n: Notification) -> dict[str, str]:
         """The JSON line for one send; a call carries the exact TwiML Twilio would have been given."""
-        entry = {"time": datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds"),
+        entry: dict[str, str] = {"time": datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds"),
                  "attempt_id": n.attempt_id, "channel": n.channel, "to": n.to, "language": n.language, "text": n.text}
         if n.channel == Channel.VOICE:
             entry["twiml"] = voice_twiml(n.text, n.language, n.gather_action_url)
@@ -85,4 +85,5 @@ class DryRunNotifier:
             ProviderRecord(f"DRY{e['attempt_id']}", e["to"], int(datetime.fromisoformat(e["time"]).timestamp() * 1000),
                            "queued", True, body=e["text"], status_callback_url=n.status_callback_url)
             for e in entries if e["attempt_id"] == n.attempt_id and e["channel"] == n.channel)
-        return ProviderListing(tuple(r for r in records if r.created_ms >= since_ms), True)
+        # created_ms is always set here (every log line has a time); the check is for the type.
+        return ProviderListing(tuple(r for r in records if r.created_ms is not None and r.created_ms >= since_ms), True)

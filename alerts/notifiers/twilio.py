@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from xml.sax.saxutils import escape
 
 import requests
@@ -20,6 +23,8 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from twilio.rest.api.v2010.account.call import CallInstance
+from twilio.rest.api.v2010.account.message import MessageInstance
 
 from alerts.notifiers.base import (
     LookupFailedError,
@@ -128,7 +133,7 @@ def say_twiml(text: str, language: str) -> str:
     return f'<Response><Say language="{_attr(say_language(language))}">{escape(text)}</Say></Response>'
 
 
-class BaseUrlHttpClient(TwilioHttpClient):
+class BaseUrlHttpClient(TwilioHttpClient):  # type: ignore[misc]  # the untyped SDK's client is Any to mypy
     """The SDK's HTTP client sending to `api_base_url` instead of api.twilio.com; remembers each thread's last response."""
 
     def __init__(self, api_base_url: str = TWILIO_API, timeout_s: float = 10) -> None:
@@ -140,8 +145,10 @@ class BaseUrlHttpClient(TwilioHttpClient):
     def last_response(self) -> Response | None:
         return getattr(self._last, "response", None)
 
-    def request(self, method, url, params=None, data=None, headers=None, auth=None, timeout=None,
-                allow_redirects=False) -> Response:
+    def request(self, method: str, url: str, params: Mapping[str, object] | None = None,
+                data: Mapping[str, object] | None = None, headers: Mapping[str, str] | None = None,
+                auth: tuple[str, str] | None = None, timeout: float | None = None,
+                allow_redirects: bool = False) -> Response:
         if url.startswith(TWILIO_API):
             url = self.api_base_url + url[len(TWILIO_API):]
         self._last.response = None
@@ -150,7 +157,7 @@ class BaseUrlHttpClient(TwilioHttpClient):
         return response
 
 
-def retry_after_s(headers, now: float | None = None) -> float | None:
+def retry_after_s(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or unreadable."""
     value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
     if value is None:
@@ -180,7 +187,8 @@ def classify(e: Exception, retry_after: float | None = None) -> Exception:
     if isinstance(e, (TwilioRestException, TwilioServiceException)):
         status, code = e.status, e.code
         code = code if isinstance(code, int) else None
-        what = f"Twilio HTTP {status}" + (f" code {code}" if code else "") + f": {getattr(e, 'msg', '') or getattr(e, 'title', '')}"
+        said = getattr(e, "msg", "") or getattr(e, "title", "")
+        what = f"Twilio HTTP {status}" + (f" code {code}" if code else "") + f": {said}"
         if status == 429 or code == RATE_LIMITED:
             return RetryableSendError(what, code, retry_after)
         if isinstance(status, int) and status >= 500:
@@ -214,7 +222,7 @@ class TwilioNotifier:
             raise classify(e, retry_after_s(last.headers) if last is not None else None) from e
         return SendReceipt(created.sid, str(created.status or "queued"))
 
-    def _create(self, n: Notification):
+    def _create(self, n: Notification) -> MessageInstance | CallInstance:
         callback = {"status_callback": n.status_callback_url} if n.status_callback_url else {}
         if n.channel == Channel.SMS:
             return self.client.messages.create(to=n.to, from_=self.from_number, body=n.text, **callback)
@@ -232,7 +240,8 @@ class TwilioNotifier:
 
     def _list(self, n: Notification, since_ms: int) -> ProviderListing:
         resource = self.client.calls if n.channel == Channel.VOICE else self.client.messages
-        records, complete = [], True
+        records: list[ProviderRecord] = []
+        complete = True
         # Newest first: reading stops at the first record older than the attempt can be.
         for item in resource.stream(to=n.to, from_=self.from_number, page_size=LIST_PAGE_SIZE):
             created = _epoch_ms(item.date_created)
@@ -256,13 +265,14 @@ class TwilioNotifier:
         except Exception:   # events are a hint for telling calls apart, not needed to find one
             return None
         for event in events:
-            request = event.request if isinstance(event.request, dict) else {}
-            params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
+            request: dict[str, Any] = event.request if isinstance(event.request, dict) else {}
+            found = request.get("parameters")
+            params: dict[str, Any] = found if isinstance(found, dict) else {}
             url = params.get("status_callback") or params.get("StatusCallback")
             if url:
                 return str(url)
         return None
 
 
-def _epoch_ms(when) -> int | None:
+def _epoch_ms(when: datetime | None) -> int | None:
     return int(when.timestamp() * 1000) if when is not None and hasattr(when, "timestamp") else None
