@@ -10,7 +10,7 @@ from dashboards.config import MIN_API_TOKEN_CHARS
 from eldercare.cli import main
 from eldercare.settings import ConfigError, Settings, load_settings
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.toml"
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 from alerts.directory import DirectoryError, EscalationStep, load_directory, parse_community
 from tests.unit.alert_support import COMMUNITY, DAUGHTER, DUTY
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "community.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "community.toml"
 
 
 def test_example_community_file_loads():

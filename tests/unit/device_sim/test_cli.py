@@ -13,7 +13,7 @@ from device_sim.publisher import CredentialsError, load_device_passwords
 from device_sim.scenario import load_scenario
 from device_sim.stream import generate
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_help_runs_as_a_module_and_names_every_subcommand_and_the_credentials_options():
