@@ -45,7 +45,6 @@ class Staged:
     watches: dict[str, WatchState] = field(default_factory=dict)
     equipment: dict[str, EquipmentState] = field(default_factory=dict)
     raised: list[tuple[DeviceMessage, list[Finding]]] = field(default_factory=list)
-    devices: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +105,6 @@ class Detection:
         staged = Staged()
         in_batch: set[tuple[str, int, int]] = set()
         for m in messages:
-            staged.devices.add(m.device_id)
             if m.key in in_batch:
                 continue
             in_batch.add(m.key)
@@ -120,8 +118,9 @@ class Detection:
         self.watches.update(staged.watches)
         self.equipment.update(staged.equipment)
         self._dirty.update(staged.watches, staged.equipment)
-        for device_id in staged.devices & self._clock_runs.keys():
-            del self._clock_runs[device_id]  # a message on time ends a clock episode
+        if self._clock_runs:   # a message on time (every message staged a state) ends a clock episode
+            for device_id in [d for d in self._clock_runs if d in staged.watches or d in staged.equipment]:
+                del self._clock_runs[device_id]
 
     def _run_rules(self, m: DeviceMessage, now_ms: int, staged: Staged) -> list[Finding]:
         if m.kind == DeviceKind.EQUIPMENT:

@@ -72,6 +72,11 @@ def asks_again(alert: Alert, f: Finding, burst_window_ms: int) -> bool:
         return False
     if alert.state == AlertState.RESOLVED or (alert.state == AlertState.OPEN and alert.escalation == Escalation.RUNNING):
         return False
+    return _new_burst(alert, f, burst_window_ms)
+
+
+def _new_burst(alert: Alert, f: Finding, burst_window_ms: int) -> bool:
+    """The finding comes `burst_window_ms` or more (device time) after the press that began the last burst."""
     return f.at_ms - alert.burst_start_ms >= burst_window_ms
 
 
@@ -84,7 +89,7 @@ def repeat(alert: Alert, f: Finding, now_ms: int, burst_window_ms: int) -> tuple
     lat, lon = (f.lat, f.lon) if f.lat is not None else (alert.lat, alert.lon)
     # A repeat can only raise the grade (an orange exit that goes on into the night turns red).
     severity = f.severity if f.severity.rank > Severity(alert.severity).rank else alert.severity
-    new_burst = f.at_ms - alert.burst_start_ms >= burst_window_ms
+    new_burst = _new_burst(alert, f, burst_window_ms)
     presses = alert.presses + 1 if new_burst else alert.presses
     where = f" at {lat:.6f},{lon:.6f}" if lat is not None else ""
     what = f"press {presses}" if new_burst else f"press {presses} (same burst)"

@@ -68,16 +68,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE processed")
 
 
+def _open(path: Path | str, synchronous: str) -> sqlite3.Connection:
+    """One SQLite connection in WAL mode, shared between threads (callers serialise it with a lock)."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
 class Database:
     """One connection shared by the ingest, dispatch, tick and web threads, serialised by a lock."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
         # FULL: an alert and its outbox rows must survive power loss once observe() returns.
-        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn = _open(path, "FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         _migrate(self.conn)
         self.conn.executescript(SCHEMA)
@@ -203,11 +209,7 @@ class DeviceStateStore:
     """
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn = _open(path, "NORMAL")
         self.conn.execute("CREATE TABLE IF NOT EXISTS device_state (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
                           " state TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID")
         self.lock = threading.Lock()
