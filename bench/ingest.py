@@ -125,8 +125,11 @@ def bare_subscriber(broker, count: int) -> float:
     if not done.wait(600):
         raise SystemExit(f"bare subscriber got {received} of {count}")
     elapsed = time.perf_counter() - start
+    unsubscribed = threading.Event()
+    c.on_unsubscribe = lambda *a: unsubscribed.set()
     c.unsubscribe("eldercare/#")  # so the gateway's fill is not queued for this session too
-    time.sleep(0.5)
+    if not unsubscribed.wait(10):
+        raise SystemExit("no UNSUBACK from the broker")
     c.disconnect()
     c.loop_stop()
     return count / elapsed

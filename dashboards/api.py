@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -28,14 +30,14 @@ def operator_router(service: AlertService, api_token: str | None) -> APIRouter:
     router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(bearer)])
 
     @router.get("")
-    async def list_alerts(state: AlertState | None = None) -> list[dict]:
+    async def list_alerts(state: AlertState | None = None) -> list[dict[str, Any]]:
         return [asdict(a) for a in await run_in_threadpool(service.alerts, state)]
 
     @router.get("/{alert_id}/events")
-    async def alert_events(alert_id: RowId) -> list[dict]:
+    async def alert_events(alert_id: RowId) -> list[dict[str, Any]]:
         return [asdict(e) for e in await run_in_threadpool(service.events, alert_id)]
 
-    async def _change(fn, alert_id: int, body: ActorBody) -> dict:
+    async def _change(fn: Callable[[int, str], Any], alert_id: int, body: ActorBody) -> dict[str, Any]:
         try:
             return asdict(await run_in_threadpool(fn, alert_id, body.actor))
         except KeyError:
@@ -44,11 +46,11 @@ def operator_router(service: AlertService, api_token: str | None) -> APIRouter:
             raise HTTPException(status_code=409, detail=str(e)) from None
 
     @router.post("/{alert_id}/ack")
-    async def acknowledge(alert_id: RowId, body: ActorBody) -> dict:
+    async def acknowledge(alert_id: RowId, body: ActorBody) -> dict[str, Any]:
         return await _change(service.acknowledge, alert_id, body)
 
     @router.post("/{alert_id}/resolve")
-    async def resolve(alert_id: RowId, body: ActorBody) -> dict:
+    async def resolve(alert_id: RowId, body: ActorBody) -> dict[str, Any]:
         return await _change(service.resolve, alert_id, body)
 
     return router

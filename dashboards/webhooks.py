@@ -5,7 +5,7 @@ sent to (config's public base URL + path + query); anything else gets 403 and
 changes nothing.
 """
 # No `from __future__ import annotations`: FastAPI must resolve the local `Signed` alias at definition time.
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +28,7 @@ def twilio_router(service: AlertService, auth_token: str, public_base_url: str) 
     async def signed_form(request: Request) -> dict[str, str]:
         """The form fields of a request Twilio signed; 403 otherwise."""
         form = await request.form()
-        params: dict = {}
+        params: dict[str, Any] = {}
         for k, v in form.multi_items():
             params.setdefault(k, []).append(str(v))
         params = {k: v[0] if len(v) == 1 else v for k, v in params.items()}

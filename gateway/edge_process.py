@@ -80,6 +80,9 @@ def _child(settings: MqttSettings, client_id: str, subscriptions: list[str], con
 class ChildProcessSession:
     """Looks like MqttSession to the ingest worker; the session itself runs in a child process."""
 
+    # What the child process runs; a unit test puts a stand-in that speaks the same pipe protocol here.
+    child_main = staticmethod(_child)
+
     def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str],
                  inbox: queue.SimpleQueue[Received]) -> None:
         self.settings = settings
@@ -99,7 +102,7 @@ class ChildProcessSession:
         self._generation += 1
         parent_end, child_end = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_child, name=f"mqtt-{self.client_id}", daemon=True,
+            target=self.child_main, name=f"mqtt-{self.client_id}", daemon=True,
             args=(self.settings, self.client_id, self.subscriptions, child_end,
                   self._generation * _GENERATION_STRIDE),
         )

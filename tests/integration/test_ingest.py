@@ -6,7 +6,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.fixtures.gateway_proc import Publisher, connected_client, location, register, wait_until
+from tests.fixtures.gateway_proc import Publisher, connected_client, location, register, subscribe, wait_until
 
 VALID_PER_DEVICE = 20
 DEVICES = ("w-ingest-1", "w-ingest-2", "w-ingest-3")
@@ -89,7 +89,7 @@ def test_a_redelivered_message_is_written_once(gateway_in_process, mosquitto, vi
 
 def _subscriber(broker, received: list[str]) -> mqtt.Client:
     c = connected_client(broker, broker.gateway, "acl-watcher", lambda client, u, msg: received.append(msg.topic))
-    c.subscribe("eldercare/#", qos=1)
+    subscribe(c, "eldercare/#")
     return c
 
 
@@ -98,7 +98,6 @@ def test_a_device_cannot_publish_under_another_device_id(mosquitto):
     mosquitto.add_device("watch-bob")
     received: list[str] = []
     watcher = _subscriber(mosquitto, received)
-    time.sleep(0.3)  # let the subscription settle before publishing
     acks: list[int] = []
     device = connected_client(mosquitto, alice, "watch-alice")
     device.on_publish = lambda client, userdata, mid, reason, props: acks.append(reason.value)
@@ -120,17 +119,16 @@ def test_a_device_cannot_publish_under_another_device_id(mosquitto):
 @pytest.mark.parametrize("topic", ["eldercare/watch/watch-carol/cmd", "eldercare/watch/watch-dave/cmd"])
 def test_a_device_reads_only_its_own_command_topic(mosquitto, topic):
     carol = mosquitto.add_device("watch-carol")
-    got: list[str] = []
-    device = connected_client(mosquitto, carol, "watch-carol", lambda c, u, m: got.append(m.topic))
-    device.subscribe("eldercare/watch/+/cmd", qos=1)
-    time.sleep(0.3)
+    got: list[tuple[str, bytes]] = []
+    device = connected_client(mosquitto, carol, "watch-carol", lambda c, u, m: got.append((m.topic, m.payload)))
+    subscribe(device, "eldercare/watch/+/cmd")
     gw = Publisher(mosquitto, mosquitto.gateway, client_id="cmd-sender")
     gw.publish(topic, b'{"cmd": "locate"}')
-    gw.publish("eldercare/watch/watch-carol/cmd", b'{"cmd": "marker"}')
+    gw.publish("eldercare/watch/watch-carol/cmd", b'{"cmd": "marker"}')  # one sender, so it arrives last
     gw.wait_all()
-    wait_until(lambda: len(got) >= 1, 10, "the device's own command")
-    time.sleep(0.3)
+    wait_until(lambda: ("eldercare/watch/watch-carol/cmd", b'{"cmd": "marker"}') in got, 10, "the marker command")
     device.loop_stop()
     gw.close()
-    assert got.count("eldercare/watch/watch-carol/cmd") == (2 if topic.endswith("carol/cmd") else 1)
-    assert "eldercare/watch/watch-dave/cmd" not in got
+    topics = [t for t, _ in got]
+    assert topics.count("eldercare/watch/watch-carol/cmd") == (2 if topic.endswith("carol/cmd") else 1)
+    assert "eldercare/watch/watch-dave/cmd" not in topics

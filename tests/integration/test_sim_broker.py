@@ -11,7 +11,7 @@ from device_sim.load import run_load
 from device_sim.publisher import AckCounter, connect, publish_stream
 from device_sim.scenario import parse_scenario
 from device_sim.stream import generate
-from tests.fixtures.gateway_proc import connected_client, wait_until
+from tests.fixtures.gateway_proc import Publisher, connected_client, subscribe, wait_until
 
 SCENARIO_TEXT = """
 duration = "10m"
@@ -51,11 +51,8 @@ class Subscriber:
     def __init__(self, broker, client_id: str = "sim-test-subscriber") -> None:
         self.lock = threading.Lock()
         self.messages: list[tuple[str, bytes]] = []
-        subscribed = threading.Event()
         self.client = connected_client(broker, broker.gateway, client_id, self._on_message)
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.subscribe("eldercare/#", qos=1)
-        assert subscribed.wait(10), "no SUBACK"
+        subscribe(self.client, "eldercare/#")
 
     def _on_message(self, client, userdata, msg) -> None:
         with self.lock:
@@ -139,9 +136,15 @@ def test_load_mode_keeps_the_requested_rate_and_every_acknowledged_message_arriv
     sub = Subscriber(mosquitto, "sim-load-counter")
     report = run_load(mosquitto.host, mosquitto.port, mosquitto.simulator.username, mosquitto.simulator.password,
                       devices=1000, rate=2000, duration=4, processes=2)
-    wait_until(lambda: sub.count() >= report.published, 30, "the subscriber to catch up")
-    time.sleep(0.5)  # anything beyond the published count would show up now
+    # Every load message was acknowledged, so the broker queued it to us before this marker.
+    marker = ("eldercare/watch/marker/status", b"end of load")
+    publisher = Publisher(mosquitto, mosquitto.gateway, client_id="sim-load-marker")
+    publisher.publish(*marker)
+    publisher.wait_all()
+    publisher.close()
+    wait_until(lambda: marker in sub.messages, 30, "the subscriber to catch up to the marker")
     sub.close()
+    sub.messages.remove(marker)
     assert report.errors == 0
     assert report.published == 8000
     assert abs(report.achieved_rate - 2000) <= 200
