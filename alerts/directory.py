@@ -57,6 +57,8 @@ class Resident(_Model):
     name: str = Field(min_length=1)
     age: int = Field(ge=40, le=130)
     language: str = "zh-CN"
+    address: str = Field(default="", max_length=300, description="Where the resident lives, for whoever goes to help")
+    medical_notes: str = Field(default="", max_length=2000, description="What a responder should know: conditions, medication")
     watch_device_id: str | None = None
     heart_rate_range: tuple[Annotated[int, Field(ge=20, le=250)], Annotated[int, Field(ge=20, le=250)]] | None = None
     spo2_threshold: int | None = Field(

@@ -115,7 +115,8 @@ class AlertEngine:
         alert = lifecycle.open_alert(f, subject, resident.id if resident else None, now_ms)
         alert_id = self.alerts.insert(alert)
         alert = replace(alert, id=alert_id)
-        self._event(AlertEvent(alert_id, now_ms, "opened", f.device_id, f"{f.severity} {f.alert_type} {f.detail}".strip()))
+        where = f" at {f.lat:.6f},{f.lon:.6f}" if f.lat is not None and f.lon is not None else ""
+        self._event(AlertEvent(alert_id, now_ms, "opened", f.device_id, f"{f.severity} {f.alert_type} {f.detail}{where}".strip()))
         return self._queue_step(alert, now_ms)
 
     # -- escalation ----------------------------------------------------------
@@ -243,8 +244,19 @@ class AlertEngine:
     def acknowledge(self, alert_id: int, actor: str, now_ms: int) -> Alert:
         return self._close(alert_id, actor, now_ms, lifecycle.acknowledge, "accepted")
 
-    def resolve(self, alert_id: int, actor: str, now_ms: int) -> Alert:
-        return self._close(alert_id, actor, now_ms, lifecycle.resolve, "resolved")
+    def resolve(self, alert_id: int, actor: str, now_ms: int, note: str = "") -> Alert:
+        return self._close(alert_id, actor, now_ms, lambda a, who, at: lifecycle.resolve(a, who, at, note), "resolved")
+
+    def take(self, alert_id: int, actor: str, now_ms: int) -> Alert:
+        """An operator takes the alert on; nothing is sent and escalation is unchanged."""
+        with self._changes():
+            alert = self.alerts.get(alert_id)
+            if alert is None:
+                raise KeyError(alert_id)
+            alert, ev = lifecycle.take(alert, actor, now_ms)
+            self.alerts.update(alert)
+            self._event(ev)
+        return alert
 
     def _close(self, alert_id: int, actor: str, now_ms: int,
                transition: Callable[[Alert, str, int], tuple[Alert, AlertEvent]], outcome: str) -> Alert:

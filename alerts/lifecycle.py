@@ -36,6 +36,8 @@ class Alert:
     presses: int = 1                 # presses (or findings) recorded on this alert, bursts counted once each
     burst_start_ms: int = 0          # device time of the press that began the latest burst
     acknowledged_by: str | None = None
+    taken_by: str | None = None      # the operator handling it, so two do not work the same alert
+    round_started_ms: int = 0        # gateway time the alert opened or last reopened: its acknowledgement clock starts here
 
     @property
     def saved_id(self) -> int:
@@ -43,6 +45,11 @@ class Alert:
         if self.id is None:
             raise RuntimeError(f"{self.alert_type} alert of {self.subject} has no id: it was never saved")
         return self.id
+
+    @property
+    def round_start_ms(self) -> int:
+        """When the acknowledgement clock of the current round started (databases before version 3: opening)."""
+        return self.round_started_ms or self.opened_ms
 
     @property
     def plan_position(self) -> int:
@@ -61,7 +68,7 @@ class AlertEvent:
 
 def open_alert(f: Finding, subject: str, resident_id: str | None, now_ms: int) -> Alert:
     return Alert(None, subject, f.alert_type, f.severity, AlertState.OPEN, resident_id, f.device_id, now_ms, now_ms,
-                 f.lat, f.lon, f.detail, 0, now_ms, Escalation.RUNNING, burst_start_ms=f.at_ms)
+                 f.lat, f.lon, f.detail, 0, now_ms, Escalation.RUNNING, burst_start_ms=f.at_ms, round_started_ms=now_ms)
 
 
 def asks_again(alert: Alert, f: Finding, burst_window_ms: int) -> bool:
@@ -105,7 +112,17 @@ def restart(alert: Alert, now_ms: int, why: str) -> tuple[Alert, AlertEvent]:
     step = alert.step + 1
     ev = AlertEvent(alert.saved_id, now_ms, "reopened", SYSTEM, why)
     return replace(alert, state=AlertState.OPEN, escalation=Escalation.RUNNING, step=step, plan_base=step, step_started_ms=now_ms,
-                   updated_ms=now_ms), ev
+                   updated_ms=now_ms, round_started_ms=now_ms), ev
+
+
+def take(alert: Alert, actor: str, now_ms: int) -> tuple[Alert, AlertEvent]:
+    """An operator says "I am handling this": the others see it; escalation goes on until someone accepts."""
+    if alert.state == AlertState.RESOLVED:
+        raise TransitionError(f"alert {alert.id} is resolved, nothing to take")
+    if alert.taken_by == actor:
+        raise TransitionError(f"alert {alert.id} is already taken by {actor}")
+    detail = f"from {alert.taken_by}" if alert.taken_by else ""
+    return replace(alert, taken_by=actor, updated_ms=now_ms), AlertEvent(alert.saved_id, now_ms, "taken", actor, detail)
 
 
 def acknowledge(alert: Alert, actor: str, now_ms: int) -> tuple[Alert, AlertEvent]:

@@ -55,6 +55,13 @@ class Outbox:
             rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE alert_id=? ORDER BY id", (alert_id,)).fetchall()
         return [OutboxRow(*r) for r in rows]
 
+    def needing_operator(self) -> dict[int, int]:
+        """Alerts with attempts whose outcome only a person can settle: alert id -> how many."""
+        with self.db.transaction() as c:
+            rows = c.execute("SELECT alert_id, count(*) FROM outbox WHERE status=? GROUP BY alert_id",
+                             (OutboxStatus.OPERATOR,)).fetchall()
+        return dict(rows)
+
     def outcomes(self, alert_id: int, step: int) -> list[tuple[str, str | None]]:
         """(status, delivery) of every attempt of one step."""
         with self.db.transaction() as c:

@@ -72,10 +72,13 @@ class AlertService:
         self.dispatcher.wake.set()
         return alert
 
-    def resolve(self, alert_id: int, actor: str, now_ms: int | None = None) -> Alert:
-        alert = self.engine.resolve(alert_id, actor, self._now_ms() if now_ms is None else now_ms)
+    def resolve(self, alert_id: int, actor: str, now_ms: int | None = None, note: str = "") -> Alert:
+        alert = self.engine.resolve(alert_id, actor, self._now_ms() if now_ms is None else now_ms, note)
         self.dispatcher.wake.set()
         return alert
+
+    def take(self, alert_id: int, actor: str, now_ms: int | None = None) -> Alert:
+        return self.engine.take(alert_id, actor, self._now_ms() if now_ms is None else now_ms)
 
     def accept_by_attempt(self, attempt_id: int, now_ms: int | None = None) -> Alert | None:
         """A called person pressed 1: they (the attempt's recipient) accept the alert; None if no such attempt."""
@@ -99,6 +102,25 @@ class AlertService:
 
     def alerts(self, state: str | None = None) -> list[Alert]:
         return self.engine.alerts.list(state)
+
+    def alert(self, alert_id: int) -> Alert | None:
+        return self.engine.alerts.get(alert_id)
+
+    def unresolved(self) -> list[Alert]:
+        """The operators' queue: unresolved alerts, most urgent grade first, then oldest."""
+        return self.engine.alerts.unresolved()
+
+    def needing_operator(self) -> dict[int, int]:
+        """Alert id -> notification attempts whose outcome only a person can settle."""
+        return self.engine.outbox.needing_operator()
+
+    def attempts(self, alert_id: int) -> list[OutboxRow]:
+        """Every notification attempt of an alert, oldest first, with its delivery state."""
+        return self.engine.outbox.of_alert(alert_id)
+
+    @property
+    def directory(self) -> Directory:
+        return self.engine.directory
 
     def events(self, alert_id: int) -> list[AlertEvent]:
         return self.engine.alerts.events(alert_id)

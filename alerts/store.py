@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     state TEXT NOT NULL, resident_id TEXT, device_id TEXT NOT NULL, opened_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL, lat REAL, lon REAL, detail TEXT NOT NULL, step INTEGER NOT NULL,
     step_started_ms INTEGER NOT NULL, escalation TEXT NOT NULL, plan_base INTEGER NOT NULL DEFAULT 0,
-    presses INTEGER NOT NULL DEFAULT 1, burst_start_ms INTEGER NOT NULL DEFAULT 0, acknowledged_by TEXT);
+    presses INTEGER NOT NULL DEFAULT 1, burst_start_ms INTEGER NOT NULL DEFAULT 0, acknowledged_by TEXT,
+    taken_by TEXT, round_started_ms INTEGER NOT NULL DEFAULT 0);
 -- One open (unresolved) alert per subject and type: a repeat joins it.
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts(subject, alert_type) WHERE state != 'resolved';
 CREATE INDEX IF NOT EXISTS alerts_running ON alerts(escalation) WHERE escalation = 'running';
@@ -42,16 +43,18 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, due_ms);
 """
 
 _ALERT_COLS = ("id, subject, alert_type, severity, state, resident_id, device_id, opened_ms, updated_ms, "
-               "lat, lon, detail, step, step_started_ms, escalation, plan_base, presses, burst_start_ms, acknowledged_by")
+               "lat, lon, detail, step, step_started_ms, escalation, plan_base, presses, burst_start_ms, acknowledged_by, "
+               "taken_by, round_started_ms")
 _N_ALERT_COLS = len(_ALERT_COLS.split(", "))
-SCHEMA_VERSION = 2
-# Columns version 2 added to `alerts`, for databases made by version 1.
-_V2_ALERT_COLUMNS = (("plan_base", "INTEGER NOT NULL DEFAULT 0"), ("presses", "INTEGER NOT NULL DEFAULT 1"),
-                     ("burst_start_ms", "INTEGER NOT NULL DEFAULT 0"), ("acknowledged_by", "TEXT"))
+SCHEMA_VERSION = 3
+# Columns later versions added to `alerts` (2: repeat presses; 3: the operator console), for older databases.
+_ADDED_ALERT_COLUMNS = (("plan_base", "INTEGER NOT NULL DEFAULT 0"), ("presses", "INTEGER NOT NULL DEFAULT 1"),
+                        ("burst_start_ms", "INTEGER NOT NULL DEFAULT 0"), ("acknowledged_by", "TEXT"),
+                        ("taken_by", "TEXT"), ("round_started_ms", "INTEGER NOT NULL DEFAULT 0"))
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a version-1 database to version 2 before the schema script runs.
+    """Bring an older database to this version before the schema script runs.
 
     Version 1's processed keys were (device_id, seq): they can never match a (device_id, ts, seq) key,
     so that table starts again (its window is a week of redeliveries, not history).
@@ -60,7 +63,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         return
     columns = {r[1] for r in conn.execute("PRAGMA table_info(alerts)")}
     if columns:
-        for name, decl in _V2_ALERT_COLUMNS:
+        for name, decl in _ADDED_ALERT_COLUMNS:
             if name not in columns:
                 conn.execute(f"ALTER TABLE alerts ADD COLUMN {name} {decl}")
     processed = {r[1] for r in conn.execute("PRAGMA table_info(processed)")}
@@ -190,6 +193,14 @@ class AlertStore:
         with self.db.transaction() as c:
             rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE escalation=? AND state=?",
                              (Escalation.RUNNING, AlertState.OPEN)).fetchall()
+        return [_alert(r) for r in rows]
+
+    def unresolved(self, limit: int = 5000) -> list[Alert]:
+        """Every alert not yet resolved, most urgent grade first, then oldest first: the operators' queue."""
+        with self.db.transaction() as c:
+            rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE state != ? "
+                             f"ORDER BY {Severity.sql_urgency('severity')}, opened_ms, id LIMIT ?",
+                             (AlertState.RESOLVED, limit)).fetchall()
         return [_alert(r) for r in rows]
 
     def list(self, state: str | None = None, limit: int = 500) -> list[Alert]:

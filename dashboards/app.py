@@ -1,16 +1,64 @@
-"""The dashboard web app: for now the Twilio webhooks and the operator alert API."""
+"""The web app: operator console, admin pages, JSON API and Twilio's webhooks, in one FastAPI app."""
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from alerts.service import AlertService
+from dashboards.accounts import AccountStore
+from dashboards.admin import admin_router
 from dashboards.api import operator_router
+from dashboards.auth import NotLoggedIn, Operator, login_redirect, login_router
+from dashboards.config import WebSettings
+from dashboards.console import console_router
+from dashboards.fleet import fleet_router
+from dashboards.live import Broadcaster
+from dashboards.pages import HERE, render
 from dashboards.webhooks import twilio_router
+from gateway.store import OperationalStore
 
 
-def create_app(service: AlertService, *, twilio_auth_token: str, public_base_url: str,
-               api_token: str | None = None) -> FastAPI:
-    app = FastAPI(title="Eldercare gateway")
+def create_app(service: AlertService, accounts: AccountStore, devices: OperationalStore, *, twilio_auth_token: str,
+               public_base_url: str, web: WebSettings | None = None) -> FastAPI:
+    web = web or WebSettings()
+    app = FastAPI(title="Eldercare gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.accounts = accounts
+    app.state.community_name = service.directory.community.name
+    app.state.tz = service.settings.timezone
+    broadcaster = Broadcaster()
+    app.state.broadcaster = broadcaster
+    service.listeners.append(broadcaster.publish)
+
+    @app.exception_handler(NotLoggedIn)
+    async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
+        if request.method == "GET" and "text/html" in request.headers.get("accept", "") \
+                and not request.url.path.startswith("/api/"):
+            return login_redirect(request)
+        return JSONResponse({"detail": "log in or send an API token"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(actor: Operator) -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request, actor: Operator) -> Response:
+        """The API's routes, rendered here (no CDN-hosted Swagger UI: the console works offline)."""
+        return render(request, "docs.html", {"spec": app.openapi()})
+
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(login_router(web.cookie_secure))
+    app.include_router(console_router(service, devices, broadcaster, tile_url=web.tile_url, tile_datum=web.tile_datum))
+    app.include_router(fleet_router(service, devices, tile_url=web.tile_url, tile_datum=web.tile_datum))
+    app.include_router(admin_router(accounts))
+    app.include_router(operator_router(service))
     app.include_router(twilio_router(service, twilio_auth_token, public_base_url))
-    app.include_router(operator_router(service, api_token))
     return app
+

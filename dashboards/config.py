@@ -1,26 +1,28 @@
 """The web layer's settings section ([web])."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pathlib import Path
+from typing import Literal
 
-MIN_API_TOKEN_CHARS = 32
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class WebSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(True, description="Serve Twilio's webhooks and the operator API")
-    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (put a TLS reverse proxy in front for Twilio)")
-    port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
-    api_token: SecretStr = Field(
-        SecretStr(""),
-        description=f"Bearer token for the operator API, at least {MIN_API_TOKEN_CHARS} characters; empty keeps it closed",
+    enabled: bool = Field(default=True, description="Serve the operator console, the API and Twilio's webhooks")
+    host: str = Field(default="127.0.0.1", min_length=1,
+                      description="Address to listen on (put a TLS reverse proxy in front for Twilio)")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on")
+    db_path: Path = Field(default=Path("var/web.db"), description="SQLite file of operator accounts, sessions and API tokens")
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 7,
+                                 description="How long a login lasts (a night shift and a handover)")
+    cookie_secure: bool = Field(
+        default=False, description="Send the session cookie only over HTTPS; set it true when the console is served through TLS",
     )
-
-    @field_validator("api_token")
-    @classmethod
-    def _too_long_to_guess(cls, v: SecretStr) -> SecretStr:
-        # The token alone lets anyone acknowledge an SOS; a short one can be guessed.
-        if 0 < len(v.get_secret_value()) < MIN_API_TOKEN_CHARS:
-            raise ValueError(f"must be at least {MIN_API_TOKEN_CHARS} characters (or empty, which keeps the operator API closed)")
-        return v
+    tile_url: str = Field(
+        default="", description="Map tiles, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty draws maps without tiles",
+    )
+    tile_datum: Literal["wgs84", "gcj02"] = Field(
+        default="wgs84", description="gcj02 for a Chinese tile source (AMap, Tencent), whose tiles are drawn in GCJ-02",
+    )

@@ -9,6 +9,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from device_sim.progress import Progress
 from device_sim.scenario import ScenarioError, load_scenario, parse_duration, scenario_names
 from device_sim.stream import generate, window
 from gateway.broker_accounts import SIMULATOR_USER, Credentials
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     from device_sim.publisher import load_device_passwords, publish_stream
 
     scenario = load_scenario(args.scenario)
@@ -102,10 +103,12 @@ def _run(args) -> int:
           f"at x{args.speed:g}, {mode}, to {args.host}:{args.port}", file=sys.stderr)
     start_ms = run_start_ms(time.time(), scenario.duration_s, args.speed) if args.start_ms is None else args.start_ms
     stream = window(generate(scenario, args.seed, start_ms, args.prefix), round(args.from_s * 1000), round(until_s * 1000))
+    progress = Progress(sys.stderr)
     report = publish_stream(stream, devices, args.host, args.port, shared=shared, passwords=passwords,
                             speed=args.speed, prefix=args.prefix, protocol=_PROTOCOLS[args.protocol],
-                            on_progress=lambda n: print(f"\r{n} acknowledged", end="", file=sys.stderr))
-    print(f"\npublished {report.published}, errors {report.errors}, {report.elapsed_s:.1f} s", file=sys.stderr)
+                            on_progress=lambda n: progress.show(f"{n} acknowledged"))
+    progress.done()
+    print(f"published {report.published}, errors {report.errors}, {report.elapsed_s:.1f} s", file=sys.stderr)
     return 1 if report.errors else 0
 
 
@@ -129,7 +132,7 @@ def _scenario_time(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _load(args) -> int:
+def _load(args: argparse.Namespace) -> int:
     from device_sim.load import run_load
 
     report = run_load(args.host, args.port, args.username, args.password, args.devices, args.rate, args.duration,
@@ -140,7 +143,7 @@ def _load(args) -> int:
     return 1 if report.errors else 0
 
 
-def _dump(args) -> int:
+def _dump(args: argparse.Namespace) -> int:
     for e in generate(load_scenario(args.scenario), args.seed, args.start_ms, args.prefix):
         print(json.dumps({"t_ms": e.t_ms, "topic": e.topic, "qos": e.qos,
                           "payload": e.payload.decode("utf-8", "backslashreplace")}))

@@ -74,7 +74,7 @@ def session_readings(rng: random.Random, machine: EquipmentType, session_id: str
     yield Reading(t0_ms, EquipmentSession, {"event": "start", "session_id": session_id, "equipment_type": machine})
     hr, count_f, kcal = float(who.resting_hr + rng.randint(5, 15)), 0.0, 0.0
     reserve = who.max_hr - who.resting_hr
-    totals: dict = {"elapsed_s": 0, "count": 0, "energy_kcal": 0.0}
+    totals: dict[str, float] = {"elapsed_s": 0, "count": 0, "energy_kcal": 0.0}
     for s in range(1, seconds + 1):
         pace = rng.uniform(0.9, 1.1)
         count_f += rate * pace

@@ -8,22 +8,33 @@ the report counts what the broker acknowledged.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import multiprocessing.queues
+import multiprocessing.synchronize
 import os
 import queue
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from multiprocessing.process import BaseProcess
+from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTProtocolVersion
 
+from device_sim.progress import Progress
 from device_sim.publisher import AckCounter, PublishReport, connect
 from gateway.broker_accounts import Credentials
-from gateway.models import DeviceKind, Health, Location, WatchStatus
+from gateway.models import DeviceKind, DevicePayload, Health, Location, WatchStatus
 from gateway.topics import DEFAULT_PREFIX, Topics
 
 TICK_S = 0.005
 ACK_TIMEOUT_S = 60.0
+# What a worker puts on the results queue: ("ready", index) or ("failed", why), then ("done", acked, errors).
+_Result = tuple[Any, ...]
+# Each worker's acked and errors so far, side by side: a shared array of signed 64-bit integers ("q").
+_Counters = ctypes.Array[ctypes.c_longlong]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,7 @@ def device_id(i: int) -> str:
 
 def load_payload(device_index: int, seq: int, ts: int) -> tuple[str, bytes]:
     """(stream, payload) for a device's `seq`-th message: status, location and health in turn."""
+    body: DevicePayload
     match seq % 3:
         case 0:
             body = WatchStatus(ts=ts, seq=seq, battery=100 - seq % 100, worn=True, steps=seq * 7 % 20_000)
@@ -63,7 +75,8 @@ def load_payload(device_index: int, seq: int, ts: int) -> tuple[str, bytes]:
 
 
 def _worker(share: _Share, host: str, port: int, creds: Credentials | None, prefix: str, max_inflight: int,
-            protocol: int, go, counters, results) -> None:
+            protocol: MQTTProtocolVersion, go: mp.synchronize.Event, counters: _Counters,
+            results: mp.queues.Queue[_Result]) -> None:
     acks, topics = AckCounter(), Topics(prefix)
     mine = len(range(share.index, share.devices, share.processes))
     try:
@@ -100,7 +113,7 @@ def _worker(share: _Share, host: str, port: int, creds: Credentials | None, pref
     results.put(("done", acks.acked, sent + refused - acks.acked))
 
 
-def _wait_until_ready(workers, results) -> None:
+def _wait_until_ready(workers: Sequence[BaseProcess], results: mp.queues.Queue[_Result]) -> None:
     """Every worker connected, or an error naming why not."""
     ready = 0
     while ready < len(workers):
@@ -119,7 +132,7 @@ def _wait_until_ready(workers, results) -> None:
 def run_load(host: str = "127.0.0.1", port: int = 1883, username: str | None = "simulator",
              password: str | None = None, devices: int = 1000, rate: float = 1000.0, duration: float = 10.0,
              processes: int | None = None, topic_prefix: str = DEFAULT_PREFIX, max_inflight: int = 500,
-             protocol: int = mqtt.MQTTv311, progress: TextIO | None = None) -> LoadReport:
+             protocol: MQTTProtocolVersion = mqtt.MQTTv311, progress: TextIO | None = None) -> LoadReport:
     """Publish `rate` messages/s in total from `devices` devices for `duration` s; wait for every PUBACK."""
     if devices < 1 or rate <= 0 or duration <= 0:
         raise ValueError("devices, rate and duration must be positive")
@@ -127,7 +140,7 @@ def run_load(host: str = "127.0.0.1", port: int = 1883, username: str | None = "
     total = round(rate * duration)
     ctx = mp.get_context("spawn")  # no forked copies of the caller's threads and sockets
     go, results = ctx.Event(), ctx.Queue()
-    counters = ctx.Array("q", 2 * processes, lock=False)
+    counters: _Counters = ctx.Array("q", 2 * processes, lock=False)
     creds = Credentials(username, password or "") if username else None
     workers = [ctx.Process(target=_worker, daemon=True, args=(
         _Share(i, processes, devices, total // processes + (i < total % processes), duration),
@@ -142,24 +155,24 @@ def run_load(host: str = "127.0.0.1", port: int = 1883, username: str | None = "
             w.kill()
             w.join()
         raise
+    shown = Progress(progress) if progress is not None else None
     start = time.monotonic()
     go.set()
-    done = []
+    done: list[_Result] = []
     while len(done) < processes:
         try:
             done.append(results.get(timeout=0.5))
         except queue.Empty:
             if not any(w.is_alive() for w in workers) and results.empty():
                 break  # a worker died: what it sent is counted as errors below
-        if progress is not None:
+        if shown is not None:
             acked, errors = sum(counters[0::2]), sum(counters[1::2])
             t = time.monotonic() - start
-            print(f"\r{acked:>10} acked  {acked / max(t, 1e-9):>9.0f} msg/s  {errors} errors  {t:5.1f}/{duration:g} s",
-                  end="", file=progress, flush=True)
+            shown.show(f"{acked:>10} acked  {acked / max(t, 1e-9):>9.0f} msg/s  {errors} errors  {t:5.1f}/{duration:g} s")
     elapsed = time.monotonic() - start
     for w in workers:
         w.join(timeout=5)
-    if progress is not None:
-        print(file=progress)
+    if shown is not None:
+        shown.done()
     published = sum(acked for _, acked, _ in done)
     return LoadReport(published, total - published, elapsed, rate, devices)

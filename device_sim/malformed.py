@@ -5,9 +5,11 @@ can only be for that one reason.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
-from gateway.models import DeviceKind, EquipmentTelemetry, Health, Location, WatchStatus
+from gateway.models import DeviceKind, DevicePayload, EquipmentTelemetry, Health, Location, WatchStatus
 
 _WATCH_KINDS = {"bad_json", "not_an_object", "missing_ts", "missing_seq", "lat_out_of_range",
                 "heart_rate_out_of_range", "wrong_type", "unknown_stream"}
@@ -17,7 +19,8 @@ MALFORMED_KINDS: dict[DeviceKind, frozenset[str]] = {
 }
 
 
-def _valid(device_kind: DeviceKind, kind: str, ts: int, seq: int) -> dict:
+def _valid(device_kind: DeviceKind, kind: str, ts: int, seq: int) -> dict[str, Any]:
+    model: DevicePayload
     if device_kind == DeviceKind.EQUIPMENT:
         model = EquipmentTelemetry(ts=ts, seq=seq, session_id="s-1", elapsed_s=10, count=3, energy_kcal=0.5,
                                    heart_rate=90)

@@ -15,8 +15,12 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from device_sim.stream import Emitted
 from gateway.broker_accounts import Credentials
@@ -62,7 +66,8 @@ class AckCounter:
         self.lock = threading.Lock()
         self.acked = self.failed = 0
 
-    def on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                   properties: Properties) -> None:
         with self.lock:
             if reason_code.is_failure:
                 self.failed += 1
@@ -70,21 +75,23 @@ class AckCounter:
                 self.acked += 1
 
 
-def connect(host: str, port: int, client_id: str, creds: Credentials | None, protocol: int = mqtt.MQTTv5,
-            max_inflight: int = 100, on_publish=None) -> mqtt.Client:
+def connect(host: str, port: int, client_id: str, creds: Credentials | None,
+            protocol: MQTTProtocolVersion = mqtt.MQTTv5, max_inflight: int = 100,
+            on_publish: mqtt.CallbackOnPublish_v2 | None = None) -> mqtt.Client:
     """A started client whose CONNACK accepted it; raises ConnectionError otherwise."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     if creds is not None:
         client.username_pw_set(creds.username, creds.password)
     client.max_inflight_messages_set(max_inflight)
     client.on_publish = on_publish
-    result: list = []
+    result: list[ReasonCode] = []
     ready = threading.Event()
 
-    def on_connect(c, userdata, flags, reason_code, properties):
+    def on_connect(c: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                   properties: Properties | None) -> None:
         if not reason_code.is_failure:
-            # SOS latency: do not let Nagle hold a small publish back.
-            c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # SOS latency: do not let Nagle hold a small publish back. Connected over TCP, paho's socket is a real one.
+            cast(socket.socket, c.socket()).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         result.append(reason_code)
         ready.set()
 
@@ -103,7 +110,7 @@ def connect(host: str, port: int, client_id: str, creds: Credentials | None, pro
 
 def publish_stream(stream: Iterable[Emitted], device_ids: Iterable[str], host: str, port: int, *,
                    shared: Credentials | None = None, passwords: Mapping[str, str] | None = None,
-                   speed: float = 1.0, prefix: str = "eldercare", protocol: int = mqtt.MQTTv5,
+                   speed: float = 1.0, prefix: str = "eldercare", protocol: MQTTProtocolVersion = mqtt.MQTTv5,
                    on_progress: Callable[[int], None] | None = None) -> PublishReport:
     """Publish `stream` at `speed` x real time (0: as fast as acknowledgements allow).
 

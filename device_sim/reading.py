@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.models import DevicePayload
 
@@ -15,7 +16,7 @@ class Reading:
 
     t_ms: int
     model: type[DevicePayload]
-    fields: Mapping[str, object]
+    fields: Mapping[str, Any]   # the model's own fields, checked when the device builds it
 
 
 def hour_of_day(start_time_s: float, t_ms: int) -> float:

@@ -75,7 +75,8 @@ class _Planner:
     """Appends segments one after another from a time and a place."""
 
     def __init__(self, t_ms: int, pos: GeoPoint) -> None:
-        self.t, self.pos, self.segments = t_ms, pos, []
+        self.t, self.pos = t_ms, pos
+        self.segments: list[Segment] = []
 
     def stay(self, until_ms: float, activity: Activity, on_charger: bool = False) -> None:
         until_ms = round(until_ms)   # routines are drawn in float minutes; segments are whole ms

@@ -27,8 +27,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from importlib.resources.abc import Traversable
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -141,7 +143,7 @@ def parse_duration(value: object, what: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return float(value)
     m = _DURATION.match(value.strip()) if isinstance(value, str) else None
-    if not m or not value.strip() or not any(m.groups()):
+    if m is None or not any(m.groups()):   # a blank string matches, with no group
         raise ScenarioError(f"{what}: {value!r} is not a duration like 90, \"90s\", \"30m\" or \"1h30m\"")
     h, mins, s = (float(g) if g else 0.0 for g in m.groups())
     return h * 3600 + mins * 60 + s
@@ -154,7 +156,7 @@ def _time_of_day(value: object) -> float:
     return int(m[1]) * 3600 + int(m[2]) * 60
 
 
-def _table(doc: dict, key: str, allowed: set[str]) -> dict:
+def _table(doc: Mapping[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
     table = doc.get(key, {})
     if not isinstance(table, dict):
         raise ScenarioError(f"[{key}] must be a table")
@@ -164,7 +166,7 @@ def _table(doc: dict, key: str, allowed: set[str]) -> dict:
     return table
 
 
-def _fleet(doc: dict) -> tuple[tuple[str, ...], tuple[tuple[str, EquipmentType], ...]]:
+def _fleet(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[tuple[str, EquipmentType], ...]]:
     fleet = _table(doc, "fleet", {"watches", "equipment", "watch_id_prefix"})
     count = fleet.get("watches", 0)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
@@ -189,16 +191,21 @@ def _fleet(doc: dict) -> tuple[tuple[str, ...], tuple[tuple[str, EquipmentType],
     return watches, tuple(equipment)
 
 
-def _action(where: str, raw: object, table: str, base: set[str], takes: dict[str, set[str]],
-            needs: dict[str, set[str]]) -> str:
-    """The entry's action, once the entry is a table with its base keys and only the keys its action takes."""
+def _entry(where: str, raw: object, table: str) -> dict[str, Any]:
+    """An `[[events]]` or `[[operations]]` entry, once it is a table."""
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where} must be a table ([[{table}]])")
+    return raw
+
+
+def _action(where: str, raw: Mapping[str, Any], base: set[str], takes: dict[str, set[str]],
+            needs: dict[str, set[str]]) -> str:
+    """The entry's action, once the entry has its base keys and only the keys its action takes."""
     missing = base - set(raw)
     if missing:
         raise ScenarioError(f"{where}: missing {sorted(missing)}")
     action = raw["action"]
-    if action not in takes:
+    if not isinstance(action, str) or action not in takes:
         raise ScenarioError(f"{where}: unknown action {action!r}; known: {sorted(takes)}")
     extra = set(raw) - base - takes[action]
     if extra:
@@ -210,12 +217,12 @@ def _action(where: str, raw: object, table: str, base: set[str], takes: dict[str
 
 
 def _in_fleet(where: str, device: object, kinds: Mapping[str, DeviceKind]) -> str:
-    if device not in kinds:
+    if not isinstance(device, str) or device not in kinds:
         raise ScenarioError(f"{where}: no device {device!r} in the fleet; devices: {sorted(kinds)}")
     return device
 
 
-def _at(where: str, raw: dict, duration_s: float) -> float:
+def _at(where: str, raw: Mapping[str, Any], duration_s: float) -> float:
     at_s = parse_duration(raw["at"], f"{where} at")
     if at_s >= duration_s:
         raise ScenarioError(f"{where}: at {at_s:g} s is not before the scenario's end ({duration_s:g} s)")
@@ -224,7 +231,8 @@ def _at(where: str, raw: dict, duration_s: float) -> float:
 
 def _event(i: int, raw: object, kinds: dict[str, DeviceKind], duration_s: float) -> Event:
     where = f"events[{i}]"
-    action = _action(where, raw, "events", {"at", "device", "action"}, ACTION_KEYS, ACTION_NEEDS)
+    raw = _entry(where, raw, "events")
+    action = _action(where, raw, {"at", "device", "action"}, ACTION_KEYS, ACTION_NEEDS)
     device = _in_fleet(where, raw["device"], kinds)
     if (action in WATCH_ACTIONS and kinds[device] != DeviceKind.WATCH) or (
             action in EQUIPMENT_ACTIONS and kinds[device] != DeviceKind.EQUIPMENT):
@@ -246,7 +254,8 @@ def _event(i: int, raw: object, kinds: dict[str, DeviceKind], duration_s: float)
 
 def _operation(i: int, raw: object, kinds: dict[str, DeviceKind], duration_s: float) -> Operation:
     where = f"operations[{i}]"
-    action = _action(where, raw, "operations", {"at", "action"}, OPERATION_KEYS, OPERATION_NEEDS)
+    raw = _entry(where, raw, "operations")
+    action = _action(where, raw, {"at", "action"}, OPERATION_KEYS, OPERATION_NEEDS)
     device = _in_fleet(where, raw["device"], kinds) if "device" in raw else None
     at_s = _at(where, raw, duration_s)
     down_s = parse_duration(raw.get("down", 0), f"{where} down")
@@ -306,7 +315,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{source}: {e}") from None
 
 
-def _packaged():
+def _packaged() -> Traversable:
     return resources.files("device_sim").joinpath("scenarios")
 
 

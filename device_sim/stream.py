@@ -49,7 +49,8 @@ def device_messages(device_id: str, kind: DeviceKind, readings: Iterable[Reading
 
     sent: deque[Emitted] = deque(maxlen=_REPLAYABLE)
     seq = 0
-    for item in heapq.merge(readings, scripted, key=lambda x: x.t_ms):
+    items: Iterator[Reading | Event] = heapq.merge(readings, scripted, key=lambda x: x.t_ms)
+    for item in items:
         t = item.t_ms
         while reboots and reboots[0] <= t:  # the counter lives in RAM: a reboot starts it again
             reboots.pop(0)
@@ -67,6 +68,8 @@ def device_messages(device_id: str, kind: DeviceKind, readings: Iterable[Reading
         elif item.action == "out_of_order" and len(sent) > 1:
             yield sent[-1 - min(item.back, len(sent) - 1)]._replace(t_ms=t)
         elif item.action == "malformed":
+            if item.kind is None:   # parse_scenario gives every malformed event one
+                raise ValueError(f"{device_id}: a malformed event at {item.at_s:g} s names no kind")
             seq += 1
             stream, payload = malformed_payload(kind, item.kind, clock(t), seq)
             yield Emitted(t, topics.device(kind, device_id, stream), payload, QOS)

@@ -9,7 +9,7 @@ from device_sim.geo import GeoPoint, away_from, noisy_fix
 from device_sim.reading import DAY_MS, Reading
 from device_sim.routine import Activity, Places, Segment, position_at, timeline, wearer_profile, with_wandering
 from device_sim.scenario import Event, Scenario
-from gateway.models import FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus
+from gateway.models import DevicePayload, FallDetected, Health, Location, ServiceCall, SosPressed, WatchStatus
 
 DRAIN_PER_H = 2.1  # about two days from full
 CHARGE_PER_H = 35.0
@@ -19,7 +19,7 @@ _FIXES = {
     True: (("gps", 0.90, (4, 15)), ("wifi", 0.06, (25, 60)), ("lbs", 0.04, (200, 1200))),
     False: (("gps", 0.30, (15, 40)), ("wifi", 0.60, (20, 60)), ("lbs", 0.10, (300, 1500))),
 }
-_PRESSES = {"sos": SosPressed, "fall": FallDetected, "service_call": ServiceCall}
+_PRESSES: dict[str, type[DevicePayload]] = {"sos": SosPressed, "fall": FallDetected, "service_call": ServiceCall}
 # With neither GPS nor wifi (a lift, a basement, a flat deep in a block) the watch reports the cell
 # tower's guess: about a kilometre off, and honest about it in its stated accuracy.
 LBS_DRIFT_M = (900.0, 1100.0)
@@ -78,7 +78,7 @@ class WearerSim:
         if (start_ms + t1) // DAY_MS != (start_ms + t0) // DAY_MS:
             self.steps = 0.0  # the pedometer counts per day
 
-    def _fix(self, seg: Segment, t_ms: int) -> dict:
+    def _fix(self, seg: Segment, t_ms: int) -> dict[str, float | str]:
         taken_off = self._taken_off_at(t_ms)
         if any(t0 <= t_ms < t1 for t0, t1 in self.cell_only):
             return self._cell_fix(taken_off or seg.at(t_ms))
@@ -98,7 +98,7 @@ class WearerSim:
             roll -= share
         return fixes[-1][0], fixes[-1][2]   # shares that sum to a hair under 1: the last kind
 
-    def _cell_fix(self, true: GeoPoint) -> dict:
+    def _cell_fix(self, true: GeoPoint) -> dict[str, float | str]:
         """An LBS fix drifted away from the community centre (the worst case for a geofence), its
         accuracy circle still holding the true position."""
         east, north = away_from(self.scenario.community.centre, true)
@@ -141,7 +141,7 @@ class WearerSim:
                 if self.segments[i].activity == Activity.WALK:
                     next_loc = min(next_loc, t + round(c.location_moving * 1000))  # motion wakes the GPS
             seg = self.segments[i]
-            t_next = min(next_loc, next_status, next_health, seg.t1_ms, pending[0].t_ms if pending else math.inf)
+            t_next = min(next_loc, next_status, next_health, seg.t1_ms, pending[0].t_ms if pending else self.duration_ms)
             if t_next >= self.duration_ms:
                 return
             self._advance(seg, t, t_next)

@@ -30,15 +30,18 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from alerts.config import AlertSettings
+from dashboards.accounts import AccountStore, Role
 from device_sim.cli import run_start_ms
 from device_sim.scenario import Operation, Scenario, load_scenario
 from devtools.localservices import REPO_ROOT, LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 from gateway.store import OperationalStore
 
-API_TOKEN = "demo-operator-token-0123456789abcdef"   # the gateway refuses tokens shorter than 32 characters
-OPERATOR = "operator Chen (demo)"
+DEMO_LOGINS = (("chen", Role.OPERATOR), ("admin", Role.ADMIN))
+DEMO_PASSWORD = "sunny-garden-demo"   # demo only: a real install creates its admin with `eldercare-gateway create-admin`
+OPERATIONS_TOKEN = "demo-operations"  # the API token the scenario's operations act with
 DEFAULT_SPEED = 60.0
 SETTLE_QUIET_S = 1.0      # no new message handled for this long: the gateway has taken in what was sent
 SETTLE_TIMEOUT_S = 30.0
@@ -54,7 +57,8 @@ def _port(preferred: int) -> int:
             return free_port()
 
 
-def _gateway_settings(work: Path, broker, tsdb, web_port: int, scenario: Scenario) -> dict:
+def _gateway_settings(work: Path, broker: LocalMosquitto, tsdb: LocalVictoriaMetrics, web_port: int,
+                      scenario: Scenario) -> dict[str, Any]:
     """The demo's gateway settings, with the scenario's own (`[gateway]`) laid over them."""
     return _merged({
         "instance": "demo",
@@ -63,21 +67,33 @@ def _gateway_settings(work: Path, broker, tsdb, web_port: int, scenario: Scenari
         "store": {"path": work / "gateway.db"},
         "alerts": {"db_path": work / "alerts.db", "community_file": REPO_ROOT / "examples" / "community.toml",
                    "dry_run_log": work / "notifications.jsonl", "public_base_url": f"http://127.0.0.1:{web_port}"},
-        "web": {"port": web_port, "api_token": API_TOKEN},
+        "web": {"port": web_port, "db_path": work / "web.db"},
     }, scenario.gateway)
 
 
-def _merged(base: dict, over: Mapping) -> dict:
+def _accounts(work: Path) -> str:
+    """The demo's console logins, and an API token for the scenario's operations (returned)."""
+    accounts = AccountStore(work / "web.db")
+    try:
+        now = int(time.time() * 1000)
+        for name, role in DEMO_LOGINS:
+            accounts.create_account(name, DEMO_PASSWORD, role, now)
+        return accounts.create_token(OPERATIONS_TOKEN, Role.OPERATOR, "demo", now)
+    finally:
+        accounts.close()
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         out[key] = _merged(out.get(key, {}), value) if isinstance(value, Mapping) else value
     return out
 
 
-def _register(work: Path, broker, scenario) -> Path:
+def _register(work: Path, broker: LocalMosquitto, scenario: Scenario) -> Path:
     """Every scenario device in the gateway's registry and with its own broker account."""
     store = OperationalStore(work / "gateway.db")
-    passwords = {}
+    passwords: dict[str, str] = {}
     now = int(time.time() * 1000)
     for device_id, kind in scenario.devices:
         store.register_device(device_id, kind, now, label=f"demo {kind.value}")
@@ -87,7 +103,7 @@ def _register(work: Path, broker, scenario) -> Path:
     return path
 
 
-def _series_count(tsdb) -> int:
+def _series_count(tsdb: LocalVictoriaMetrics) -> int:
     with urllib.request.urlopen(f"{tsdb.url}/api/v1/series/count", timeout=5) as r:
         return int(json.load(r)["data"][0])
 
@@ -99,9 +115,10 @@ def _read_only(path: Path) -> sqlite3.Connection:
 class Playback:
     """Plays a scenario onto the broker part by part, and does its operations in between."""
 
-    def __init__(self, scenario: Scenario, scenario_arg: str, speed: float, work: Path, broker,
-                 gateway: LocalGateway, passwords: Path, web_port: int) -> None:
+    def __init__(self, scenario: Scenario, scenario_arg: str, speed: float, work: Path, broker: LocalMosquitto,
+                 gateway: LocalGateway, passwords: Path, web_port: int, api_token: str) -> None:
         self.scenario, self.scenario_arg, self.speed = scenario, scenario_arg, speed
+        self.api_token = api_token
         self.work, self.broker, self.gateway, self.passwords, self.web_port = work, broker, gateway, passwords, web_port
         # One device time for every part, placed so that no device's clock is ahead of the gateway's.
         self.start_ms = run_start_ms(time.time(), scenario.duration_s, speed)
@@ -156,9 +173,9 @@ class Playback:
         """What an operator does in the console: accept the device's open alerts, through the operator API."""
         mine = [a for a in self._api("GET", "/api/alerts?state=open") if a["device_id"] == op.device]
         for a in mine:
-            self._api("POST", f"/api/alerts/{a['id']}/ack", {"actor": OPERATOR})
+            self._api("POST", f"/api/alerts/{a['id']}/ack")
         what = ", ".join(f"{a['alert_type']} alert {a['id']}" for a in mine) or "nothing (no open alert)"
-        self._say(op.at_s, f"{OPERATOR} acknowledges {op.device}'s {what}")
+        self._say(op.at_s, f"an operator acknowledges {op.device}'s {what}")
         self._record(op, alerts=[a["id"] for a in mine], done_ms=int(time.time() * 1000))
 
     def _restart(self, op: Operation) -> None:
@@ -176,18 +193,18 @@ class Playback:
         self._say(op.at_s + op.down_s, "the gateway is back; the broker hands over what it kept")
         self._record(op, stopped_ms=stopped_ms, started_ms=int(time.time() * 1000))
 
-    def _api(self, method: str, path: str, body: dict | None = None):
+    def _api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:   # the API's JSON answer
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.web_port}{path}", method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
+            headers={"Authorization": f"Bearer {self.api_token}", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as r:
             return json.load(r)
 
     def _say(self, at_s: float, what: str) -> None:
         print(f"  {self._local_time(at_s)} {what}", flush=True)
 
-    def _record(self, op: Operation, **facts) -> None:
+    def _record(self, op: Operation, **facts: object) -> None:
         """One line of operations.jsonl: what was done, at which scenario time, and when (epoch ms)."""
         entry = {"action": op.action, "device": op.device, "scenario_time": self._local_time(op.at_s)} | facts
         with open(self.work / "operations.jsonl", "a", encoding="utf-8") as f:
@@ -198,7 +215,7 @@ class Playback:
         return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"
 
 
-def _summary(work: Path, tsdb, web_port: int) -> None:
+def _summary(work: Path, tsdb: LocalVictoriaMetrics, web_port: int) -> None:
     db = _read_only(work / "alerts.db")
     print("\n== Alerts ==")
     for sev, kind, state, subject, step, esc in db.execute(
@@ -219,7 +236,12 @@ def _summary(work: Path, tsdb, web_port: int) -> None:
     seen = gw.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
     tsdb.flush()
     print(f"\n== Stored ==\n  {seen} accepted messages; {_series_count(tsdb)} time series in VictoriaMetrics ({tsdb.url})")
-    print(f"\nOperator API: curl -H 'Authorization: Bearer {API_TOKEN}' http://127.0.0.1:{web_port}/api/alerts")
+    print(f"\n{_console_line(web_port)}")
+
+
+def _console_line(web_port: int) -> str:
+    return (f"Operator console: http://127.0.0.1:{web_port}/console  "
+            f"(log in as {DEMO_LOGINS[0][0]} / {DEMO_PASSWORD}; {DEMO_LOGINS[1][0]} / {DEMO_PASSWORD} for admin)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,11 +260,13 @@ def main(argv: list[str] | None = None) -> int:
             LocalVictoriaMetrics(work / "vm", port=_port(8428)) as tsdb:
         print(f"Mosquitto on 127.0.0.1:{broker.port}, VictoriaMetrics on {tsdb.url}")
         passwords = _register(work, broker, scenario)
+        api_token = _accounts(work)
         gateway = LocalGateway(work / "gateway", _gateway_settings(work, broker, tsdb, web_port, scenario))
         gateway.start()
         print(f"gateway running (log: {gateway.log_file}); playing scenario {scenario.name!r} at x{args.speed:g}")
+        print(_console_line(web_port), flush=True)
         try:
-            Playback(scenario, args.scenario, args.speed, work, broker, gateway, passwords, web_port).run()
+            Playback(scenario, args.scenario, args.speed, work, broker, gateway, passwords, web_port, api_token).run()
             _summary(work, tsdb, web_port)
             if args.keep_running:
                 print("Everything keeps running; Ctrl-C stops it.")

@@ -15,7 +15,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, AnyStr, Self
 
 from gateway.broker_accounts import GATEWAY_USER, SIMULATOR_USER, Credentials, acl_text, new_password, set_password
 
@@ -30,10 +32,10 @@ class ServiceMissing(RuntimeError):
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 15.0, what: str = "service") -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[AnyStr], timeout_s: float = 15.0, what: str = "service") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -46,7 +48,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 15.0, wh
     raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s} s")
 
 
-def terminate(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
+def terminate(proc: subprocess.Popen[AnyStr] | None, timeout_s: float = 10.0) -> None:
     """SIGTERM a child we started, and SIGKILL it if it has not left within the timeout."""
     if proc is None or proc.poll() is not None:
         return
@@ -71,7 +73,9 @@ class _ChildService:
     """A child process that can be stopped, killed and started again on the same port."""
 
     name = "service"
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path   # set by each service's __init__
+    port: int
 
     def _command(self) -> list[str]:
         raise NotImplementedError
@@ -95,11 +99,11 @@ class _ChildService:
         self.stop()
         self.start()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -159,10 +163,11 @@ class LocalMosquitto(_ChildService):
     def _wait_until_accepted(self, creds: Credentials, timeout_s: float = 10.0) -> None:
         """Mosquitto re-reads its password file on a later loop: wait until the account logs in."""
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{creds.username}"[:64])
+            probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{creds.username}"[:64])
             probe.username_pw_set(creds.username, creds.password)
             accepted: list[bool] = []
             probe.on_connect = lambda c, u, f, rc, p, accepted=accepted: accepted.append(not rc.is_failure)
@@ -209,9 +214,9 @@ class LocalVictoriaMetrics(_ChildService):
         urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
 
 
-def settings_env(settings: dict, prefix: str = "ELDERCARE") -> dict[str, str]:
+def settings_env(settings: Mapping[str, Any], prefix: str = "ELDERCARE") -> dict[str, str]:
     """Nested settings as the environment variables the gateway reads (ELDERCARE_ALERTS__TWILIO__API_BASE_URL)."""
-    env = {}
+    env: dict[str, str] = {}
     for key, value in settings.items():
         name = f"{prefix}_{key.upper()}" if prefix == "ELDERCARE" else f"{prefix}__{key.upper()}"
         if isinstance(value, dict):
@@ -227,7 +232,7 @@ class LocalGateway(_ChildService):
     name = "gateway"
     stop_timeout_s = 20.0
 
-    def __init__(self, workdir: Path, settings: dict) -> None:
+    def __init__(self, workdir: Path, settings: dict[str, Any]) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.settings = settings

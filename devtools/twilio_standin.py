@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devtools.localservices import free_port, terminate, wait_for_port
@@ -92,7 +93,7 @@ class _Proxy(BaseHTTPRequestHandler):
         if delay_s:
             time.sleep(delay_s)
         status, reply_headers, reply = self.standin._forward(self.command, self.path, headers, body, prefer)
-        if canned is not None and 200 <= status < 300:
+        if canned is not None and canned.body is not None and 200 <= status < 300:   # answer() always gives a body
             status, reply = canned.status, canned.body
         self.send_response(status)
         for k, v in reply_headers:
@@ -104,7 +105,7 @@ class _Proxy(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
-    def log_message(self, format, *args) -> None:   # quiet: the recording is the log
+    def log_message(self, format: str, *args: Any) -> None:   # quiet: the recording is the log
         pass
 
 
@@ -119,7 +120,7 @@ class TwilioStandIn:
         self._delays: list[_Rule] = []
         self._answers: list[_Rule] = []
         self._cond = threading.Condition()
-        self._prism: subprocess.Popen | None = None
+        self._prism: subprocess.Popen[bytes] | None = None
         self._server: ThreadingHTTPServer | None = None
         self.prism_port = 0
 
@@ -155,6 +156,8 @@ class TwilioStandIn:
 
     @property
     def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the Twilio stand-in is not running")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
@@ -177,7 +180,8 @@ class TwilioStandIn:
         with self._cond:
             self._delays.append(_Rule(method, path_suffix, delay_s=seconds))
 
-    def answer(self, path_suffix: str, body: dict, status: int = 200, method: str = "GET", times: int | None = None) -> None:
+    def answer(self, path_suffix: str, body: dict[str, Any], status: int = 200, method: str = "GET",
+               times: int | None = None) -> None:
         """Matching requests get `body` as JSON instead of Prism's example (when Prism accepted the request).
 
         The latest rule for a path wins; `times` limits it to that many requests.
@@ -221,7 +225,8 @@ class TwilioStandIn:
             self.requests.append(request)
             self._cond.notify_all()
 
-    def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes, prefer: str | None):
+    def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                 prefer: str | None) -> tuple[int, list[tuple[str, str]], bytes]:
         out = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP and k.lower() != "prefer"}
         if prefer:
             out["Prefer"] = prefer

@@ -1,4 +1,5 @@
-"""Command line: run the gateway, check its configuration, register devices, read dead letters."""
+"""Command line: run the gateway, check its configuration, register devices, read dead letters,
+create console admins and integrators' API tokens."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from alerts.directory import DirectoryError, load_directory
 from eldercare.settings import ConfigError, Settings, load_settings
@@ -20,7 +23,8 @@ from gateway.store import OperationalStore
 class _RefusedOnCommandLine(argparse.Action):
     """A password in the arguments shows in `ps` and the shell history; say where it goes instead."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
         parser.error(f"{option_string} is not accepted on the command line: use --password-stdin or --device-password-file")
 
 
@@ -53,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("dead-letters", help="show rejected messages and why")
     dl.add_argument("--reason", help="only this reason, e.g. invalid_field")
     dl.add_argument("--counts", action="store_true", help="only the count per reason")
+    adm = sub.add_parser("create-admin", help="create an admin account for the operator console (the first one, or another)")
+    adm.add_argument("username")
+    adm.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of standard input (default: ask twice at the terminal)")
+    adm.add_argument("--password", action=_RefusedOnCommandLine, help=argparse.SUPPRESS)
+    tok = sub.add_parser("create-token", help="create a named API token for an integrator (printed once)")
+    tok.add_argument("name")
+    tok.add_argument("--role", choices=["operator", "admin"], default="operator")
+    rev = sub.add_parser("revoke-token", help="revoke a named API token at once")
+    rev.add_argument("name")
     acl = sub.add_parser("acl", help="print the broker ACL for this topic prefix")
     acl.set_defaults(func=None)
     return p
@@ -98,7 +112,7 @@ def _run(settings: Settings) -> int:
     return 0
 
 
-def _given_password(args) -> str | None:
+def _given_password(args: argparse.Namespace) -> str | None:
     """The device password from standard input or a file, if one was asked for; ValueError if unreadable or empty."""
     if args.password_stdin:
         line, source = sys.stdin.readline(), "standard input"
@@ -116,7 +130,7 @@ def _given_password(args) -> str | None:
     return password
 
 
-def _register(settings: Settings, args) -> int:
+def _register(settings: Settings, args: argparse.Namespace) -> int:
     try:
         given = _given_password(args)
     except ValueError as e:
@@ -137,7 +151,50 @@ def _register(settings: Settings, args) -> int:
     return 0
 
 
-def _dead_letters(settings: Settings, args) -> int:
+def _new_password(args: argparse.Namespace) -> str:
+    """The new account's password from standard input, or asked twice at the terminal; ValueError if none."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise ValueError("the two passwords differ")
+    else:
+        raise ValueError("no terminal to ask for a password: use --password-stdin")
+    if not password:
+        raise ValueError("no password given")
+    return password
+
+
+def _accounts(settings: Settings, args: argparse.Namespace) -> int:
+    """create-admin, create-token and revoke-token, on the web layer's account file."""
+    from dashboards.accounts import AccountError, AccountStore, Role
+
+    accounts = AccountStore(settings.web.db_path, settings.web.session_hours)
+    now = int(time.time() * 1000)
+    try:
+        if args.command == "create-admin":
+            accounts.create_account(args.username, _new_password(args), Role.ADMIN, now)
+            print(f"admin account {args.username!r} created in {settings.web.db_path}; log in at "
+                  f"http://{settings.web.host}:{settings.web.port}/login")
+        elif args.command == "create-token":
+            token = accounts.create_token(args.name, Role(args.role), "command line", now)
+            print(f"API token {args.name!r} ({args.role}); it is shown only this once:", file=sys.stderr)
+            print(token)
+        else:
+            accounts.revoke_token(args.name, now)
+            print(f"API token {args.name!r} revoked")
+    except (AccountError, ValueError) as e:
+        print(f"eldercare-gateway: {e}", file=sys.stderr)
+        return 2
+    finally:
+        accounts.close()
+    return 0
+
+
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     store = OperationalStore(settings.store.path)
     if args.counts:
         print(json.dumps(store.dead_letter_counts(), indent=2))
@@ -171,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         return _register(settings, args)
     if args.command == "dead-letters":
         return _dead_letters(settings, args)
+    if args.command in ("create-admin", "create-token", "revoke-token"):
+        return _accounts(settings, args)
     if args.command == "acl":
         print(acl_text(settings.mqtt.topic_prefix), end="")
         return 0

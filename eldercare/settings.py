@@ -11,10 +11,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from alerts.config import AlertSettings
 from dashboards.config import WebSettings
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
-    def _inflight_leaves_room_for_a_batch(self):
+    def _inflight_leaves_room_for_a_batch(self) -> Self:
         # The broker stops sending once receive_maximum messages wait for our
         # ack; a batch that needs more than that would only ever fill by timeout.
         if self.ingest.batch_size > self.mqtt.receive_maximum:
@@ -47,7 +47,11 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's values arrive as init arguments; the environment wins over them.
         return (env_settings, init_settings)
 
@@ -71,6 +75,13 @@ def _setting_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
     return paths
 
 
+# Settings that existed once, with what replaced them: an upgraded install is told, not left guessing.
+RETIRED = {
+    "web__api_token": "the shared operator token is gone; create a named API token on the console's Admin page "
+                      "or with `eldercare-gateway create-token NAME`",
+}
+
+
 def _unknown_variables(environ: Mapping[str, str]) -> dict[str, str]:
     """ELDERCARE_* variables that name no setting, by `__`-joined path; outside a known
     section pydantic-settings would ignore them without a word."""
@@ -81,7 +92,9 @@ def _unknown_variables(environ: Mapping[str, str]) -> dict[str, str]:
         if not upper.startswith(ENV_PREFIX) or upper.startswith(_SIMULATOR_PREFIX):
             continue
         path = upper.removeprefix(ENV_PREFIX).lower()
-        if path not in known:
+        if path in RETIRED:
+            problems[path] = f"{name}: {RETIRED[path]}"
+        elif path not in known:
             guess = difflib.get_close_matches(path, known, n=1)
             problems[path] = f"{name}: names no setting" + (f" (did you mean {ENV_PREFIX}{guess[0].upper()}?)" if guess else "")
     return problems
@@ -94,6 +107,9 @@ def _validation_problems(error: ValidationError, unknown_variables: dict[str, st
         where = [str(p) for p in err["loc"]]
         if err["type"] == "extra_forbidden" and "__".join(where).lower() in unknown_variables:
             continue   # already named as the variable it came from
+        if err["type"] == "extra_forbidden" and "__".join(where) in RETIRED:
+            problems.append(f"{'.'.join(where)}: {RETIRED['__'.join(where)]}")
+            continue
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, SettingError):
             where.append(cause.setting)
@@ -104,7 +120,7 @@ def _validation_problems(error: ValidationError, unknown_variables: dict[str, st
     return problems
 
 
-def _read_file(config_file: Path) -> dict:
+def _read_file(config_file: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -31,18 +31,23 @@ class WebServerError(RuntimeError):
 
 
 class WebServer:
-    """Uvicorn in a thread: Twilio's webhooks and the operator API."""
+    """Uvicorn in a thread: the operator console, the JSON API and Twilio's webhooks."""
 
     def __init__(self, settings: Settings, service: AlertService) -> None:
         import uvicorn
 
+        from dashboards.accounts import AccountStore
         from dashboards.app import create_app
+        from gateway.store import OperationalStore
 
-        app = create_app(service, twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),
-                         public_base_url=settings.alerts.public_base_url,
-                         api_token=settings.web.api_token.get_secret_value() or None)
+        self.accounts = AccountStore(settings.web.db_path, settings.web.session_hours)
+        self.devices = OperationalStore(settings.store.path)
+        app = create_app(service, self.accounts, self.devices,
+                         twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),
+                         public_base_url=settings.alerts.public_base_url, web=settings.web)
+        # Open event streams end with the server: a console reconnects to the next one by itself.
         config = uvicorn.Config(app, host=settings.web.host, port=settings.web.port, log_level="warning",
-                                lifespan="off", access_log=False)
+                                lifespan="off", access_log=False, timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
         self.address = f"http://{settings.web.host}:{settings.web.port}"
@@ -55,8 +60,12 @@ class WebServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise WebServerError(f"web: cannot serve on {self.address} (is the port taken? see [web] port)")
             time.sleep(0.02)
-        log.info("web: webhooks and operator API on %s", self.address)
+        log.info("web: operator console on %s/console", self.address)
+        if not self.accounts.has_admin():
+            log.warning("web: no admin account yet; create one with: eldercare-gateway create-admin USERNAME")
 
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(10)
+        self.accounts.close()
+        self.devices.close()

@@ -24,27 +24,31 @@ class _Section(BaseModel):
 
 
 class MqttSettings(_Section):
-    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address")
-    port: int = Field(1883, ge=1, le=65535, description="Broker port")
-    username: str = Field("gateway", min_length=1, description="The gateway's own broker account")
-    password: SecretStr = Field(SecretStr(""), description="Password of the gateway's broker account (set it in the environment)")
+    host: str = Field(default="127.0.0.1", min_length=1, description="Broker host name or address")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port")
+    username: str = Field(default="gateway", min_length=1, description="The gateway's own broker account")
+    password: SecretStr = Field(
+        default=SecretStr(""), description="Password of the gateway's broker account (set it in the environment)",
+    )
     client_id: str = Field(
-        "eldercare-gateway", min_length=1, max_length=64,
+        default="eldercare-gateway", min_length=1, max_length=64,
         description="Base MQTT client id; the persistent sessions are '<id>-telemetry' and '<id>-critical'",
     )
-    topic_prefix: str = Field(DEFAULT_PREFIX, description="First topic level(s) of every device topic")
-    keepalive_s: int = Field(30, ge=5, le=600, description="MQTT keepalive")
+    topic_prefix: str = Field(default=DEFAULT_PREFIX, description="First topic level(s) of every device topic")
+    keepalive_s: int = Field(default=30, ge=5, le=600, description="MQTT keepalive")
     session_expiry_s: int = Field(
-        7 * 24 * 3600, ge=60, le=2**32 - 1,   # MQTT 5 carries it in four bytes
+        default=7 * 24 * 3600, ge=60, le=2**32 - 1,   # MQTT 5 carries it in four bytes
         description="How long the broker keeps the gateway's session (and queues messages) while it is away",
     )
-    receive_maximum: int = Field(2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway")
+    receive_maximum: int = Field(
+        default=2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway",
+    )
     shared_group: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_-]+$",
+        default=None, pattern=r"^[A-Za-z0-9_-]+$",
         description="If set, subscribe as $share/<group>/... so several gateway processes split the work",
     )
-    reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay (exponential backoff with jitter)")
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="First reconnect delay")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay (exponential backoff with jitter)")
 
     @field_validator("topic_prefix")
     @classmethod
@@ -60,38 +64,45 @@ class MqttSettings(_Section):
 
 
 class SinkSettings(_Section):
-    url: str = Field("http://127.0.0.1:8428", pattern=r"^https?://", description="InfluxDB (2.x/3.x) or VictoriaMetrics base URL")
-    token: SecretStr = Field(SecretStr(""), description="InfluxDB API token (VictoriaMetrics ignores it)")
-    org: str = Field("eldercare", description="InfluxDB organisation")
-    bucket: str = Field("eldercare", description="InfluxDB bucket (database)")
-    timeout_s: float = Field(10.0, gt=0, le=120, description="One write request's timeout")
-    spool_dir: Path = Field(Path("var/spool"), description="Where points wait, on disk, while the store is unreachable")
-    replay_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between attempts to reach the store again")
+    url: str = Field(
+        default="http://127.0.0.1:8428", pattern=r"^https?://", description="InfluxDB (2.x/3.x) or VictoriaMetrics base URL",
+    )
+    token: SecretStr = Field(default=SecretStr(""), description="InfluxDB API token (VictoriaMetrics ignores it)")
+    org: str = Field(default="eldercare", description="InfluxDB organisation")
+    bucket: str = Field(default="eldercare", description="InfluxDB bucket (database)")
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="One write request's timeout")
+    spool_dir: Path = Field(default=Path("var/spool"), description="Where points wait, on disk, while the store is unreachable")
+    replay_max_backoff_s: float = Field(default=30.0, gt=0, description="Longest wait between attempts to reach the store again")
     rejected_retention_days: float = Field(
-        30, gt=0, description="How long spooled batches the store refused are kept aside (as *.rejected) for an operator",
+        default=30, gt=0, description="How long spooled batches the store refused are kept aside (as *.rejected) for an operator",
     )
 
 
 class StoreSettings(_Section):
-    path: Path = Field(Path("var/gateway.db"), description="SQLite file of the operational store")
-    track_window_h: float = Field(48, gt=0, description="How long recent positions are kept for track replay")
+    path: Path = Field(default=Path("var/gateway.db"), description="SQLite file of the operational store")
+    track_window_h: float = Field(default=48, gt=0, description="How long recent positions are kept for track replay")
     dedup_window_h: float = Field(
-        7 * 24, gt=0, description="How long (device_id, ts, seq) keys are remembered to drop redeliveries (by receive time)",
+        default=7 * 24, gt=0,
+        description="How long (device_id, ts, seq) keys are remembered to drop redeliveries (by receive time)",
     )
-    dead_letter_retention_days: float = Field(30, gt=0, description="How long rejected messages are kept for inspection")
+    dead_letter_retention_days: float = Field(default=30, gt=0, description="How long rejected messages are kept for inspection")
 
 
 class IngestSettings(_Section):
-    max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD, ge=256, le=1_048_576, description="Larger payloads go to dead-letter")
-    auto_register: bool = Field(False, description="Accept messages from unregistered devices and register them")
-    batch_size: int = Field(500, ge=1, le=10_000, description="Telemetry messages handled (and acknowledged) together")
-    batch_linger_ms: int = Field(50, ge=0, le=5_000, description="How long a telemetry batch waits to fill")
-    network_process: bool = Field(
-        True, description="Receive telemetry in a child process, so MQTT and ingest each get a CPU core",
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD, ge=256, le=1_048_576, description="Larger payloads go to dead-letter",
     )
-    dead_letter_payload_bytes: int = Field(1024, ge=0, le=65_536, description="How much of a bad payload dead-letter keeps")
+    auto_register: bool = Field(default=False, description="Accept messages from unregistered devices and register them")
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Telemetry messages handled (and acknowledged) together")
+    batch_linger_ms: int = Field(default=50, ge=0, le=5_000, description="How long a telemetry batch waits to fill")
+    network_process: bool = Field(
+        default=True, description="Receive telemetry in a child process, so MQTT and ingest each get a CPU core",
+    )
+    dead_letter_payload_bytes: int = Field(
+        default=1024, ge=0, le=65_536, description="How much of a bad payload dead-letter keeps",
+    )
     max_clock_skew_s: float = Field(
-        600, ge=1, le=86_400,
+        default=600, ge=1, le=86_400,
         description="A message whose device time is further ahead of the gateway's clock is dead-lettered as ts_in_future",
     )
 

@@ -262,10 +262,20 @@ class OperationalStore:
         row = cur.fetchone()
         return dict(zip([c[0] for c in cur.description], row, strict=True)) if row else None
 
-    def track(self, device_id: str, since_ms: int = 0) -> list[tuple[int, float, float]]:
+    def track(self, device_id: str, since_ms: int = 0, until_ms: int | None = None) -> list[tuple[int, float, float]]:
+        """(ts, lat, lon) of the device's positions from `since_ms` to `until_ms` (device time), oldest first."""
         return self.db.execute(
-            "SELECT ts, lat, lon FROM track WHERE device_id = ? AND ts >= ? ORDER BY ts", (device_id, since_ms)
+            "SELECT ts, lat, lon FROM track WHERE device_id = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+            (device_id, since_ms, 2**63 - 1 if until_ms is None else until_ms),
         ).fetchall()
+
+    def fleet(self) -> list[StateRow]:
+        """Every registered device with its kind, label and last state (None where never heard), by id."""
+        cur = self.db.execute("SELECT d.device_id, d.kind, d.label, s.last_seen_ms, s.lat, s.lon, s.position_ts, s.battery,"
+                              " s.charging, s.worn, s.heart_rate FROM devices d LEFT JOIN last_state s USING (device_id)"
+                              " ORDER BY d.device_id")
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
 
     def dead_letters(self, reason: str | None = None) -> list[DeadLetter]:
         sql = "SELECT received_ms, topic, reason, detail, payload, payload_size FROM dead_letter"

@@ -11,7 +11,7 @@ from collections import defaultdict
 from alerts.config import AlertSettings
 from alerts.directory import parse_community
 from alerts.fences import distance_outside_m
-from devtools.demo import OPERATOR
+from devtools.demo import OPERATIONS_TOKEN
 from tests.fixtures.gateway_proc import REPO
 
 COMMUNITY = tomllib.loads((REPO / "examples" / "community.toml").read_text(encoding="utf-8"))
@@ -72,7 +72,7 @@ def test_the_safety_scenario_leaves_no_call_for_help_unanswered(tmp_path):
         "SELECT subject, alert_type, opened_ms FROM alerts")}
 
     # Mrs Wang's SOS, acknowledged by the operator, then pressed again: the duty line is called again.
-    assert ("acknowledged", OPERATOR) in _events(work, "r-001", "sos")
+    assert ("acknowledged", f"token:{OPERATIONS_TOKEN}") in _events(work, "r-001", "sos")
     assert "reopened" in [kind for kind, _ in _events(work, "r-001", "sos")]
     assert sent[("r-001", "sos")].count(("voice", DUTY_LINE)) >= 2, sent[("r-001", "sos")]
 

@@ -82,3 +82,14 @@ def test_cancelling_leaves_follow_ups_and_sent_rows_alone(db):
     assert outbox.cancel_pending(a, DAY + 1) == 1
     assert [(r.step, r.status) for r in outbox.of_alert(a)] == [
         ("0", OutboxStatus.SENT), ("1", OutboxStatus.CANCELLED), ("accepted", OutboxStatus.PENDING)]
+
+
+def test_alerts_with_attempts_only_a_person_can_settle_are_counted(db):
+    outbox, red, yellow = Outbox(db), alert(db, Severity.RED), alert(db, Severity.YELLOW)
+    for who in (DUTY, DAUGHTER):
+        outbox.add(red, "0", who, Channel.VOICE, "zh-CN", "call", DAY)
+    outbox.add(yellow, "0", DUTY, Channel.SMS, "zh-CN", "sms", DAY)
+    rows = outbox.of_alert(red)
+    for row in rows:
+        outbox.set_status(row.id, OutboxStatus.OPERATOR, DAY + 1)
+    assert outbox.needing_operator() == {red: 2}

@@ -1,36 +1,36 @@
-"""Twilio webhooks: signature checks, forward-only statuses, press 1 to accept; the operator API."""
+"""Twilio webhooks: signature checks, forward-only statuses, press 1 to accept; the JSON API with a named token."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from dashboards.app import create_app
-from tests.unit.alert_support import DAY, DUTY, FakeNotifier, make_service, msg
+from dashboards.accounts import Role
+from tests.unit.alert_support import DAY, DUTY
+from tests.unit.dashboards.web_support import BASE, make_web
+from tests.unit.dashboards.web_support import TWILIO_TOKEN as TOKEN
 
-TOKEN = "test-auth-token-0123456789abcdef"
-BASE = "https://gw.example.test"
-API_TOKEN = "op-secret-0123456789abcdef-0123456789"
-OPERATOR = {"Authorization": f"Bearer {API_TOKEN}"}
 # Past SQLite's signed 64-bit integers, not positive, or just large: each must be a 4xx, never a 500.
 HOSTILE_IDS = [str(2**63), str(2**64 + 1), "-1", "0", "x" * 10_240, "9" * 10_240]
 SIGNER = RequestValidator(TOKEN)
 
 
 @pytest.fixture
-def svc(tmp_path):
-    s = make_service(tmp_path, FakeNotifier())
-    s.observe([msg("w1", "sos", 1, DAY, lat=31.2, lon=121.4)], DAY)
-    s.dispatcher.run_once()
-    yield s
-    s.close()
+def web(svc, tmp_path):
+    client, accounts, devices = make_web(svc, tmp_path, operators=(), admins=())
+    yield client, accounts
+    accounts.close()
+    devices.close()
 
 
 @pytest.fixture
-def client(svc):
-    # Server errors come back as a 500 response (as a caller sees them), not as an exception in the test.
-    return TestClient(create_app(svc, twilio_auth_token=TOKEN, public_base_url=BASE, api_token=API_TOKEN),
-                      raise_server_exceptions=False)
+def client(web):
+    return web[0]
+
+
+@pytest.fixture
+def auth(web) -> dict[str, str]:
+    """The Authorization header of a named API token, as an integrator sends it."""
+    return {"Authorization": "Bearer " + web[1].create_token("integration", Role.OPERATOR, "test", DAY)}
 
 
 def attempt(svc):
@@ -101,19 +101,19 @@ def test_forged_gather_does_not_acknowledge(client, svc):
     assert r.status_code == 403 and svc.alerts()[0].state == "open"
 
 
-def test_operator_api_needs_the_bearer_token(client):
+def test_the_api_needs_a_live_token(client):
     assert client.get("/api/alerts?state=open").status_code == 401
     assert client.get("/api/alerts", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
-def test_operator_lists_acknowledges_and_resolves(client, svc):
-    [a] = client.get("/api/alerts?state=open", headers=OPERATOR).json()
+def test_operator_lists_acknowledges_and_resolves(client, svc, auth):
+    [a] = client.get("/api/alerts?state=open", headers=auth).json()
     assert a["alert_type"] == "sos"
-    assert client.post(f"/api/alerts/{a['id']}/ack", json={"actor": "Chen"}, headers=OPERATOR).json()["state"] == "acknowledged"
-    assert client.post(f"/api/alerts/{a['id']}/ack", json={"actor": "Chen"}, headers=OPERATOR).status_code == 409
-    assert client.post(f"/api/alerts/{a['id']}/resolve", json={"actor": "Chen"}, headers=OPERATOR).json()["state"] == "resolved"
-    assert client.get("/api/alerts?state=open", headers=OPERATOR).json() == []
-    assert client.post("/api/alerts/999/ack", json={"actor": "Chen"}, headers=OPERATOR).status_code == 404
+    assert client.post(f"/api/alerts/{a['id']}/ack", headers=auth).json()["state"] == "acknowledged"
+    assert client.post(f"/api/alerts/{a['id']}/ack", headers=auth).status_code == 409
+    assert client.post(f"/api/alerts/{a['id']}/resolve", json={"note": "ok"}, headers=auth).json()["state"] == "resolved"
+    assert client.get("/api/alerts?state=open", headers=auth).json() == []
+    assert client.post("/api/alerts/999/ack", headers=auth).status_code == 404
 
 
 # -- hostile input: a 4xx, never a 500 -------------------------------------------------------------
@@ -142,8 +142,8 @@ def test_a_signed_status_callback_with_a_10_kb_status_is_not_a_server_error(clie
 @pytest.mark.parametrize("method, path", [("GET", "/api/alerts/{}/events"), ("POST", "/api/alerts/{}/ack"),
                                           ("POST", "/api/alerts/{}/resolve")])
 @pytest.mark.parametrize("bad_id", HOSTILE_IDS, ids=lambda v: v[:20])
-def test_an_operator_route_with_an_impossible_alert_id_is_refused_with_422(client, svc, method, path, bad_id):
-    r = client.request(method, path.format(bad_id), json={"actor": "Chen"}, headers=OPERATOR)
+def test_an_operator_route_with_an_impossible_alert_id_is_refused_with_422(client, svc, method, path, bad_id, auth):
+    r = client.request(method, path.format(bad_id), json={"note": "ok"}, headers=auth)
     assert r.status_code == 422
     assert svc.alerts()[0].state == "open"
 
@@ -151,20 +151,20 @@ def test_an_operator_route_with_an_impossible_alert_id_is_refused_with_422(clien
 @pytest.mark.parametrize("method, path", [("GET", "/api/alerts/{}/events"), ("POST", "/api/alerts/{}/ack")])
 @pytest.mark.parametrize("bad_id", HOSTILE_IDS, ids=lambda v: v[:20])
 def test_an_operator_route_with_an_impossible_alert_id_and_no_token_is_refused_with_401(client, method, path, bad_id):
-    assert client.request(method, path.format(bad_id), json={"actor": "Chen"}).status_code == 401
+    assert client.request(method, path.format(bad_id), json={"note": "ok"}).status_code == 401
 
 
 @pytest.mark.parametrize("state", ["closed", "x" * 10_240, "-1"])
-def test_an_unknown_state_filter_is_refused_with_422(client, state):
-    assert client.get("/api/alerts", params={"state": state}, headers=OPERATOR).status_code == 422
+def test_an_unknown_state_filter_is_refused_with_422(client, state, auth):
+    assert client.get("/api/alerts", params={"state": state}, headers=auth).status_code == 422
 
 
-def test_the_largest_possible_alert_id_is_simply_not_found(client):
-    r = client.post(f"/api/alerts/{2**63 - 1}/ack", json={"actor": "Chen"}, headers=OPERATOR)
+def test_the_largest_possible_alert_id_is_simply_not_found(client, auth):
+    r = client.post(f"/api/alerts/{2**63 - 1}/ack", headers=auth)
     assert r.status_code == 404
 
 
-def test_an_actor_of_10_kb_is_refused_with_422(client, svc):
+def test_a_resolution_note_of_10_kb_is_refused_with_422(client, svc, auth):
     a = svc.alerts()[0]
-    assert client.post(f"/api/alerts/{a.id}/ack", json={"actor": "x" * 10_240}, headers=OPERATOR).status_code == 422
+    assert client.post(f"/api/alerts/{a.id}/resolve", json={"note": "x" * 10_240}, headers=auth).status_code == 422
     assert svc.alerts()[0].state == "open"

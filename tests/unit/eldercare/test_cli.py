@@ -102,3 +102,47 @@ def test_standard_input_and_a_password_file_together_are_refused(register, tmp_p
     with pytest.raises(SystemExit) as exit_:
         register("--password-file", str(tmp_path / "passwd"), "--password-stdin", "--device-password-file", "x")
     assert exit_.value.code == 2
+
+
+# -- console accounts and API tokens -------------------------------------------------------------
+
+@pytest.fixture
+def web_db(tmp_path, monkeypatch):
+    path = tmp_path / "web.db"
+    monkeypatch.setenv("ELDERCARE_WEB__DB_PATH", str(path))
+    return path
+
+
+def test_create_admin_reads_the_password_from_standard_input_and_the_admin_can_log_in(web_db, monkeypatch, capsys):
+    from dashboards.accounts import AccountStore, Role
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("night shift password\n"))
+    assert main(["create-admin", "lin", "--password-stdin"]) == 0
+    assert "admin account 'lin' created" in capsys.readouterr().out
+    accounts = AccountStore(web_db)
+    assert accounts.verify_login("lin", "night shift password", 0).role == Role.ADMIN
+    accounts.close()
+
+
+def test_create_admin_refuses_a_password_on_the_command_line_a_short_one_and_no_terminal(web_db, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        main(["create-admin", "lin", "--password", "night shift password"])
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["create-admin", "lin", "--password-stdin"]) == 2
+    assert "at least 10 characters" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["create-admin", "lin"]) == 2
+    assert "use --password-stdin" in capsys.readouterr().err
+
+
+def test_a_token_is_printed_once_works_and_is_revoked_by_name(web_db, capsys):
+    from dashboards.accounts import AccountStore
+
+    assert main(["create-token", "district-hub"]) == 0
+    token = capsys.readouterr().out.strip()
+    accounts = AccountStore(web_db)
+    assert accounts.token_actor(token).name == "token:district-hub"
+    assert main(["revoke-token", "district-hub"]) == 0
+    assert accounts.token_actor(token) is None
+    assert main(["revoke-token", "district-hub"]) == 2
+    accounts.close()

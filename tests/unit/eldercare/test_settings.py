@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.config import MIN_API_TOKEN_CHARS
 from eldercare.cli import main
 from eldercare.settings import ConfigError, Settings, load_settings
 
@@ -190,22 +189,18 @@ def test_a_loopback_public_url_with_a_local_twilio_stand_in_is_accepted(tmp_path
     assert settings.alerts.sends_for_real and settings.alerts.public_base_url == "http://127.0.0.1:8000"
 
 
-def test_a_short_operator_api_token_is_refused_without_showing_it(monkeypatch, capsys):
-    token = "x" * (MIN_API_TOKEN_CHARS - 1)
+def test_the_retired_shared_api_token_is_refused_saying_what_replaced_it_without_showing_it(monkeypatch, capsys):
+    token = "x" * 40
     monkeypatch.setenv("ELDERCARE_WEB__API_TOKEN", token)
     assert main(["--validate-config"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("eldercare-gateway: invalid configuration: web.api_token: must be at least 32 characters")
-    assert token not in err
+    assert err.startswith("eldercare-gateway: invalid configuration: ELDERCARE_WEB__API_TOKEN: the shared operator token is gone")
+    assert "create-token" in err and token not in err
 
 
-def test_an_operator_api_token_of_32_characters_is_accepted(monkeypatch):
-    monkeypatch.setenv("ELDERCARE_WEB__API_TOKEN", "x" * MIN_API_TOKEN_CHARS)
-    assert load_settings(None).web.api_token.get_secret_value() == "x" * 32
-
-
-def test_an_empty_operator_api_token_is_accepted_and_keeps_the_api_closed():
-    assert load_settings(None).web.api_token.get_secret_value() == ""
+def test_the_retired_shared_api_token_in_the_file_is_refused_saying_what_replaced_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"web\.api_token: the shared operator token is gone"):
+        load_settings(write(tmp_path, '[web]\napi_token = "0123456789abcdef0123456789abcdef"\n'))
 
 
 @pytest.mark.parametrize("low, high", [(-10, 5), (50, 300), (0, 120)])

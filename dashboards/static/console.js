@@ -1,0 +1,111 @@
+// The console's live parts, without dependencies: an EventSource tells the page that something changed,
+// the page fetches its live regions again from the server (which reads the store), countdowns tick,
+// and a new red alert beeps once sound was enabled by a click (browsers require one).
+(function () {
+  "use strict";
+  var csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  var status = document.getElementById("live-status");
+  var soundButton = document.getElementById("sound");
+  var audio = null;
+  var knownRed = null;   // ids of red items seen so far; null until the first read
+  var pending = false, running = false;
+
+  function redIds() {
+    var ids = {};
+    document.querySelectorAll('[data-urgency="red"]').forEach(function (el) { ids[el.dataset.alertId] = true; });
+    return ids;
+  }
+
+  function beep() {
+    if (!audio) return;
+    [0, 0.35, 0.7].forEach(function (at) {
+      var osc = audio.createOscillator(), gain = audio.createGain();
+      osc.frequency.value = 880; gain.gain.value = 0.25;
+      osc.connect(gain); gain.connect(audio.destination);
+      osc.start(audio.currentTime + at); osc.stop(audio.currentTime + at + 0.2);
+    });
+  }
+
+  function noticeNewRed() {
+    var now = redIds();
+    if (knownRed !== null && Object.keys(now).some(function (id) { return !knownRed[id]; })) beep();
+    knownRed = now;
+  }
+
+  function refresh() {
+    if (running) { pending = true; return; }
+    running = true;
+    var regions = document.querySelectorAll("[data-live]");
+    Promise.all(Array.prototype.map.call(regions, function (region) {
+      // Keep what the operator is typing: a region holding a focused, non-empty field waits for the next change.
+      var active = document.activeElement;
+      if (active && region.contains(active) && active.value) { pending = true; return null; }
+      return fetch(region.dataset.live, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
+        .then(function (r) {
+          if (r.status === 401 || r.redirected) { location.reload(); return null; }
+          return r.ok ? r.text() : null;
+        })
+        .then(function (html) { if (html !== null) { region.innerHTML = html; } });
+    })).catch(function () { pending = true; }).then(function () {
+      running = false;
+      tick(); noticeNewRed();
+      if (pending) { pending = false; setTimeout(refresh, 250); }
+    });
+  }
+
+  function fmt(s) {
+    var m = Math.floor(s / 60), r = s % 60;
+    return m + ":" + (r < 10 ? "0" : "") + r;
+  }
+
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("[data-deadline]").forEach(function (el) {
+      var left = Math.round((Number(el.dataset.deadline) - now) / 1000);
+      el.classList.toggle("overdue", left < 0);
+      el.textContent = left >= 0 ? "ack due in " + fmt(left) : "ack overdue by " + fmt(-left);
+    });
+  }
+
+  function connect() {
+    var source = new EventSource("/console/events");
+    source.addEventListener("hello", function () {   // on first connect and every reconnect: catch up
+      if (status) { status.textContent = "live"; status.className = "live-status on"; }
+      refresh();
+    });
+    source.addEventListener("alert", refresh);
+    source.onerror = function () {
+      if (status) { status.textContent = "reconnecting…"; status.className = "live-status off"; }
+    };
+  }
+
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.hasAttribute("data-action")) return;
+    ev.preventDefault();
+    fetch(form.action, { method: "POST", body: new URLSearchParams(new FormData(form)),
+                         headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" })
+      .then(function (r) {
+        if (!r.ok) return r.json().then(function (b) { alert(b.detail && b.detail.length ? (b.detail[0].msg || b.detail) : "Failed"); });
+        form.reset(); refresh();
+      })
+      .catch(function () { alert("The server could not be reached; try again."); });
+  });
+
+  if (soundButton) {
+    soundButton.addEventListener("click", function () {
+      var Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!Ctx) { soundButton.textContent = "Sound not supported"; return; }
+      audio = audio || new Ctx();
+      audio.resume();
+      soundButton.textContent = "Sound on for red alerts";
+      soundButton.setAttribute("aria-pressed", "true");
+      beep();
+    });
+  }
+
+  knownRed = redIds();
+  tick();
+  setInterval(tick, 1000);
+  connect();
+})();

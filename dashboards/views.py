@@ -1,0 +1,210 @@
+"""What the console shows, assembled from the stores' rows: pure functions, no I/O.
+
+The queue puts what needs a person first: red alerts, and any alert whose plan ran out
+with nobody accepting or whose notification outcome only an operator can settle, then
+orange, then yellow; oldest first within a grade.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from alerts.directory import Directory, Resident
+from alerts.lifecycle import Alert, AlertEvent
+from alerts.outbox import OutboxRow
+from alerts.vocabulary import AlertState, Channel, Escalation, OutboxStatus, Severity
+from alerts.wording import ALERT_NAMES, EN
+
+
+def type_label(alert_type: str) -> str:
+    return ALERT_NAMES.get(alert_type, {}).get(EN, alert_type.replace("_", " "))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    alert: Alert
+    who: str                  # the resident's name, or the device for a machine's own trouble
+    what: str                 # the alert type in words
+    urgency: Severity         # the grade the queue shows: red when the alert needs a person whatever its own grade
+    deadline_ms: int | None   # when acknowledgement is due; None once someone accepted
+    needs_operator: int       # notification attempts whose outcome only a person can settle
+    exhausted: bool           # the plan ran out and nobody accepted
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        if self.exhausted:
+            out.append("Escalation exhausted: nobody answered")
+        if self.needs_operator:
+            out.append(f"Needs operator: {self.needs_operator} notification(s) with unknown outcome")
+        return out
+
+
+def queue(alerts: Sequence[Alert], needing: Mapping[int, int], directory: Directory,
+          ack_deadline_s: Callable[[Severity], float]) -> list[QueueItem]:
+    items = []
+    for a in alerts:
+        if a.state == AlertState.RESOLVED:
+            continue
+        resident = directory.resident(a.resident_id)
+        exhausted = a.escalation == Escalation.EXHAUSTED
+        waiting = needing.get(a.saved_id, 0)
+        urgency = Severity.RED if exhausted or waiting else Severity(a.severity)
+        deadline = a.round_start_ms + int(ack_deadline_s(Severity(a.severity)) * 1000) if a.state == AlertState.OPEN else None
+        items.append(QueueItem(a, resident.name if resident else a.device_id, type_label(a.alert_type), urgency, deadline,
+                               waiting, exhausted))
+    items.sort(key=lambda i: (-i.urgency.rank, i.alert.opened_ms, i.alert.saved_id))
+    return items
+
+
+# lifecycle writes a press's position into its event as "at <lat>,<lon>".
+_AT = re.compile(r"\bat (-?\d+\.\d+),(-?\d+\.\d+)\b")
+
+
+@dataclass(frozen=True, slots=True)
+class Press:
+    at_ms: int
+    lat: float | None
+    lon: float | None
+    detail: str
+
+
+def presses(alert: Alert, events: Sequence[AlertEvent]) -> list[Press]:
+    """Every press (or repeat of the finding) with its time and, where the device sent one, its position."""
+    out = []
+    for ev in events:
+        if ev.kind == "opened":
+            lat, lon = alert_position(alert, ev)
+            out.append(Press(ev.at_ms, lat, lon, ev.detail))
+        elif ev.kind == "repeated":
+            m = _AT.search(ev.detail)
+            out.append(Press(ev.at_ms, float(m[1]) if m else None, float(m[2]) if m else None, ev.detail))
+    return out
+
+
+def alert_position(alert: Alert, opened: AlertEvent) -> tuple[float | None, float | None]:
+    """The position at the alert: from its opening event, else the alert's (possibly refreshed) one."""
+    m = _AT.search(opened.detail)
+    return (float(m[1]), float(m[2])) if m else (alert.lat, alert.lon)
+
+
+# Provider statuses in the words an operator uses: the provider's own "queued" means it took the request (sent,
+# from here); voice "in-progress"/"completed" mean someone picked up.
+_DELIVERY_WORDS = {"queued": "sent", "accepted": "sent", "in-progress": "answered", "completed": "answered",
+                   "no-answer": "no answer", "busy": "busy", "undelivered": "failed", "canceled": "cancelled"}
+
+
+_STATUS_WORDS: dict[str, str] = {OutboxStatus.PENDING: "queued", OutboxStatus.OPERATOR: "needs operator"}
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    row: OutboxRow
+    state: str          # queued, sending, sent, delivered, failed, ringing, answered, pressed 1, ...
+    failed: bool
+
+
+def attempts(rows: Sequence[OutboxRow], alert: Alert) -> list[AttemptView]:
+    out = []
+    for r in rows:
+        if r.channel == Channel.VOICE and alert.acknowledged_by == r.recipient:
+            state = "pressed 1"
+        elif r.delivery:
+            state = _DELIVERY_WORDS.get(r.delivery, r.delivery)
+        else:
+            state = _STATUS_WORDS.get(r.status, r.status)
+        failed = state in {"failed", "no answer", "busy"} or r.status == OutboxStatus.FAILED
+        out.append(AttemptView(r, state, failed))
+    return out
+
+
+def resident_of(alert: Alert, directory: Directory) -> Resident | None:
+    return directory.resident(alert.resident_id)
+
+
+def device_summary(state: Mapping[str, Any] | None, now_ms: int, silent_after_ms: int) -> dict[str, Any]:
+    """Battery, worn and last seen of a device's last state row; online when heard within `silent_after_ms`."""
+    if not state:
+        return {"online": False, "battery": None, "worn": None, "charging": None, "last_seen_ms": None}
+    last = state.get("last_seen_ms")
+    worn = state.get("worn")
+    return {"online": bool(last and now_ms - last < silent_after_ms), "battery": state.get("battery"),
+            "worn": None if worn is None else bool(worn), "charging": state.get("charging"), "last_seen_ms": last,
+            "lat": state.get("lat"), "lon": state.get("lon"), "heart_rate": state.get("heart_rate")}
+
+
+
+
+# -- fleet ------------------------------------------------------------------------------------------
+
+LOW_BATTERY = 20
+FLEET_FILTERS = ("all", "online", "offline", "low battery", "not worn")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRow:
+    device_id: str
+    kind: str
+    who: str                  # the wearer's name, or the device's label
+    online: bool
+    battery: int | None
+    worn: bool | None
+    last_seen_ms: int | None
+
+    @property
+    def low_battery(self) -> bool:
+        return self.battery is not None and self.battery < LOW_BATTERY
+
+
+def fleet(rows: Sequence[Mapping[str, Any]], directory: Directory, now_ms: int, silent_after_ms: int, *,
+          query: str = "", show: str = "all") -> list[FleetRow]:
+    """Every device, filtered by `show` (one of FLEET_FILTERS) and a search of id, label and wearer's name."""
+    wanted = query.strip().lower()
+    out = []
+    for r in rows:
+        resident = directory.wearer(r["device_id"])
+        last = r.get("last_seen_ms")
+        worn = r.get("worn")
+        row = FleetRow(r["device_id"], r["kind"], resident.name if resident else (r.get("label") or ""),
+                       bool(last and now_ms - last < silent_after_ms), r.get("battery"),
+                       None if worn is None else bool(worn), last)
+        if wanted and wanted not in f"{row.device_id} {row.who} {r.get('label') or ''}".lower():
+            continue
+        if (show == "online" and not row.online) or (show == "offline" and row.online) \
+                or (show == "low battery" and not row.low_battery) or (show == "not worn" and row.worn is not False):
+            continue
+        out.append(row)
+    return out
+
+
+def track_window(since: str | None, until: str | None, now_ms: int, tz: str, default_h: float = 2.0) -> tuple[int, int]:
+    """The (since_ms, until_ms) a person means: "09:00" is today's 9 o'clock in the community's zone (yesterday's if
+    that is still to come), "2026-11-27T09:00" a given minute; no `since` is the last `default_h` hours, no `until` now.
+    Raises ValueError naming what it could not read."""
+    zone = ZoneInfo(tz)
+    today = datetime.fromtimestamp(now_ms / 1000, zone)
+
+    def parse(text: str, what: str) -> int:
+        text = text.strip()
+        try:
+            if len(text) <= 5:
+                hour, minute = (int(x) for x in text.split(":"))
+                at = today.replace(hour=hour, minute=minute, second=0, microsecond=0)
+                if at > today:
+                    at -= timedelta(days=1)
+            else:
+                at = datetime.fromisoformat(text)
+                at = at if at.tzinfo else at.replace(tzinfo=zone)
+        except ValueError:
+            raise ValueError(f"{what}: {text!r} is not a time like 09:00 or 2026-11-27T09:00") from None
+        return int(at.timestamp() * 1000)
+
+    until_ms = parse(until, "until") if until else now_ms
+    since_ms = parse(since, "since") if since else until_ms - int(default_h * 3_600_000)
+    if since_ms >= until_ms:
+        raise ValueError("since: must be before until")
+    return since_ms, until_ms
