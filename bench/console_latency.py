@@ -36,6 +36,7 @@ from bench.report import record
 from bench.sos_latency import last_ingest_ceiling, percentile
 from dashboards.accounts import AccountStore, Role
 from device_sim.load import run_load
+from device_sim.progress import Progress
 from devtools.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 from gateway.models import DeviceKind, DeviceMessage, WatchStatus
 from gateway.store import OperationalStore
@@ -96,6 +97,7 @@ def live_push(base: str, broker, browser, presses: int, consoles: int, rate: flo
     loader.start()
     time.sleep(5)
     latencies: list[float] = []
+    progress = Progress(sys.stderr)
     try:
         for n in range(presses):
             watch = f"sos-{n:05d}"
@@ -110,10 +112,10 @@ def live_push(base: str, broker, browser, presses: int, consoles: int, rate: flo
                         raise SystemExit(f"press {n}: a console did not show it within 30 s")
                     page.wait_for_timeout(5)
                 latencies.append(seen - sent_ms)
-            print(f"\rpress {n + 1}/{presses}", end="", file=sys.stderr, flush=True)
+            progress.show(f"press {n + 1}/{presses}")
             time.sleep(0.1)
     finally:
-        print(file=sys.stderr)
+        progress.done()
         client.loop_stop()
         loader.join(duration + 60)
         for page in pages:

@@ -68,6 +68,18 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
         items = await run_in_threadpool(queue_items)
         return render(request, "_queue.html", {"items": items, "now_ms": _now_ms()})
 
+    @router.get("/console/queue/{alert_id}")
+    async def queue_card(request: Request, alert_id: RowId, actor: Operator) -> Response:
+        """One alert's card as the queue shows it; 204 when it is not in the queue (resolved, or no such alert)."""
+        def item() -> views.QueueItem | None:
+            alert = service.alert(alert_id)
+            found = views.queue([alert], service.needing_operator(), service.directory, settings.ack_deadline_s) if alert else []
+            return found[0] if found else None
+        found = await run_in_threadpool(item)
+        if found is None:
+            return Response(status_code=204)
+        return render(request, "_card.html", {"i": found, "now_ms": _now_ms()})
+
     @router.get("/console/events")
     async def events(actor: Operator) -> StreamingResponse:
         return StreamingResponse(broadcaster.stream(), media_type="text/event-stream",

@@ -35,6 +35,11 @@ class QueueItem:
     exhausted: bool           # the plan ran out and nobody accepted
 
     @property
+    def sort_key(self) -> str:
+        """The queue's order as one string that sorts the same way, so a page can place a card it fetched alone."""
+        return f"{2 - self.urgency.rank}-{self.alert.opened_ms:015d}-{self.alert.saved_id:019d}"
+
+    @property
     def problems(self) -> list[str]:
         out = []
         if self.exhausted:
@@ -57,7 +62,7 @@ def queue(alerts: Sequence[Alert], needing: Mapping[int, int], directory: Direct
         deadline = a.round_start_ms + int(ack_deadline_s(Severity(a.severity)) * 1000) if a.state == AlertState.OPEN else None
         items.append(QueueItem(a, resident.name if resident else a.device_id, type_label(a.alert_type), urgency, deadline,
                                waiting, exhausted))
-    items.sort(key=lambda i: (-i.urgency.rank, i.alert.opened_ms, i.alert.saved_id))
+    items.sort(key=lambda i: i.sort_key)
     return items
 
 

@@ -18,6 +18,7 @@
 
   function beep() {
     if (!audio) return;
+    window.beeps = (window.beeps || 0) + 1;   // how many times it sounded (the browser test reads it)
     [0, 0.35, 0.7].forEach(function (at) {
       var osc = audio.createOscillator(), gain = audio.createGain();
       osc.frequency.value = 880; gain.gain.value = 0.25;
@@ -32,6 +33,7 @@
     knownRed = now;
   }
 
+  // Read whole regions again: at (re)connection, so a page that was away catches up from the store.
   function refresh() {
     if (running) { pending = true; return; }
     running = true;
@@ -51,6 +53,57 @@
       tick(); noticeNewRed();
       if (pending) { pending = false; setTimeout(refresh, 250); }
     });
+  }
+
+  // One alert changed: the queue fetches that alert's card alone and puts it in its place (or takes it away);
+  // an alert's own page reads itself again. The cost of an event does not grow with the queue.
+  var cardsDue = {}, cardsBusy = false;
+
+  function changed(alertId) {
+    document.querySelectorAll("[data-live]").forEach(function (region) {
+      if (region.dataset.cards !== undefined) { cardsDue[alertId] = true; }
+      else if (region.dataset.alert === undefined || region.dataset.alert === String(alertId)) { refresh(); }
+    });
+    if (!cardsBusy) nextCard();
+  }
+
+  function nextCard() {
+    var ids = Object.keys(cardsDue);
+    if (!ids.length) { cardsBusy = false; return; }
+    cardsBusy = true;
+    var id = ids[0];
+    delete cardsDue[id];
+    fetch("/console/queue/" + id, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
+      .then(function (r) {
+        if (r.status === 401 || r.redirected) { location.reload(); return null; }
+        if (r.status === 204) return "";
+        return r.ok ? r.text() : null;
+      })
+      .then(function (html) { if (html !== null) placeCard(id, html); })
+      .catch(function () { cardsDue[id] = true; })
+      .then(function () { setTimeout(nextCard, 0); });
+  }
+
+  function placeCard(id, html) {
+    var list = document.querySelector("ol.queue");
+    if (!list) return;
+    var old = list.querySelector('li[data-alert-id="' + id + '"]');
+    var active = document.activeElement;
+    if (old && active && old.contains(active) && active.value) {   // the operator is typing a note here
+      setTimeout(function () { changed(id); }, 1000);
+      return;
+    }
+    if (old) old.remove();
+    var holder = document.createElement("template");
+    holder.innerHTML = html.trim();
+    var card = holder.content.firstElementChild;
+    if (card) {
+      var after = Array.prototype.find.call(list.children, function (c) { return c.dataset.sort > card.dataset.sort; });
+      list.insertBefore(card, after || null);
+    }
+    var empty = document.querySelector(".empty");
+    if (empty) empty.hidden = list.children.length > 0;
+    tick(); noticeNewRed();
   }
 
   function fmt(s) {
@@ -73,7 +126,7 @@
       if (status) { status.textContent = "live"; status.className = "live-status on"; }
       refresh();
     });
-    source.addEventListener("alert", refresh);
+    source.addEventListener("alert", function (ev) { changed(JSON.parse(ev.data).alert_id); });
     source.onerror = function () {
       if (status) { status.textContent = "reconnecting…"; status.className = "live-status off"; }
     };
@@ -87,7 +140,7 @@
                          headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" })
       .then(function (r) {
         if (!r.ok) return r.json().then(function (b) { alert(b.detail && b.detail.length ? (b.detail[0].msg || b.detail) : "Failed"); });
-        form.reset(); refresh();
+        form.reset();   // the change comes back as an event, which redraws what it touched
       })
       .catch(function () { alert("The server could not be reached; try again."); });
   });

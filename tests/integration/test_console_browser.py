@@ -70,6 +70,9 @@ def test_two_operators_see_an_sos_live_and_each_others_acknowledgement(gateway_p
     lin_ctx = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)   # a phone
     chen, lin = log_in(chen_ctx, base, "chen", PASSWORD), log_in(lin_ctx, base, "lin", PASSWORD)
     expect(chen.locator(".empty")).to_be_visible()
+    lin.get_by_role("button", name="Enable sound for red alerts").click()   # browsers need a click first
+    expect(lin.locator("#sound")).to_have_attribute("aria-pressed", "true")
+    assert lin.evaluate("window.beeps") == 1   # the click plays it once, so the operator knows it works
 
     _walk_then_sos(mosquitto, WATCHES[0])
     for page in (chen, lin):
@@ -78,6 +81,8 @@ def test_two_operators_see_an_sos_live_and_each_others_acknowledgement(gateway_p
         expect(card.locator(".badge")).to_have_text("RED")
         expect(card.locator(".countdown")).to_contain_text("ack due in")
         assert page.evaluate("window.notReloaded") is True
+    lin.wait_for_function("window.beeps === 2", timeout=WAIT_MS)   # the new red alert sounded
+    assert chen.evaluate("window.beeps") is None                    # and not where sound was never enabled
     _screenshot(chen, "queue.png", tmp_path)
     _screenshot(lin, "queue-phone.png", tmp_path)
 

@@ -240,3 +240,14 @@ def test_a_device_track_for_a_window_as_a_page_and_as_geojson(fleet_web):
     assert 59 <= len(recent) <= 60   # the default window: the last two hours of the three
     assert client.get("/api/devices/w1/track", params={"since": "9 o'clock"}).status_code == 422
     assert client.get("/api/devices/nobody/track").status_code == 404
+
+
+def test_one_alert_s_card_comes_alone_with_its_place_in_the_queue_and_goes_once_resolved(web, svc):
+    client, _ = web
+    csrf = logged_in(client, "chen")
+    aid = alert_id(svc)
+    card = client.get(f"/console/queue/{aid}")
+    assert card.status_code == 200 and f'data-alert-id="{aid}"' in card.text and 'data-sort="0-' in card.text
+    assert client.post(f"/alerts/{aid}/resolve", data={"note": "fine"}, headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert client.get(f"/console/queue/{aid}").status_code == 204
+    assert client.get("/console/queue/999").status_code == 204
