@@ -136,11 +136,15 @@
     var form = ev.target;
     if (!form.hasAttribute("data-action")) return;
     ev.preventDefault();
-    fetch(form.action, { method: "POST", body: new URLSearchParams(new FormData(form)),
+    // Take and Acknowledge name their own route (formaction); Resolve is the form's. (The formAction property
+    // would give the page's own address for a button without the attribute.)
+    var own = ev.submitter && ev.submitter.getAttribute("formaction");
+    var target = own ? new URL(own, location.href).href : form.action;
+    fetch(target, { method: "POST", body: new URLSearchParams(new FormData(form)),
                          headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" })
       .then(function (r) {
         if (!r.ok) return r.json().then(function (b) { alert(b.detail && b.detail.length ? (b.detail[0].msg || b.detail) : "Failed"); });
-        form.reset();   // the change comes back as an event, which redraws what it touched
+        if (target === form.action) form.reset();   // the change comes back as an event, which redraws what it touched
       })
       .catch(function () { alert("The server could not be reached; try again."); });
   });
