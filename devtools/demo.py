@@ -25,7 +25,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -135,6 +134,13 @@ class Playback:
             at_s = op.at_s + op.down_s
         self._play(at_s, None)
         self._settle()
+
+    def keep_playing(self) -> None:
+        """Play the scenario again and again at real time, so the console keeps showing devices that move."""
+        cmd = [sys.executable, "-m", "device_sim", "run", "--scenario", self.scenario_arg, "--speed", "1",
+               "--port", str(self.broker.port), "--credentials-file", str(self.passwords)]
+        while True:
+            subprocess.run(cmd, cwd=REPO_ROOT, check=True)
 
     def _play(self, from_s: float, until_s: float | None) -> None:
         cmd = [sys.executable, "-m", "device_sim", "run", "--scenario", self.scenario_arg, "--speed", str(self.speed),
@@ -266,11 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway running (log: {gateway.log_file}); playing scenario {scenario.name!r} at x{args.speed:g}")
         print(_console_line(web_port), flush=True)
         try:
-            Playback(scenario, args.scenario, args.speed, work, broker, gateway, passwords, web_port, api_token).run()
+            playback = Playback(scenario, args.scenario, args.speed, work, broker, gateway, passwords, web_port, api_token)
+            playback.run()
             _summary(work, tsdb, web_port)
             if args.keep_running:
-                print("Everything keeps running; Ctrl-C stops it.")
-                threading.Event().wait()
+                print("Everything keeps running, and the devices play the scenario again at real time; "
+                      "Ctrl-C stops it all.", flush=True)
+                playback.keep_playing()
         except KeyboardInterrupt:
             pass
         finally:

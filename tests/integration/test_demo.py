@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import tomllib
 from collections import defaultdict
+
+import httpx
+import pytest
 
 from alerts.config import AlertSettings
 from alerts.directory import parse_community
@@ -100,3 +107,39 @@ def test_the_safety_scenario_leaves_no_call_for_help_unanswered(tmp_path):
                        " AND topic LIKE '%/watch-0002/%'").fetchone()[0]
     assert ahead >= AlertSettings().clock_wrong_count
     assert ("sms", MAINTENANCE) in sent[("watch-0002", "device_clock_wrong")]
+
+
+def test_keep_running_prints_the_console_login_keeps_devices_moving_and_ctrl_c_stops_everything(tmp_path):
+    work = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "devtools.demo", "--speed", "0", "--workdir", str(work),
+                             "--keep-running"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    try:
+        while not any("Everything keeps running" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "the demo ended before keeping things running:\n" + "".join(lines[-40:])
+            lines.append(line)
+        console = next(line for line in lines if line.startswith("Operator console: "))
+        url = console.split()[2]
+        login = console.split("log in as ")[1].split(";")[0]   # "chen / sunny-garden-demo"
+        assert httpx.get(url.replace("/console", "/health"), timeout=5).json() == {"status": "ok"}
+
+        def accepted() -> int:
+            return _read_only(work / "gateway.db").execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+        before, deadline = accepted(), time.monotonic() + 60
+        while accepted() == before:   # the devices play on, at real time
+            assert time.monotonic() < deadline, "no device message after the summary"
+            time.sleep(0.5)
+        assert login == "chen / sunny-garden-demo"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C in the terminal reaches the whole group
+        returncode = proc.wait(timeout=60)
+    assert returncode == 0
+    # Nothing it started is left: the console, the broker and VictoriaMetrics no longer answer.
+    services = next(line for line in lines if line.startswith("Mosquitto on "))
+    broker_port = int(services.split("127.0.0.1:")[1].split(",")[0])
+    for port in (int(url.split(":")[2].split("/")[0]), broker_port, int(services.rsplit(":", 1)[1])):
+        with socket.socket() as s, pytest.raises(OSError):
+            s.settimeout(2)
+            s.connect(("127.0.0.1", port))
