@@ -22,7 +22,7 @@ from alerts.notifiers import twilio
 from alerts.outbox import Outbox, OutboxRow
 from alerts.rules import Finding
 from alerts.store import AlertStore, Database, DeviceStateStore
-from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, Severity
+from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, OutboxStatus, Severity
 from gateway.models import DeviceMessage
 
 log = logging.getLogger(__name__)
@@ -276,6 +276,20 @@ class AlertEngine:
                                              tz=self.settings.timezone)
                 self.outbox.add(alert_id, outcome, phone, Channel.SMS, lang, text, now_ms)
         return alert
+
+    def settle_attempt(self, attempt_id: int, arrived: bool, actor: str, now_ms: int) -> OutboxRow:
+        """An operator settles a send whose outcome nobody could tell: it arrived (a person checked), or it did
+        not and goes out again now. KeyError if there is no such attempt; TransitionError if it needs no settling."""
+        with self._changes():
+            row = self.outbox.get(attempt_id)
+            if row is None:
+                raise KeyError(attempt_id)
+            status = OutboxStatus.SENT if arrived else OutboxStatus.PENDING
+            if not self.outbox.transition(attempt_id, (OutboxStatus.OPERATOR,), status, now_ms, due_ms=now_ms):
+                raise lifecycle.TransitionError(f"attempt {attempt_id} is {row.status}: nothing for an operator to settle")
+            self._event(AlertEvent(row.alert_id, now_ms, "operator_settled", actor,
+                                   f"{row.channel} {row.recipient} " + ("arrived" if arrived else "sent again")))
+            return row
 
     def record_delivery(self, attempt_id: int, status: str, now_ms: int, provider_id: str | None = None) -> bool:
         """A provider status callback; False if it was stale or unknown. A failed delivery may move the plan on."""

@@ -77,6 +77,12 @@ class AlertService:
         self.dispatcher.wake.set()
         return alert
 
+    def settle_attempt(self, attempt_id: int, arrived: bool, actor: str, now_ms: int | None = None) -> OutboxRow:
+        """An operator settles a send of unknown outcome: it arrived, or it goes out again now."""
+        row = self.engine.settle_attempt(attempt_id, arrived, actor, self._now_ms() if now_ms is None else now_ms)
+        self.dispatcher.wake.set()
+        return row
+
     def take(self, alert_id: int, actor: str, now_ms: int | None = None) -> Alert:
         return self.engine.take(alert_id, actor, self._now_ms() if now_ms is None else now_ms)
 

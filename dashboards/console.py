@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
@@ -138,6 +138,15 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
     @router.post("/alerts/{alert_id}/ack")
     async def acknowledge(request: Request, alert_id: RowId, actor: Operator) -> Response:
         return await act(request, alert_id, lambda: service.acknowledge(alert_id, actor.name))
+
+    @router.post("/attempts/{attempt_id}/settle")
+    async def settle(request: Request, attempt_id: RowId, actor: Operator,
+                     outcome: Annotated[Literal["arrived", "resend"], Form()]) -> Response:
+        """A notification whose outcome nobody could tell: the operator checked that it arrived, or sends it again."""
+        row = service.attempt(attempt_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail="no such notification attempt")
+        return await act(request, row.alert_id, lambda: service.settle_attempt(attempt_id, outcome == "arrived", actor.name))
 
     @router.post("/alerts/{alert_id}/resolve")
     async def resolve(request: Request, alert_id: RowId, actor: Operator,

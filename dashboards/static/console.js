@@ -140,7 +140,8 @@
     // would give the page's own address for a button without the attribute.)
     var own = ev.submitter && ev.submitter.getAttribute("formaction");
     var target = own ? new URL(own, location.href).href : form.action;
-    fetch(target, { method: "POST", body: new URLSearchParams(new FormData(form)),
+    var data = ev.submitter ? new FormData(form, ev.submitter) : new FormData(form);   // with the button's value
+    fetch(target, { method: "POST", body: new URLSearchParams(data),
                          headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" })
       .then(function (r) {
         if (!r.ok) return r.json().then(function (b) { alert(b.detail && b.detail.length ? (b.detail[0].msg || b.detail) : "Failed"); });

@@ -251,3 +251,22 @@ def test_one_alert_s_card_comes_alone_with_its_place_in_the_queue_and_goes_once_
     assert client.post(f"/alerts/{aid}/resolve", data={"note": "fine"}, headers={"X-CSRF-Token": csrf}).status_code == 204
     assert client.get(f"/console/queue/{aid}").status_code == 204
     assert client.get("/console/queue/999").status_code == 204
+
+
+@pytest.mark.parametrize("outcome, status", [("arrived", "sent"), ("resend", "pending")])
+def test_an_operator_settles_a_send_nobody_could_tell_about_and_it_leaves_the_red_problems(web, svc, outcome, status):
+    client, _ = web
+    csrf = logged_in(client, "chen")
+    [row] = svc.attempts(alert_id(svc))
+    svc.engine.outbox.set_status(row.id, "operator", DAY + 1)
+    assert "Needs operator: 1 notification" in client.get("/console/queue").text
+    assert "It arrived" in client.get(f"/alerts/{alert_id(svc)}").text
+    r = client.post(f"/attempts/{row.id}/settle", data={"outcome": outcome}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 204
+    assert svc.attempt(row.id).status == status
+    assert ("operator_settled", "chen") in [(e.kind, e.actor) for e in svc.events(alert_id(svc))]
+    assert "Needs operator" not in client.get("/console/queue").text
+    again = client.post(f"/attempts/{row.id}/settle", data={"outcome": outcome}, headers={"X-CSRF-Token": csrf})
+    assert again.status_code == 409
+    bad = client.post(f"/attempts/{row.id}/settle", data={"outcome": "shrug"}, headers={"X-CSRF-Token": csrf})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "outcome"
