@@ -78,7 +78,7 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
         found = await run_in_threadpool(item)
         if found is None:
             return Response(status_code=204)
-        return render(request, "_card.html", {"i": found, "now_ms": _now_ms()})
+        return render(request, "_queue_card.html", {"i": found, "now_ms": _now_ms()})
 
     @router.get("/console/events")
     async def events(actor: Operator) -> StreamingResponse:

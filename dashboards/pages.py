@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,11 +15,16 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 
 
+@lru_cache(maxsize=8)
+def _zone(tz: str) -> ZoneInfo:
+    return ZoneInfo(tz)
+
+
 def clock(ms: int | None, tz: str, with_date: bool = False) -> str:
     """A wall-clock time in the community's zone: "14:02:05", or "11-27 14:02" with the date."""
     if not ms:
         return "—"
-    when = datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
+    when = datetime.fromtimestamp(ms / 1000, _zone(tz))
     return when.strftime("%m-%d %H:%M" if with_date else "%H:%M:%S")
 
 
