@@ -115,8 +115,8 @@ class AlertEngine:
         alert = lifecycle.open_alert(f, subject, resident.id if resident else None, now_ms)
         alert_id = self.alerts.insert(alert)
         alert = replace(alert, id=alert_id)
-        where = f" at {f.lat:.6f},{f.lon:.6f}" if f.lat is not None and f.lon is not None else ""
-        self._event(AlertEvent(alert_id, now_ms, "opened", f.device_id, f"{f.severity} {f.alert_type} {f.detail}{where}".strip()))
+        self._event(AlertEvent(alert_id, now_ms, "opened", f.device_id,
+                               f"{f.severity} {f.alert_type} {f.detail}{lifecycle.at_position(f.lat, f.lon)}".strip()))
         return self._queue_step(alert, now_ms)
 
     # -- escalation ----------------------------------------------------------

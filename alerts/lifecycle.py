@@ -1,6 +1,7 @@
 """Alert lifecycle: open -> acknowledged -> resolved, each change an event with time and actor."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from alerts.rules import Finding
@@ -66,6 +67,21 @@ class AlertEvent:
     detail: str = ""
 
 
+# Where a press happened, as its event's detail says it: written and read here only.
+_AT = re.compile(r"\bat (-?\d+\.\d+),(-?\d+\.\d+)\b")
+
+
+def at_position(lat: float | None, lon: float | None) -> str:
+    """" at <lat>,<lon>" for an event's detail, or "" without a position."""
+    return f" at {lat:.6f},{lon:.6f}" if lat is not None and lon is not None else ""
+
+
+def event_position(ev: AlertEvent) -> tuple[float, float] | None:
+    """The position an "opened" or "repeated" event recorded, if the device sent one."""
+    m = _AT.search(ev.detail)
+    return (float(m[1]), float(m[2])) if m else None
+
+
 def open_alert(f: Finding, subject: str, resident_id: str | None, now_ms: int) -> Alert:
     return Alert(None, subject, f.alert_type, f.severity, AlertState.OPEN, resident_id, f.device_id, now_ms, now_ms,
                  f.lat, f.lon, f.detail, 0, now_ms, Escalation.RUNNING, burst_start_ms=f.at_ms, round_started_ms=now_ms)
@@ -98,7 +114,7 @@ def repeat(alert: Alert, f: Finding, now_ms: int, burst_window_ms: int) -> tuple
     severity = f.severity if f.severity.rank > Severity(alert.severity).rank else alert.severity
     new_burst = _new_burst(alert, f, burst_window_ms)
     presses = alert.presses + 1 if new_burst else alert.presses
-    where = f" at {lat:.6f},{lon:.6f}" if lat is not None else ""
+    where = at_position(lat, lon)
     what = f"press {presses}" if new_burst else f"press {presses} (same burst)"
     if severity != alert.severity:
         what += f", now {severity}"

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from alerts.lifecycle import TransitionError
+from alerts.lifecycle import Alert, TransitionError
 from alerts.maps import Datum
 from alerts.service import AlertService
+from alerts.vocabulary import AlertState
 from dashboards import views
 from dashboards.auth import Operator
 from dashboards.live import Broadcaster
@@ -54,6 +55,12 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
     def queue_items() -> list[views.QueueItem]:
         return views.queue(service.unresolved(), service.needing_operator(), service.directory, settings.ack_deadline_s)
 
+    def queue_item(alert: Alert) -> views.QueueItem | None:
+        """The alert as the queue shows it; None once resolved (it has left the queue)."""
+        if alert.state == AlertState.RESOLVED:
+            return None
+        return views.queue_item(alert, service.needing_operator(), service.directory, settings.ack_deadline_s)
+
     @router.get("/")
     async def home(actor: Operator) -> Response:
         return RedirectResponse("/console", status_code=303)
@@ -73,8 +80,7 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
         """One alert's card as the queue shows it; 204 when it is not in the queue (resolved, or no such alert)."""
         def item() -> views.QueueItem | None:
             alert = service.alert(alert_id)
-            found = views.queue([alert], service.needing_operator(), service.directory, settings.ack_deadline_s) if alert else []
-            return found[0] if found else None
+            return queue_item(alert) if alert else None
         found = await run_in_threadpool(item)
         if found is None:
             return Response(status_code=204)
@@ -90,7 +96,7 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
         if alert is None:
             raise HTTPException(status_code=404, detail="no such alert")
         events = service.events(alert_id)
-        resident = views.resident_of(alert, service.directory)
+        resident = service.directory.resident(alert.resident_id)
         now = _now_ms()
         state = devices.last_state(alert.device_id)
         since = alert.opened_ms - TRACK_BEFORE_MS
@@ -109,7 +115,7 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
                 "device": views.device_summary(state, now, int(settings.watch_silent_min_s * 1000)),
                 "presses": presses, "attempts": views.attempts(service.attempts(alert_id), alert), "events": events,
                 "map_svg": svg, "track_points": len(track), "now_ms": now,
-                "item": next((i for i in queue_items() if i.alert.id == alert_id), None)}
+                "item": queue_item(alert)}
 
     @router.get("/alerts/{alert_id}")
     async def alert_page(request: Request, alert_id: RowId, actor: Operator) -> Response:

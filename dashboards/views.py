@@ -6,15 +6,14 @@ orange, then yellow; oldest first within a grade.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alerts.directory import Directory, Resident
-from alerts.lifecycle import Alert, AlertEvent
+from alerts.directory import Directory
+from alerts.lifecycle import Alert, AlertEvent, event_position
 from alerts.outbox import OutboxRow
 from alerts.vocabulary import AlertState, Channel, Escalation, OutboxStatus, Severity
 from alerts.wording import ALERT_NAMES, EN
@@ -49,25 +48,22 @@ class QueueItem:
         return out
 
 
+def queue_item(a: Alert, needing: Mapping[int, int], directory: Directory,
+               ack_deadline_s: Callable[[Severity], float]) -> QueueItem:
+    """How the queue shows one unresolved alert."""
+    resident = directory.resident(a.resident_id)
+    exhausted = a.escalation == Escalation.EXHAUSTED
+    waiting = needing.get(a.saved_id, 0)
+    urgency = Severity.RED if exhausted or waiting else a.severity
+    deadline = a.round_start_ms + int(ack_deadline_s(a.severity) * 1000) if a.state == AlertState.OPEN else None
+    return QueueItem(a, resident.name if resident else a.device_id, type_label(a.alert_type), urgency, deadline,
+                     waiting, exhausted)
+
+
 def queue(alerts: Sequence[Alert], needing: Mapping[int, int], directory: Directory,
           ack_deadline_s: Callable[[Severity], float]) -> list[QueueItem]:
-    items = []
-    for a in alerts:
-        if a.state == AlertState.RESOLVED:
-            continue
-        resident = directory.resident(a.resident_id)
-        exhausted = a.escalation == Escalation.EXHAUSTED
-        waiting = needing.get(a.saved_id, 0)
-        urgency = Severity.RED if exhausted or waiting else Severity(a.severity)
-        deadline = a.round_start_ms + int(ack_deadline_s(Severity(a.severity)) * 1000) if a.state == AlertState.OPEN else None
-        items.append(QueueItem(a, resident.name if resident else a.device_id, type_label(a.alert_type), urgency, deadline,
-                               waiting, exhausted))
-    items.sort(key=lambda i: i.sort_key)
-    return items
-
-
-# lifecycle writes a press's position into its event as "at <lat>,<lon>".
-_AT = re.compile(r"\bat (-?\d+\.\d+),(-?\d+\.\d+)\b")
+    items = [queue_item(a, needing, directory, ack_deadline_s) for a in alerts if a.state != AlertState.RESOLVED]
+    return sorted(items, key=lambda i: i.sort_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,22 +75,14 @@ class Press:
 
 
 def presses(alert: Alert, events: Sequence[AlertEvent]) -> list[Press]:
-    """Every press (or repeat of the finding) with its time and, where the device sent one, its position."""
+    """Every press (or repeat of the finding) with its time and, where the device sent one, its position.
+    An opening event from before positions were recorded in it falls back to the alert's own position."""
     out = []
     for ev in events:
-        if ev.kind == "opened":
-            lat, lon = alert_position(alert, ev)
-            out.append(Press(ev.at_ms, lat, lon, ev.detail))
-        elif ev.kind == "repeated":
-            m = _AT.search(ev.detail)
-            out.append(Press(ev.at_ms, float(m[1]) if m else None, float(m[2]) if m else None, ev.detail))
+        if ev.kind in ("opened", "repeated"):
+            at = event_position(ev) or ((alert.lat, alert.lon) if ev.kind == "opened" else (None, None))
+            out.append(Press(ev.at_ms, at[0], at[1], ev.detail))
     return out
-
-
-def alert_position(alert: Alert, opened: AlertEvent) -> tuple[float | None, float | None]:
-    """The position at the alert: from its opening event, else the alert's (possibly refreshed) one."""
-    m = _AT.search(opened.detail)
-    return (float(m[1]), float(m[2])) if m else (alert.lat, alert.lon)
 
 
 # Provider statuses in the words an operator uses: the provider's own "queued" means it took the request (sent,
@@ -127,8 +115,8 @@ def attempts(rows: Sequence[OutboxRow], alert: Alert) -> list[AttemptView]:
     return out
 
 
-def resident_of(alert: Alert, directory: Directory) -> Resident | None:
-    return directory.resident(alert.resident_id)
+def is_online(last_seen_ms: int | None, now_ms: int, silent_after_ms: int) -> bool:
+    return last_seen_ms is not None and now_ms - last_seen_ms < silent_after_ms
 
 
 def device_summary(state: Mapping[str, Any] | None, now_ms: int, silent_after_ms: int) -> dict[str, Any]:
@@ -137,7 +125,7 @@ def device_summary(state: Mapping[str, Any] | None, now_ms: int, silent_after_ms
         return {"online": False, "battery": None, "worn": None, "charging": None, "last_seen_ms": None}
     last = state.get("last_seen_ms")
     worn = state.get("worn")
-    return {"online": bool(last and now_ms - last < silent_after_ms), "battery": state.get("battery"),
+    return {"online": is_online(last, now_ms, silent_after_ms), "battery": state.get("battery"),
             "worn": None if worn is None else bool(worn), "charging": state.get("charging"), "last_seen_ms": last,
             "lat": state.get("lat"), "lon": state.get("lon"), "heart_rate": state.get("heart_rate")}
 
@@ -175,7 +163,7 @@ def fleet(rows: Sequence[Mapping[str, Any]], directory: Directory, now_ms: int, 
         last = r.get("last_seen_ms")
         worn = r.get("worn")
         row = FleetRow(r["device_id"], r["kind"], resident.name if resident else (r.get("label") or ""),
-                       bool(last and now_ms - last < silent_after_ms), r.get("battery"),
+                       is_online(last, now_ms, silent_after_ms), r.get("battery"),
                        None if worn is None else bool(worn), last)
         if wanted and wanted not in f"{row.device_id} {row.who} {r.get('label') or ''}".lower():
             continue

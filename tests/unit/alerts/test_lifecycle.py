@@ -42,3 +42,11 @@ def test_the_acknowledgement_clock_starts_at_opening_and_again_at_each_reopening
 
 def test_an_alert_from_before_version_3_counts_from_its_opening():
     assert replace(sos(), round_started_ms=0).round_start_ms == DAY
+
+
+def test_a_press_position_written_into_an_event_reads_back_and_none_is_written_without_one():
+    from alerts.lifecycle import AlertEvent, at_position, event_position
+
+    ev = AlertEvent(7, DAY, "repeated", "w1", f"press 2{at_position(31.2304, -121.4737)}")
+    assert event_position(ev) == (31.2304, -121.4737)
+    assert at_position(None, None) == "" and event_position(AlertEvent(7, DAY, "repeated", "w1", "press 2")) is None
