@@ -55,7 +55,8 @@ def create_app(service: AlertService, accounts: AccountStore, devices: Operation
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(login_router(web.cookie_secure))
-    app.include_router(console_router(service, devices, broadcaster, tile_url=web.tile_url, tile_datum=web.tile_datum))
+    app.include_router(console_router(service, devices, broadcaster, tile_url=web.tile_url, tile_datum=web.tile_datum,
+                                      queue_page_size=web.queue_page_size))
     app.include_router(fleet_router(service, devices, tile_url=web.tile_url, tile_datum=web.tile_datum))
     app.include_router(admin_router(accounts))
     app.include_router(operator_router(service))

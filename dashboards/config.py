@@ -26,3 +26,7 @@ class WebSettings(BaseModel):
     tile_datum: Literal["wgs84", "gcj02"] = Field(
         default="wgs84", description="gcj02 for a Chinese tile source (AMap, Tencent), whose tiles are drawn in GCJ-02",
     )
+    queue_page_size: int = Field(
+        default=200, ge=1, le=100_000,
+        description="Alert cards the queue draws before 'Show all'; in a mass event the head of the queue is what gets worked",
+    )

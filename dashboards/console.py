@@ -22,7 +22,7 @@ from dashboards.auth import Operator
 from dashboards.live import Broadcaster
 from dashboards.mapsvg import Marker, render_map
 from dashboards.pages import clock, render
-from dashboards.params import RowId
+from dashboards.params import MapZoom, RowId
 from gateway.store import OperationalStore
 
 TRACK_BEFORE_MS = 2 * 3_600_000   # the detail map shows the two hours before the alert, and everything since
@@ -48,7 +48,7 @@ def _markers(spots: list[Spot]) -> list[Marker]:
 
 
 def console_router(service: AlertService, devices: OperationalStore, broadcaster: Broadcaster, *,
-                   tile_url: str = "", tile_datum: Datum = "wgs84") -> APIRouter:
+                   tile_url: str = "", tile_datum: Datum = "wgs84", queue_page_size: int = 200) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     settings = service.settings
 
@@ -65,15 +65,18 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
     async def home(actor: Operator) -> Response:
         return RedirectResponse("/console", status_code=303)
 
-    @router.get("/console")
-    async def console(request: Request, actor: Operator) -> Response:
+    async def queue_page(request: Request, template: str, show_all: bool) -> Response:
         items = await run_in_threadpool(queue_items)
-        return render(request, "queue.html", {"items": items, "now_ms": _now_ms()})
+        page = views.page(items, None if show_all else queue_page_size)
+        return render(request, template, {"page": page, "show_all": show_all, "now_ms": _now_ms()})
+
+    @router.get("/console")
+    async def console(request: Request, actor: Operator, all: bool = False) -> Response:
+        return await queue_page(request, "queue.html", all)
 
     @router.get("/console/queue")
-    async def queue_fragment(request: Request, actor: Operator) -> Response:
-        items = await run_in_threadpool(queue_items)
-        return render(request, "_queue.html", {"items": items, "now_ms": _now_ms()})
+    async def queue_fragment(request: Request, actor: Operator, all: bool = False) -> Response:
+        return await queue_page(request, "_queue.html", all)
 
     @router.get("/console/queue/{alert_id}")
     async def queue_card(request: Request, alert_id: RowId, actor: Operator) -> Response:
@@ -91,7 +94,7 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
         return StreamingResponse(broadcaster.stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    def detail(alert_id: int) -> dict[str, object]:
+    def detail(alert_id: int, zoom: int) -> dict[str, object]:
         alert = service.alert(alert_id)
         if alert is None:
             raise HTTPException(status_code=404, detail="no such alert")
@@ -110,20 +113,22 @@ def console_router(service: AlertService, devices: OperationalStore, broadcaster
         markers = _markers(spots)
         svg = render_map(track=track, markers=markers, fence=resident.geofence if resident else None,
                          highlight_since_ms=alert.opened_ms, tile_url=tile_url or None, tile_datum=tile_datum,
-                         title=f"Track of {resident.name if resident else alert.device_id}")
+                         title=f"Track of {resident.name if resident else alert.device_id}",
+                         zoom_delta=zoom, focus=(markers[-1].lat, markers[-1].lon) if markers else None)
         return {"alert": alert, "what": views.type_label(alert.alert_type), "resident": resident,
                 "device": views.device_summary(state, now, int(settings.watch_silent_min_s * 1000)),
                 "presses": presses, "attempts": views.attempts(service.attempts(alert_id), alert), "events": events,
-                "map_svg": svg, "track_points": len(track), "now_ms": now,
+                "map_svg": svg, "track_points": len(track), "now_ms": now, "zoom": zoom,
+                "zoom_links": views.zoom_links(f"/alerts/{alert_id}", {}, zoom),
                 "item": queue_item(alert)}
 
     @router.get("/alerts/{alert_id}")
-    async def alert_page(request: Request, alert_id: RowId, actor: Operator) -> Response:
-        return render(request, "alert.html", await run_in_threadpool(detail, alert_id))
+    async def alert_page(request: Request, alert_id: RowId, actor: Operator, zoom: MapZoom = 0) -> Response:
+        return render(request, "alert.html", await run_in_threadpool(detail, alert_id, zoom))
 
     @router.get("/alerts/{alert_id}/live")
-    async def alert_fragment(request: Request, alert_id: RowId, actor: Operator) -> Response:
-        return render(request, "_alert_live.html", await run_in_threadpool(detail, alert_id))
+    async def alert_fragment(request: Request, alert_id: RowId, actor: Operator, zoom: MapZoom = 0) -> Response:
+        return render(request, "_alert_live.html", await run_in_threadpool(detail, alert_id, zoom))
 
     async def act(request: Request, alert_id: int, change: Callable[[], object]) -> Response:
         try:

@@ -14,6 +14,7 @@ from dashboards import views
 from dashboards.auth import Operator
 from dashboards.mapsvg import Marker, render_map
 from dashboards.pages import clock, render
+from dashboards.params import MapZoom
 from gateway.store import OperationalStore
 
 PAGE_ROWS = 200
@@ -51,7 +52,7 @@ def fleet_router(service: AlertService, devices: OperationalStore, *, tile_url: 
 
     @router.get("/devices/{device_id}", include_in_schema=False)
     async def device_page(request: Request, device_id: DeviceId, actor: Operator,
-                          since: Text = "", until: Text = "") -> Response:
+                          since: Text = "", until: Text = "", zoom: MapZoom = 0) -> Response:
         known(device_id)
         since_ms, until_ms = window(since or None, until or None)
         track = await run_in_threadpool(devices.track, device_id, since_ms, until_ms)
@@ -60,11 +61,14 @@ def fleet_router(service: AlertService, devices: OperationalStore, *, tile_url: 
         markers = [Marker(track[0][1], track[0][2], f"start {clock(track[0][0], tz)}", "start"),
                    Marker(track[-1][1], track[-1][2], f"last {clock(track[-1][0], tz)}", "now")] if track else []
         svg = render_map(track=track, markers=markers, fence=resident.geofence if resident else None,
-                         tile_url=tile_url or None, tile_datum=tile_datum, title=f"Track of {device_id}")
+                         tile_url=tile_url or None, tile_datum=tile_datum, title=f"Track of {device_id}",
+                         zoom_delta=zoom, focus=(markers[-1].lat, markers[-1].lon) if markers else None)
         state = views.device_summary(devices.last_state(device_id), _now_ms(), silent_ms)
         return render(request, "device.html", {"device_id": device_id, "resident": resident, "device": state,
                                                "map_svg": svg, "track": track, "since_ms": since_ms, "until_ms": until_ms,
-                                               "since": since, "until": until, "now_ms": _now_ms()})
+                                               "since": since, "until": until, "now_ms": _now_ms(),
+                                               "zoom_links": views.zoom_links(f"/devices/{device_id}",
+                                                                              {"since": since, "until": until}, zoom)})
 
     @router.get("/api/devices/{device_id}/track", tags=["devices"])
     async def track_geojson(device_id: DeviceId, actor: Operator,

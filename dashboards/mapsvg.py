@@ -24,6 +24,7 @@ MAX_LAT = 85.0511287798                     # Web Mercator's square world stops 
 MPP_EQUATOR_Z0 = 156543.03392               # metres per pixel at the equator, zoom 0
 MAX_DOTS = 300                              # longer tracks are drawn as a line only
 MARKER_KINDS = frozenset({"press", "alert", "now", "start"})
+LABEL_LINE, LABEL_WIDTH = 14, 110           # a marker label's height, and how far apart two must be not to collide
 
 _STYLE = (
     ".bg{fill:#f4f1ea}.grid{fill:none;stroke:#e3ddd0;stroke-width:1}"
@@ -128,12 +129,16 @@ def render_map(*, track: Sequence[tuple[int, float, float]],
                width: int = 640, height: int = 420,
                tile_url: str | None = None,
                tile_datum: Datum = "wgs84",
-               title: str = "") -> str:
+               title: str = "",
+               zoom_delta: int = 0,
+               focus: tuple[float, float] | None = None) -> str:
     """The complete <svg>...</svg> markup: tiles (optional), fence, track, markers, scale bar.
 
     track: (ts_ms, lat, lon) in WGS-84, oldest first. Points at/after highlight_since_ms form the bold
     "track-after" line (joined to the last earlier point); earlier ones the thin "track-before" line.
     Without highlight_since_ms the whole track is "track-after".
+    The map fits everything it shows; zoom_delta zooms in (or out) from that fit, centred on focus
+    (lat, lon) when given, so an operator can look closely at where the person is now.
     """
     if tile_datum not in ("wgs84", "gcj02"):
         raise ValueError(f"unknown map datum {tile_datum!r}")
@@ -156,10 +161,13 @@ def render_map(*, track: Sequence[tuple[int, float, float]],
     if not extent:
         return _empty(width, height, f"{head}><title>{label}</title><style>{_STYLE}</style>")
 
-    zoom = choose_zoom(extent, width, height)
-    xy0 = [project(lat, lon, zoom) for lat, lon in extent]
-    cx = (min(x for x, _ in xy0) + max(x for x, _ in xy0)) / 2
-    cy = (min(y for _, y in xy0) + max(y for _, y in xy0)) / 2
+    zoom = max(MIN_ZOOM, min(MAX_ZOOM, choose_zoom(extent, width, height) + zoom_delta))
+    if focus is not None and zoom_delta:
+        cx, cy = project(*conv(*focus), zoom)
+    else:
+        xy0 = [project(lat, lon, zoom) for lat, lon in extent]
+        cx = (min(x for x, _ in xy0) + max(x for x, _ in xy0)) / 2
+        cy = (min(y for _, y in xy0) + max(y for _, y in xy0)) / 2
     ox, oy = cx - width / 2, cy - height / 2
 
     def px(lat: float, lon: float) -> tuple[float, float]:
@@ -205,13 +213,18 @@ def render_map(*, track: Sequence[tuple[int, float, float]],
                 dot = "dot-after" if highlight_since_ms is None or i >= cut else "dot-before"
                 out.append(f'<circle class="{dot}" cx="{_n(x)}" cy="{_n(y)}" r="2" data-ts-ms="{ts}"/>')
 
+    placed: list[tuple[float, float]] = []   # where labels went: one close to another moves down a line
     for m, lat, lon in marks:
         x, y = px(lat, lon)
         right = x > width - 120  # near the right edge: label on the left of the marker
         lx, anchor = (x - 10, "end") if right else (x + 10, "start")
+        ly = y + 4
+        while any(abs(ly - py) < LABEL_LINE and abs(lx - qx) < LABEL_WIDTH for qx, py in placed):
+            ly += LABEL_LINE
+        placed.append((lx, ly))
         radius = 9 if m.kind == "alert" else 6
         out.append(f'<g class="marker marker-{escape(m.kind)}"><circle cx="{_n(x)}" cy="{_n(y)}" r="{radius}"/>'
-                   f'<text class="label" x="{_n(lx)}" y="{_n(y + 4)}" text-anchor="{anchor}">{escape(m.label)}</text></g>')
+                   f'<text class="label" x="{_n(lx)}" y="{_n(ly)}" text-anchor="{anchor}">{escape(m.label)}</text></g>')
 
     metres, length = scale_bar(_unproject(cx, cy, zoom)[0], zoom)
     sx, sy = 12.0, height - 14.0

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from alerts.directory import Directory
@@ -64,6 +65,31 @@ def queue(alerts: Sequence[Alert], needing: Mapping[int, int], directory: Direct
           ack_deadline_s: Callable[[Severity], float]) -> list[QueueItem]:
     items = [queue_item(a, needing, directory, ack_deadline_s) for a in alerts if a.state != AlertState.RESOLVED]
     return sorted(items, key=lambda i: i.sort_key)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    shown: list[QueueItem]
+    more: dict[Severity, int]   # items after the page, by urgency (an empty dict when all are shown)
+    size: int | None            # the most cards a page draws; None draws them all
+
+    @property
+    def more_total(self) -> int:
+        return sum(self.more.values())
+
+
+def page(items: Sequence[QueueItem], size: int | None) -> QueuePage:
+    """The head of the queue an operator works from, and what lies beyond it by colour.
+
+    In a mass event a page of hundreds of cards is slow to draw and nobody reads its tail; the
+    operator works top down and can ask for the rest.
+    """
+    if size is None or len(items) <= size:
+        return QueuePage(list(items), {}, size)
+    more: dict[Severity, int] = {}
+    for i in items[size:]:
+        more[i.urgency] = more.get(i.urgency, 0) + 1
+    return QueuePage(list(items[:size]), more, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +227,11 @@ def track_window(since: str | None, until: str | None, now_ms: int, tz: str, def
     if since_ms >= until_ms:
         raise ValueError("since: must be before until")
     return since_ms, until_ms
+
+
+def zoom_links(url: str, query: Mapping[str, str], zoom: int) -> dict[str, str]:
+    """Addresses of the same page with the map zoomed in, out, and back to the fit, keeping its other parameters."""
+    def at(z: int) -> str:
+        params = {k: v for k, v in query.items() if k != "zoom" and v}
+        return f"{url}?{urlencode({**params, 'zoom': z})}" if z else (f"{url}?{urlencode(params)}" if params else url)
+    return {"in": at(zoom + 1), "out": at(zoom - 1), "fit": at(0)}

@@ -97,10 +97,15 @@
     var holder = document.createElement("template");
     holder.innerHTML = html.trim();
     var card = holder.content.firstElementChild;
-    if (card) {
-      var after = Array.prototype.find.call(list.children, function (c) { return c.dataset.sort > card.dataset.sort; });
-      list.insertBefore(card, after || null);
+    var more = Number(list.dataset.more || 0);   // cards past the page the server drew ("show all" draws them)
+    var after = card && Array.prototype.find.call(list.children, function (c) { return c.dataset.sort > card.dataset.sort; });
+    if (more > 0 && (old || !after)) {
+      // A card left the page, or one belongs past its end: the page and the count below it are read again.
+      refresh();
+      return;
     }
+    if (card) list.insertBefore(card, after || null);
+    if (Number(list.dataset.size) && list.children.length > Number(list.dataset.size)) refresh();   // it ran past the page
     var empty = document.querySelector(".empty");
     if (empty) empty.hidden = list.children.length > 0;
     tick(); noticeNewRed();

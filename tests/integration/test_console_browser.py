@@ -24,13 +24,13 @@ WATCHES = ("watch-0001", "watch-0002")   # worn by Wang Guilan and Li Jianguo in
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-def _start(gateway_process, mosquitto, tmp_path):
+def _start(gateway_process, mosquitto, tmp_path, **web):
     web_port = free_port()
     accounts = AccountStore(tmp_path / "web.db")
     for name in ("chen", "lin"):
         accounts.create_account(name, PASSWORD, Role.OPERATOR, int(time.time() * 1000))
     accounts.close()
-    gateway = gateway_process({"web": {"enabled": True, "port": web_port, "db_path": str(tmp_path / "web.db")},
+    gateway = gateway_process({"web": {"enabled": True, "port": web_port, "db_path": str(tmp_path / "web.db"), **web},
                                "alerts": {"tick_interval_s": 0.2}})
     register(gateway.store, *WATCHES)
     gateway.start()
@@ -137,4 +137,24 @@ def test_the_queue_survives_a_server_restart_and_an_open_page_catches_up_by_itse
     fresh = ctx.new_page()   # and a page opened now reads the same queue from the store
     fresh.goto(f"{base}/console")
     expect(fresh.locator("li.card")).to_have_count(2)
+    ctx.close()
+
+
+def test_a_long_queue_shows_its_head_counts_the_rest_and_moves_up_as_alerts_are_resolved(
+        gateway_process, mosquitto, chromium, tmp_path):
+    _, base = _start(gateway_process, mosquitto, tmp_path, queue_page_size=1)
+    ctx = chromium.new_context()
+    page = log_in(ctx, base, "chen", PASSWORD)
+    _walk_then_sos(mosquitto, WATCHES[0], minutes=2)
+    expect(_card(page, "Wang Guilan")).to_be_visible(timeout=WAIT_MS)
+    _walk_then_sos(mosquitto, WATCHES[1], minutes=2)   # a newer red alert: it belongs below the page
+    expect(page.locator("p.more")).to_contain_text("And 1 more open alert below these", timeout=WAIT_MS)
+    expect(page.locator("li.card")).to_have_count(1)
+
+    first = _card(page, "Wang Guilan")
+    first.locator("input[name=note]").fill("False alarm, she is fine")
+    first.get_by_role("button", name="Resolve").click()
+    expect(_card(page, "Li Jianguo")).to_be_visible(timeout=WAIT_MS)   # the next one moved up
+    expect(page.locator("p.more")).to_have_count(0)
+    assert page.evaluate("window.notReloaded") is True
     ctx.close()

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from dashboards.accounts import THROTTLE_AFTER, Role
+from dashboards.config import WebSettings
 from gateway.models import DeviceKind
 from tests.fixtures.gateway_proc import location
 from tests.unit.alert_support import DAY, msg
@@ -251,6 +252,33 @@ def test_one_alert_s_card_comes_alone_with_its_place_in_the_queue_and_goes_once_
     assert client.post(f"/alerts/{aid}/resolve", data={"note": "fine"}, headers={"X-CSRF-Token": csrf}).status_code == 204
     assert client.get(f"/console/queue/{aid}").status_code == 204
     assert client.get("/console/queue/999").status_code == 204
+
+
+def test_the_alert_map_zooms_in_on_request_and_the_live_region_keeps_the_zoom(web, svc):
+    client, _ = web
+    logged_in(client, "chen")
+    aid = alert_id(svc)
+    fit = client.get(f"/alerts/{aid}").text
+    closer = client.get(f"/alerts/{aid}", params={"zoom": "2"}).text
+    fit_zoom, closer_zoom = (int(p.split('data-zoom="')[1].split('"')[0]) for p in (fit, closer))
+    assert closer_zoom == fit_zoom + 2
+    assert f'data-live="/alerts/{aid}/live?zoom=2"' in closer and f'href="/alerts/{aid}?zoom=3"' in closer
+    assert client.get(f"/alerts/{aid}", params={"zoom": "20"}).status_code == 422
+
+
+def test_a_long_queue_draws_its_head_says_what_is_below_and_shows_all_on_request(svc, tmp_path):
+    client, accounts, devices = make_web(svc, tmp_path, web=WebSettings(queue_page_size=1))
+    logged_in(client, "chen")
+    svc.observe([msg("w2", "sos", 1, DAY + 10), msg("w1", "status", 2, DAY + 20, battery=5, worn=True)], DAY + 20)
+    head = client.get("/console").text
+    assert head.count('<li class="card') == 1 and 'data-more="2"' in head
+    assert "And 2 more open alerts below these" in head and "1 red" in head and "1 yellow" in head
+    every = client.get("/console", params={"all": "1"}).text
+    assert every.count('<li class="card') == 3 and "Show all" not in every
+    assert 'data-live="/console/queue?all=1"' in every
+    assert client.get("/console/queue", params={"all": "1"}).text.count('<li class="card') == 3
+    accounts.close()
+    devices.close()
 
 
 @pytest.mark.parametrize("outcome, status", [("arrived", "sent"), ("resend", "pending")])

@@ -255,3 +255,28 @@ def test_deterministic_and_rounded():
     assert a == b
     numbers = re.findall(r'(?:x|y|cx|cy|r)="(-?[\d.]+)"', a)
     assert numbers and all(re.fullmatch(r"-?\d+(\.\d)?", n) for n in numbers)
+
+
+def marker_at(root: ET.Element, kind: str) -> tuple[float, float]:
+    (g,) = [e for e in root.iterfind("s:g", NS) if e.get("class") == f"marker marker-{kind}"]
+    c = g.find("s:circle", NS)
+    return float(c.attrib["cx"]), float(c.attrib["cy"])
+
+
+def test_zooming_in_from_the_fit_centres_on_the_focus_and_zooming_out_shows_more():
+    track = km_track(*SH)
+    last = track[-1][1:]
+    fit = parse(render_map(track=track))
+    closer = parse(render_map(track=track, markers=[Marker(*last, "now", "now")], zoom_delta=2, focus=last))
+    assert zoom_of(closer) == zoom_of(fit) + 2
+    assert marker_at(closer, "now") == pytest.approx((W / 2, H / 2), abs=0.5)   # the focus is in the middle
+    assert zoom_of(parse(render_map(track=track, zoom_delta=-3))) == zoom_of(fit) - 3
+    assert zoom_of(parse(render_map(track=track, zoom_delta=99))) == 19   # never past the deepest zoom
+
+
+def test_labels_of_markers_close_together_do_not_overlap():
+    root = parse(render_map(track=km_track(*SH), markers=[Marker(*SH, "alert 10:00", "alert"),
+                                                           Marker(SH[0] + 1e-5, SH[1] + 1e-5, "last 10:05", "now")]))
+    ys = sorted(float(g.find("s:text", NS).attrib["y"]) for g in root.iterfind("s:g", NS)
+                if g.get("class", "").startswith("marker "))
+    assert len(ys) == 2 and ys[1] - ys[0] >= 14

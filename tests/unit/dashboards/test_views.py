@@ -38,6 +38,16 @@ def test_red_first_then_oldest_and_anything_nobody_answered_counts_as_red():
     assert items[1].who == "Wang Guilan" and items[1].what == "SOS pressed"
 
 
+def test_a_page_shows_the_head_of_the_queue_and_counts_the_rest_by_colour():
+    items = queue([alert(1, AlertType.SOS, Severity.RED, DAY), alert(2, AlertType.GEOFENCE_EXIT, Severity.ORANGE, DAY),
+                   alert(3, AlertType.BATTERY_LOW, Severity.YELLOW, DAY),
+                   alert(4, AlertType.BATTERY_LOW, Severity.YELLOW, DAY + 1)])
+    head = views.page(items, 1)
+    assert [i.alert.id for i in head.shown] == [1]
+    assert head.more == {"orange": 1, "yellow": 2} and head.more_total == 3
+    assert views.page(items, 4).more == {} and len(views.page(items, None).shown) == 4
+
+
 def test_the_deadline_is_the_grade_s_ack_time_from_the_round_start_and_none_once_acknowledged():
     sos = alert(1, AlertType.SOS, Severity.RED, DAY, round_started_ms=DAY + 5_000)
     acked = alert(2, AlertType.SOS, Severity.RED, DAY, state=AlertState.ACKNOWLEDGED)
@@ -77,3 +87,10 @@ def test_a_device_is_online_only_when_heard_recently():
     assert summary["online"] and summary["battery"] == 12 and summary["worn"] is False
     assert not views.device_summary(state, DAY + 600_000, 300_000)["online"]
     assert views.device_summary(None, DAY, 300_000)["online"] is False
+
+
+def test_zoom_links_keep_the_page_s_other_parameters_and_fit_drops_the_zoom():
+    links = views.zoom_links("/devices/w1", {"since": "09:00", "until": "", "zoom": "3"}, 3)
+    assert links == {"in": "/devices/w1?since=09%3A00&zoom=4", "out": "/devices/w1?since=09%3A00&zoom=2",
+                     "fit": "/devices/w1?since=09%3A00"}
+    assert views.zoom_links("/alerts/7", {}, 1)["fit"] == "/alerts/7"

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from dashboards.accounts import AccountStore, Role
 from dashboards.app import create_app
+from dashboards.config import WebSettings
 from gateway.store import OperationalStore
 from tests.unit.alert_support import DAY
 
@@ -17,14 +18,15 @@ _CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 _CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 
 
-def make_web(svc, tmp_path, *, operators=("chen",), admins=("admin",)) -> tuple[TestClient, AccountStore, OperationalStore]:
+def make_web(svc, tmp_path, *, operators=("chen",), admins=("admin",), web: WebSettings | None = None,
+             ) -> tuple[TestClient, AccountStore, OperationalStore]:
     accounts = AccountStore(tmp_path / "web.db")
     for name in operators:
         accounts.create_account(name, PASSWORD, Role.OPERATOR, DAY)
     for name in admins:
         accounts.create_account(name, PASSWORD, Role.ADMIN, DAY)
     devices = OperationalStore(tmp_path / "gateway.db")
-    app = create_app(svc, accounts, devices, twilio_auth_token=TWILIO_TOKEN, public_base_url=BASE)
+    app = create_app(svc, accounts, devices, twilio_auth_token=TWILIO_TOKEN, public_base_url=BASE, web=web)
     # Server errors come back as a 500 response (as a caller sees them), not as an exception in the test.
     return TestClient(app, raise_server_exceptions=False, base_url="http://testserver"), accounts, devices
 
