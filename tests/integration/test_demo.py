@@ -109,7 +109,40 @@ def test_the_safety_scenario_leaves_no_call_for_help_unanswered(tmp_path):
     assert ("sms", MAINTENANCE) in sent[("watch-0002", "device_clock_wrong")]
 
 
-def test_keep_running_prints_the_console_login_keeps_devices_moving_and_ctrl_c_stops_everything(tmp_path):
+def _first_minute_in_the_console(base: str, login: str, chromium, tmp_path) -> None:
+    """What a new user does with the demo's console: logs in with the printed login, sees the SOS with its
+    escalation on its way, opens it, and acknowledges it. The README's screenshots are taken here."""
+    from playwright.sync_api import expect
+
+    from tests.fixtures.browser import log_in, screenshot
+
+    user, password = login.split(" / ")
+    desk = chromium.new_context(viewport={"width": 1280, "height": 900})
+    phone = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page, small = log_in(desk, base, user, password), log_in(phone, base, user, password)
+        sos = page.locator("li.card", has_text="SOS pressed — Wang Guilan")
+        expect(sos).to_be_visible()
+        expect(sos.locator(".badge")).to_have_text("RED")
+        expect(small.locator("li.card", has_text="SOS pressed — Wang Guilan")).to_be_visible()
+        screenshot(page, "queue.png", tmp_path)
+        screenshot(small, "queue-phone.png", tmp_path)
+
+        sos.locator("a.title").click()
+        expect(page.locator(".map svg polyline")).not_to_have_count(0)                 # her track
+        expect(page.locator("table.attempts")).to_contain_text(DUTY_LINE)            # the duty line was called
+        expect(page.locator("table.events")).to_contain_text("notification sent")     # by the dry-run notifier
+        screenshot(page, "alert.png", tmp_path)
+        page.evaluate("window.notReloaded = true")
+        page.locator("div.detail-head ~ form").get_by_role("button", name="Acknowledge").click()
+        expect(page.locator(".detail-head .state")).to_have_text(f"acknowledged by {user}", timeout=15_000)
+        assert page.evaluate("window.notReloaded") is True
+    finally:
+        desk.close()
+        phone.close()
+
+
+def test_keep_running_prints_the_console_login_keeps_devices_moving_and_ctrl_c_stops_everything(tmp_path, chromium):
     work = tmp_path / "demo"
     proc = subprocess.Popen([sys.executable, "-m", "devtools.demo", "--speed", "0", "--workdir", str(work),
                              "--keep-running"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -132,6 +165,8 @@ def test_keep_running_prints_the_console_login_keeps_devices_moving_and_ctrl_c_s
             assert time.monotonic() < deadline, "no device message after the summary"
             time.sleep(0.5)
         assert login == "chen / sunny-garden-demo"
+        _first_minute_in_the_console(url.rsplit("/console", 1)[0], login, chromium, tmp_path)
+        assert ("acknowledged", "chen") in _events(work, "r-001", "sos")
     finally:
         os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C in the terminal reaches the whole group
         returncode = proc.wait(timeout=60)
