@@ -17,6 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
+from prometheus_client import Histogram
+
 from alerts import reconcile
 from alerts.config import AlertSettings
 from alerts.engine import AlertEngine
@@ -28,6 +30,7 @@ from alerts.notifiers.base import (
     Notifier,
     PermanentSendError,
     RetryableSendError,
+    SendReceipt,
     UnknownOutcomeError,
 )
 from alerts.outbox import OutboxRow
@@ -37,6 +40,14 @@ from gateway.backoff import exponential_s, jitter_either_way
 log = logging.getLogger(__name__)
 
 SEND, RECONCILE = "send", "reconcile"
+
+SEND_SECONDS = Histogram("eldercare_notification_send_seconds", "How long the provider took to take a notification",
+                         ["channel", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+# For a new alert's first call the row falls due when the gateway judged the press, so this is the gateway's
+# own part of publish -> dispatch (the broker hop on the same host adds well under a millisecond).
+DISPATCH_DELAY = Histogram("eldercare_dispatch_delay_seconds",
+                           "From a notification falling due to its first send starting (publish -> dispatch in the gateway)",
+                           ["channel"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
 def retry_delay_s(settings: AlertSettings, attempts: int, rand: float, retry_after_s: float | None = None) -> float:
@@ -174,13 +185,32 @@ class Dispatcher:
         return Notification(str(row.id), channel, row.recipient, row.text, row.language,
                             status_callback_url=twilio.status_callback_url(base, row.id), gather_action_url=gather)
 
-    def send(self, row: OutboxRow) -> None:
-        # The durable `sending` mark comes first: after a crash past this line the row is never resent blindly.
-        if not self.outbox.claim(row.id, self.now_ms()):
-            return
-        attempts = row.attempts + 1
+    def _provider_send(self, row: OutboxRow) -> SendReceipt:
+        """The notifier's send, timed by outcome."""
+        started, outcome = time.monotonic(), "unknown"
         try:
             receipt = self.notifier.send(self.notification(row))
+            outcome = "sent"
+            return receipt
+        except RetryableSendError:
+            outcome = "retry"
+            raise
+        except PermanentSendError:
+            outcome = "failed"
+            raise
+        finally:
+            SEND_SECONDS.labels(row.channel, outcome).observe(time.monotonic() - started)
+
+    def send(self, row: OutboxRow) -> None:
+        # The durable `sending` mark comes first: after a crash past this line the row is never resent blindly.
+        claimed_ms = self.now_ms()
+        if not self.outbox.claim(row.id, claimed_ms):
+            return
+        if row.attempts == 0:
+            DISPATCH_DELAY.labels(row.channel).observe(max(0, claimed_ms - row.due_ms) / 1000)
+        attempts = row.attempts + 1
+        try:
+            receipt = self._provider_send(row)
         except RetryableSendError as e:
             if attempts < self.settings.retry.max_attempts:
                 delay = retry_delay_s(self.settings, attempts, self.rand(), getattr(e, "retry_after_s", None))

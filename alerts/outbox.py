@@ -62,6 +62,12 @@ class Outbox:
                              (OutboxStatus.OPERATOR,)).fetchall()
         return dict(rows)
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(status, channel) -> rows (for monitoring)."""
+        with self.db.transaction() as c:
+            rows = c.execute("SELECT status, channel, count(*) FROM outbox GROUP BY status, channel").fetchall()
+        return {(status, channel): n for status, channel, n in rows}
+
     def outcomes(self, alert_id: int, step: int) -> list[tuple[str, str | None]]:
         """(status, delivery) of every attempt of one step."""
         with self.db.transaction() as c:

@@ -120,6 +120,14 @@ class AlertService:
         """Alert id -> notification attempts whose outcome only a person can settle."""
         return self.engine.outbox.needing_operator()
 
+    def open_by_severity(self) -> dict[str, int]:
+        """Unresolved alerts by grade."""
+        return self.engine.alerts.open_by_severity()
+
+    def outbox_counts(self) -> dict[tuple[str, str], int]:
+        """Notification attempts by (status, channel)."""
+        return self.engine.outbox.counts()
+
     def attempts(self, alert_id: int) -> list[OutboxRow]:
         """Every notification attempt of an alert, oldest first, with its delivery state."""
         return self.engine.outbox.of_alert(alert_id)

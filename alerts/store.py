@@ -203,6 +203,13 @@ class AlertStore:
                              (AlertState.RESOLVED, limit)).fetchall()
         return [_alert(r) for r in rows]
 
+    def open_by_severity(self) -> dict[str, int]:
+        """How many alerts are not yet resolved, by grade (for monitoring)."""
+        with self.db.transaction() as c:
+            rows = c.execute("SELECT severity, count(*) FROM alerts WHERE state != ? GROUP BY severity",
+                             (AlertState.RESOLVED,)).fetchall()
+        return dict(rows)
+
     def list(self, state: str | None = None, limit: int = 500) -> list[Alert]:
         where, args = ("WHERE state=?", (state,)) if state else ("", ())
         with self.db.transaction() as c:

@@ -224,9 +224,10 @@ def main() -> None:
     if not args.no_record:
         record("Operator console", f".venv/bin/python bench/console_latency.py --presses {args.presses} "
                f"--consoles {args.consoles}", rows,
-               notes="Each press opens a new red alert, so the queue grows to as many cards as presses and every "
-                     "console re-reads and redraws it on each event. Chromium (all consoles), the gateway, the broker, "
-                     "VictoriaMetrics and the load generator share the machine's 2 cores.")
+               notes="Each press opens a new red alert, so the queue grows to as many cards as presses; on each "
+                     "event every console fetches that alert's card alone and puts it in its place. The queue page "
+                     "draws the first `[web] queue_page_size` (200) cards and counts the rest. Chromium (all "
+                     "consoles), the gateway, the broker, VictoriaMetrics and the load generator share the 2 cores.")
 
 
 if __name__ == "__main__":

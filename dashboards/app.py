@@ -16,13 +16,15 @@ from dashboards.config import WebSettings
 from dashboards.console import console_router
 from dashboards.fleet import fleet_router
 from dashboards.live import Broadcaster
+from dashboards.metrics import Probe, ProcessStatus, monitoring_router
 from dashboards.pages import HERE, render
 from dashboards.webhooks import twilio_router
 from gateway.store import OperationalStore
 
 
 def create_app(service: AlertService, accounts: AccountStore, devices: OperationalStore, *, twilio_auth_token: str,
-               public_base_url: str, web: WebSettings | None = None) -> FastAPI:
+               public_base_url: str, web: WebSettings | None = None, probe: Probe | None = None) -> FastAPI:
+    """`probe` tells monitoring how the process is doing; without one this is an active instance with no ingest."""
     web = web or WebSettings()
     app = FastAPI(title="Eldercare gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.accounts = accounts
@@ -59,6 +61,7 @@ def create_app(service: AlertService, accounts: AccountStore, devices: Operation
                                       queue_page_size=web.queue_page_size))
     app.include_router(fleet_router(service, devices, tile_url=web.tile_url, tile_datum=web.tile_datum))
     app.include_router(admin_router(accounts))
+    app.include_router(monitoring_router(probe or (lambda: ProcessStatus(True, None)), service, web.metrics_networks))
     app.include_router(operator_router(service))
     app.include_router(twilio_router(service, twilio_auth_token, public_base_url))
     return app

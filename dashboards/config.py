@@ -1,10 +1,11 @@
 """The web layer's settings section ([web])."""
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class WebSettings(BaseModel):
@@ -30,3 +31,17 @@ class WebSettings(BaseModel):
         default=200, ge=1, le=100_000,
         description="Alert cards the queue draws before 'Show all'; in a mass event the head of the queue is what gets worked",
     )
+    metrics_networks: list[str] = Field(
+        default=["127.0.0.0/8", "::1/128"],
+        description="Networks that may read /metrics without a login (Prometheus' address); anyone else needs a login or token",
+    )
+
+    @field_validator("metrics_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for n in value:
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ValueError(f"{n!r} is not a network (write e.g. 10.0.0.0/8 or 192.168.1.5)") from None
+        return value

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts.directory import DirectoryError, load_directory
+from eldercare.logs import configure as configure_logging
 from eldercare.settings import ConfigError, Settings, load_settings
 from gateway.broker_accounts import acl_text, new_password, set_password
 from gateway.models import DeviceKind
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings) -> int:
-    from eldercare.wiring import WebServer, WebServerError, build_observer
+    from eldercare.wiring import ProcessProbe, WebServer, WebServerError, build_observer
     from gateway.runner import Gateway
 
     # Several busy threads share the GIL; a shorter switch interval lets the critical lane's
@@ -86,7 +87,8 @@ def _run(settings: Settings) -> int:
         return 2
     # The dispatcher starts first: it settles rows a crash left mid-send before new messages arrive.
     alerts.start()
-    web = WebServer(settings, alerts) if settings.web.enabled else None
+    probe = ProcessProbe()
+    web = WebServer(settings, alerts, probe) if settings.web.enabled else None
     if web:
         try:
             web.start()
@@ -95,6 +97,7 @@ def _run(settings: Settings) -> int:
             alerts.close()
             return 2
     gateway = Gateway(settings, observer=alerts)
+    probe.gateway = gateway
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -207,14 +210,14 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("text", args.verbose)
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
         for line in str(e).splitlines():
             print(f"eldercare-gateway: {line}", file=sys.stderr)
         return 2
+    configure_logging(settings.log.format, args.verbose)
     if args.validate_config:
         try:
             load_directory(settings.alerts.community_file)

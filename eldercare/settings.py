@@ -11,14 +11,22 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from alerts.config import AlertSettings
 from dashboards.config import WebSettings
 from gateway.config import IngestSettings, MqttSettings, SettingError, SinkSettings, StoreSettings
+
+
+class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["text", "json"] = Field(
+        default="text", description="text: lines for a person; json: one object per line for a log collector",
+    )
 
 
 class Settings(BaseSettings):
@@ -37,6 +45,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
+    log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
     def _inflight_leaves_room_for_a_batch(self) -> Self:

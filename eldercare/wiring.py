@@ -6,7 +6,9 @@ import threading
 import time
 
 from alerts.service import AlertService, build_alert_service
+from dashboards.metrics import ProcessStatus
 from eldercare.settings import Settings
+from gateway.runner import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,17 @@ def build_observer(settings: Settings) -> AlertService:
     return build_alert_service(settings.alerts, build_notifier(settings.alerts), registered=registered)
 
 
+class ProcessProbe:
+    """What /metrics and /ready say about this process; ingest joins once it is built."""
+
+    def __init__(self) -> None:
+        self.gateway: Gateway | None = None
+        self.active = True
+
+    def __call__(self) -> ProcessStatus:
+        return ProcessStatus(self.active, self.gateway.status() if self.gateway else None)
+
+
 class WebServerError(RuntimeError):
     """The web server could not start."""
 
@@ -33,7 +46,7 @@ class WebServerError(RuntimeError):
 class WebServer:
     """Uvicorn in a thread: the operator console, the JSON API and Twilio's webhooks."""
 
-    def __init__(self, settings: Settings, service: AlertService) -> None:
+    def __init__(self, settings: Settings, service: AlertService, probe: ProcessProbe | None = None) -> None:
         import uvicorn
 
         from dashboards.accounts import AccountStore
@@ -44,7 +57,7 @@ class WebServer:
         self.devices = OperationalStore(settings.store.path)
         app = create_app(service, self.accounts, self.devices,
                          twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),
-                         public_base_url=settings.alerts.public_base_url, web=settings.web)
+                         public_base_url=settings.alerts.public_base_url, web=settings.web, probe=probe)
         # Open event streams end with the server: a console reconnects to the next one by itself.
         config = uvicorn.Config(app, host=settings.web.host, port=settings.web.port, log_level="warning",
                                 lifespan="off", access_log=False, timeout_graceful_shutdown=2)

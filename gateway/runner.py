@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.config import CoreSettings
@@ -31,6 +32,30 @@ class Session(Protocol):
     def stop(self) -> None: ...
 
     def ack(self, batch: Sequence[Received]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStatus:
+    connected: bool          # its MQTT session is connected to the broker
+    inbox: int               # messages received and not yet taken into a batch
+    lag_s: float             # the last batch's arrival-to-acknowledgement time
+    counts: dict[str, int]   # received, accepted, duplicates, ignored
+    dead_letters: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """What monitoring asks of the ingest side: the lanes, the time-series sink and the operational store."""
+
+    lanes: dict[str, LaneStatus]
+    sink_written: int        # lines the time-series store took
+    sink_spooled: int        # lines that went to the disk spool instead
+    spool_segments: int      # spool files waiting to be replayed
+    store_ok: bool
+
+    @property
+    def broker_connected(self) -> bool:
+        return all(lane.connected for lane in self.lanes.values())
 
 
 class Gateway:
@@ -97,6 +122,17 @@ class Gateway:
         return {lane.name: lane.pipeline.stats.as_dict() for _, lane in self.lanes} | {
             "sink": {"written": self.sink.lines_written, "spooled": self.sink.lines_spooled, "backlog": self.sink.backlog}
         }
+
+    def status(self) -> GatewayStatus:
+        lanes = {}
+        for session, worker in self.lanes:
+            st = worker.pipeline.stats
+            lanes[worker.name] = LaneStatus(
+                session.connected.is_set(), worker.inbox.qsize(), worker.lag_s,
+                {"received": st.received, "accepted": st.accepted, "duplicates": st.duplicates, "ignored": st.ignored},
+                dict(st.dead_letters))
+        return GatewayStatus(lanes, self.sink.lines_written, self.sink.lines_spooled, len(self.sink.spool),
+                             self.store.ping())
 
     def _housekeep(self) -> None:
         store = self.settings.store

@@ -176,6 +176,14 @@ class OperationalStore:
             db.close()
             self._local.db = None
 
+    def ping(self) -> bool:
+        """Whether the store answers (for readiness and monitoring)."""
+        try:
+            self.db.execute("SELECT 1").fetchone()
+        except Exception:
+            return False
+        return True
+
     # -- device registry -------------------------------------------------
 
     def register_device(self, device_id: str, kind: DeviceKind, now_ms: int, label: str | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.alert_support import DAY, FakeNotifier, make_service, msg
+from tests.unit.dashboards.web_support import make_web
 
 
 @pytest.fixture
@@ -13,3 +14,12 @@ def svc(tmp_path):
     s.dispatcher.run_once()
     yield s
     s.close()
+
+
+@pytest.fixture
+def web_parts(svc, tmp_path):
+    """A test client of the web app on `svc`, with its account store and device store (closed afterwards)."""
+    client, accounts, devices = make_web(svc, tmp_path)
+    yield client, accounts, devices
+    accounts.close()
+    devices.close()

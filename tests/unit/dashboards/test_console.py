@@ -14,11 +14,8 @@ from tests.unit.dashboards.web_support import PASSWORD, logged_in, login, make_w
 
 
 @pytest.fixture
-def web(svc, tmp_path):
-    client, accounts, devices = make_web(svc, tmp_path)
-    yield client, accounts
-    accounts.close()
-    devices.close()
+def web(web_parts):
+    return web_parts[:2]
 
 
 def alert_id(svc) -> int:

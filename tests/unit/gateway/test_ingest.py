@@ -204,6 +204,8 @@ def test_a_batch_that_failed_in_the_sink_is_handled_in_full_when_retried(store, 
     assert sink.lines == ["health,device_id=w1,kind=watch seq=1i,heart_rate=72i 1767225600001"]
     assert [d.reason for d in store.dead_letters()] == ["bad_json"]
     assert observer.keys == [key(1), key(1)]  # seen again on the retry; the alert engine dedups by key
+    # The counts (what /metrics reports) are those of the one batch that was committed, not of both tries.
+    assert (p.stats.received, p.stats.accepted, dict(p.stats.dead_letters)) == (2, 1, {"bad_json": 1})
 
 
 def test_an_observer_failure_propagates_and_commits_nothing(store, sink):
