@@ -107,13 +107,31 @@ class _ChildService:
         self.stop()
 
 
+def dev_acl_text(prefix: str = "eldercare") -> str:
+    """The production ACL plus the dev/test `simulator` account, which may write as any device.
+
+    Load mode, the benchmarks and shared-connection scenarios need it; a
+    production broker never has it (`eldercare-gateway acl` prints the ACL without it).
+    """
+    return acl_text(prefix) + (
+        f"\n"
+        f"# Dev and test only: the load-mode simulator, many devices over a few connections.\n"
+        f"user {SIMULATOR_USER}\n"
+        f"topic write {prefix}/+/+/+\n"
+    )
+
+
 class LocalMosquitto(_ChildService):
-    """Mosquitto with the repo's mosquitto.conf, pointed at a directory of its own."""
+    """Mosquitto with the repo's mosquitto.conf, pointed at a directory of its own.
+
+    Its ACL is the dev/test variant with the `simulator` account, unless
+    `production_acl` asks for the ACL a production broker gets.
+    """
 
     name = "mosquitto"
 
     def __init__(self, workdir: Path, port: int | None = None, prefix: str = "eldercare",
-                 config: Path = REPO_ROOT / "mosquitto.conf") -> None:
+                 config: Path = REPO_ROOT / "mosquitto.conf", production_acl: bool = False) -> None:
         self.binary = _require("mosquitto", "mosquitto")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +139,7 @@ class LocalMosquitto(_ChildService):
         self.port = port or free_port()
         self.password_file = self.workdir / "passwd"
         self.acl_file = self.workdir / "acl"
-        self.acl_file.write_text(acl_text(prefix))
+        self.acl_file.write_text(acl_text(prefix) if production_acl else dev_acl_text(prefix))
         self.gateway = self._account(GATEWAY_USER)
         self.simulator = self._account(SIMULATOR_USER)
         self.config_file = self.workdir / "mosquitto.conf"

@@ -15,7 +15,7 @@ from typing import Any
 
 from alerts.directory import DirectoryError, load_directory
 from eldercare.settings import ConfigError, Settings, load_settings
-from gateway.broker_accounts import acl_text, new_password, set_password
+from gateway.broker_accounts import acl_text, device_account_problem, new_password, set_password
 from gateway.models import DeviceKind
 from gateway.store import OperationalStore
 
@@ -131,6 +131,11 @@ def _given_password(args: argparse.Namespace) -> str | None:
 
 
 def _register(settings: Settings, args: argparse.Namespace) -> int:
+    # The device id becomes the broker username that the ACL's %u patterns substitute.
+    problem = device_account_problem(args.device_id, reserved=[settings.mqtt.username])
+    if problem is not None:
+        print(f"eldercare-gateway: {problem}; nothing registered", file=sys.stderr)
+        return 2
     try:
         given = _given_password(args)
     except ValueError as e:

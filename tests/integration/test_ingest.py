@@ -93,18 +93,23 @@ def _subscriber(broker, received: list[str]) -> mqtt.Client:
     return c
 
 
+def _publish_answer(broker, credentials, client_id: str, topic: str) -> list[int]:
+    """The reason codes of the broker's PUBACK to one QoS 1 publish."""
+    acks: list[int] = []
+    client = connected_client(broker, credentials, client_id)
+    client.on_publish = lambda c, userdata, mid, reason, props: acks.append(reason.value)
+    client.publish(topic, b'{"ts": 1795000000000, "seq": 1}', qos=1)
+    wait_until(lambda: acks, 10, f"the broker's answer to a publish on {topic}")
+    client.loop_stop()
+    return acks
+
+
 def test_a_device_cannot_publish_under_another_device_id(mosquitto):
     alice = mosquitto.add_device("watch-alice")
     mosquitto.add_device("watch-bob")
     received: list[str] = []
     watcher = _subscriber(mosquitto, received)
-    acks: list[int] = []
-    device = connected_client(mosquitto, alice, "watch-alice")
-    device.on_publish = lambda client, userdata, mid, reason, props: acks.append(reason.value)
-    device.publish("eldercare/watch/watch-bob/sos", b'{"ts": 1795000000000, "seq": 1}', qos=1)
-    wait_until(lambda: acks, 10, "the broker's answer to the forged publish")
-    device.loop_stop()
-    assert acks == [0x87]  # MQTT v5 "Not authorized"
+    assert _publish_answer(mosquitto, alice, "watch-alice", "eldercare/watch/watch-bob/sos") == [0x87]  # "Not authorized"
     # The broker drops a client after a refused publish; a new connection's
     # message arrives after anything the first one could have delivered.
     device = connected_client(mosquitto, alice, "watch-alice")
@@ -132,3 +137,24 @@ def test_a_device_reads_only_its_own_command_topic(mosquitto, topic):
     topics = [t for t, _ in got]
     assert topics.count("eldercare/watch/watch-carol/cmd") == (2 if topic.endswith("carol/cmd") else 1)
     assert "eldercare/watch/watch-dave/cmd" not in topics
+
+
+def test_the_production_acl_lets_no_simulator_account_write_as_a_device(production_mosquitto):
+    broker = production_mosquitto
+    broker.add_device("watch-alice")
+    received: list[str] = []
+    watcher = _subscriber(broker, received)
+    assert _publish_answer(broker, broker.simulator, "load-sim", "eldercare/watch/watch-alice/sos") == [0x87]
+    watcher.loop_stop()
+    assert received == []
+
+
+def test_a_device_writes_only_at_the_topic_schemes_depth(production_mosquitto):
+    alice = production_mosquitto.add_device("watch-alice")
+    received: list[str] = []
+    watcher = _subscriber(production_mosquitto, received)
+    assert _publish_answer(production_mosquitto, alice, "watch-alice", "eldercare/watch/watch-alice/sos/extra") == [0x87]
+    assert _publish_answer(production_mosquitto, alice, "watch-alice", "eldercare/watch/watch-alice/sos") == [0]
+    wait_until(lambda: received, 10, "the device's own message")
+    watcher.loop_stop()
+    assert received == ["eldercare/watch/watch-alice/sos"]
