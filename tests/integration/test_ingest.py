@@ -87,6 +87,30 @@ def test_a_redelivered_message_is_written_once(gateway_in_process, mosquitto, vi
     assert gw.store.seen_count() == 3
 
 
+def test_a_watch_account_publishing_as_equipment_is_dead_lettered_and_raises_no_alert(gateway_process, mosquitto):
+    """The ACL lets a device write under its own id at any kind level; the registry knows it is a watch."""
+    from tests.fixtures.alert_e2e import query
+
+    gateway = gateway_process()
+    register(gateway.store, "watch-0001")   # worn by r-001 (examples/community.toml)
+    gateway.start()
+    watch = Publisher(mosquitto, mosquitto.add_device("watch-0001"), client_id="watch-0001")
+    base = int(time.time() * 1000) - 60_000
+    for seq in range(1, 6):
+        watch.publish("eldercare/equipment/watch-0001/telemetry",
+                      {"ts": base + seq, "seq": seq, "session_id": "s1", "elapsed_s": 60 * seq, "count": 30 * seq,
+                       "energy_kcal": 5.0 * seq, "heart_rate": 190})
+    watch.publish("eldercare/watch/watch-0001/health", {"ts": base + 6, "seq": 6, "heart_rate": 72})  # sent last
+    watch.wait_all()
+    watch.close()
+    wait_until(lambda: (gateway.store.last_state("watch-0001") or {}).get("heart_rate") == 72, 30,
+               "the watch's own reading, published after the forged ones")
+    gateway.stop()
+    assert gateway.store.dead_letter_counts() == {"kind_mismatch": 5}
+    assert gateway.store.dead_letters()[0].detail == "device 'watch-0001' is registered as watch, not equipment"
+    assert query(gateway, "SELECT alert_type FROM alerts") == []
+
+
 def _subscriber(broker, received: list[str]) -> mqtt.Client:
     c = connected_client(broker, broker.gateway, "acl-watcher", lambda client, u, msg: received.append(msg.topic))
     subscribe(c, "eldercare/#")
