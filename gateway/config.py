@@ -2,6 +2,7 @@
 (eldercare/settings.py) assembles them with the other layers' sections into the gateway's settings."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Protocol, Self
 
@@ -9,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from gateway.decode import DEFAULT_MAX_PAYLOAD
 from gateway.topics import DEFAULT_PREFIX, Topics
+
+# A device that can name the gateways' share group can join it: see MqttSettings.shared_group.
+_SHARED_GROUP = re.compile(r"[A-Za-z0-9_-]{16,}")
 
 
 class SettingError(ValueError):
@@ -43,9 +47,12 @@ class MqttSettings(_Section):
     receive_maximum: int = Field(
         default=2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway",
     )
-    shared_group: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_-]+$",
-        description="If set, subscribe as $share/<group>/... so several gateway processes split the work",
+    shared_group: SecretStr | None = Field(
+        default=None,
+        description="If set, subscribe as $share/<group>/... so several gateway processes split the work. "
+                    "A secret, like a password: a device account that names the group joins it and is handed "
+                    "its share of every SOS, which the ACL then refuses to deliver (Mosquitto's ACL file never "
+                    "refuses a subscription); at least 16 random letters, digits, '_' or '-'",
     )
     reconnect_min_s: float = Field(default=0.5, gt=0, description="First reconnect delay")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay (exponential backoff with jitter)")
@@ -54,6 +61,14 @@ class MqttSettings(_Section):
     @classmethod
     def _valid_prefix(cls, v: str) -> str:
         Topics(v)
+        return v
+
+    @field_validator("shared_group")
+    @classmethod
+    def _unguessable_group(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not _SHARED_GROUP.fullmatch(v.get_secret_value()):
+            raise ValueError("must be at least 16 letters, digits, '_' or '-', made at random "
+                             "(e.g. `openssl rand -hex 16`), and the same on every gateway process")
         return v
 
     @model_validator(mode="after")

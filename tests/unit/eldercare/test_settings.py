@@ -93,6 +93,19 @@ def test_an_invalid_topic_prefix_is_named_in_the_error(tmp_path):
         load_settings(write(tmp_path, '[mqtt]\ntopic_prefix = "eldercare/#"\n'))
 
 
+
+@pytest.mark.parametrize("group", ["gateways", "gw", "gateways/x", "a" * 15, "0123456789abcdef+"])
+def test_a_guessable_shared_group_is_refused_and_named(tmp_path, group):
+    with pytest.raises(ConfigError, match=r"mqtt\.shared_group: .*at least 16"):
+        load_settings(write(tmp_path, f'[mqtt]\nshared_group = "{group}"\n'))
+
+
+def test_the_shared_group_is_a_secret_that_validate_config_does_not_print(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ELDERCARE_MQTT__SHARED_GROUP", "9f1c2e7a5b3d4c6e8a0b")
+    assert load_settings(None).mqtt.shared_group.get_secret_value() == "9f1c2e7a5b3d4c6e8a0b"
+    assert main(["--config", str(write(tmp_path, "")), "--validate-config"]) == 0
+    assert "9f1c2e7a5b3d4c6e8a0b" not in capsys.readouterr().out
+
 def test_a_missing_file_is_a_config_error_naming_the_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nowhere.toml")
