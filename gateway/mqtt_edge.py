@@ -72,6 +72,8 @@ class MqttSession:
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True,
         )
         c.username_pw_set(self.settings.username, self.settings.password.get_secret_value())
+        if self.settings.tls is not None:
+            c.tls_set_context(self.settings.tls.context())
         if self.status_topic:
             c.will_set(self.status_topic, orjson.dumps({"state": "offline", "session": self.client_id}), qos=1, retain=True)
         c.on_connect = self._on_connect
