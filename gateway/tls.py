@@ -42,7 +42,9 @@ class TlsFiles:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.cert_file is not None:
             try:
-                ctx.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+                # No passphrase: without this, OpenSSL would ask for one on the terminal and a service would hang.
+                ctx.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None,
+                                    password=lambda: b"")
             except (ssl.SSLError, OSError) as e:
                 raise TlsFileError("cert_file", f"{self.cert_file} and {self.key_file} are not a certificate "
                                                 f"and its key: {e}") from None

@@ -145,6 +145,17 @@ def test_incomplete_or_unusable_tls_settings_are_named(tmp_path, tls_files, keys
         load_settings(write(tmp_path, "[mqtt]\n" + keys.format(ca=ca, cert=cert, key=key)))
     assert named in str(error.value)
 
+
+def test_a_key_behind_a_passphrase_is_refused_at_start_naming_the_setting(tmp_path, tls_files):
+    from cryptography.hazmat.primitives import serialization
+
+    ca, cert, key = tls_files
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.BestAvailableEncryption(b"passphrase")))
+    with pytest.raises(ConfigError, match=r"mqtt\.tls_cert_file: "):
+        load_settings(write(tmp_path, f"[mqtt]\ntls_ca_file = '{ca}'\ntls_cert_file = '{cert}'\ntls_key_file = '{key}'\n"))
+
 def test_a_missing_file_is_a_config_error_naming_the_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nowhere.toml")
