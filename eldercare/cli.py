@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--role", choices=["operator", "admin"], default="operator")
     rev = sub.add_parser("revoke-token", help="revoke a named API token at once")
     rev.add_argument("name")
-    acl = sub.add_parser("acl", help="print the broker ACL for this topic prefix")
+    acl = sub.add_parser("acl", help="print the production broker ACL for this topic prefix (no simulator account)")
     acl.set_defaults(func=None)
     return p
 

@@ -164,3 +164,12 @@ def test_a_token_is_printed_once_works_and_is_revoked_by_name(web_db, capsys):
     assert accounts.token_actor(token) is None
     assert main(["revoke-token", "district-hub"]) == 2
     accounts.close()
+
+
+def test_the_acl_command_prints_the_production_acl_for_the_configured_prefix(tmp_path, capsys):
+    config = tmp_path / "gateway.toml"
+    config.write_text('[mqtt]\ntopic_prefix = "acme/eldercare"\n')
+    assert main(["--config", str(config), "acl"]) == 0
+    out = capsys.readouterr().out
+    assert "pattern write acme/eldercare/+/%u/+\n" in out and "pattern read acme/eldercare/+/%u/cmd\n" in out
+    assert "simulator" not in out
