@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -13,6 +14,7 @@ from device_sim.progress import Progress
 from device_sim.scenario import ScenarioError, load_scenario, parse_duration, scenario_names
 from device_sim.stream import generate, window
 from gateway.broker_accounts import SIMULATOR_USER, Credentials
+from gateway.tls import TlsFiles
 
 DUMP_START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z: a fixed start keeps dumps comparable
 _PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
@@ -25,6 +27,9 @@ credentials:
   run, shared mode (all devices over one connection), and load:
     --username / --password          default username: none for run (anonymous), "simulator" for load;
                                      the password also comes from ELDERCARE_SIM_PASSWORD
+  TLS (run and load), e.g. against the broker's port 8883:
+    --cafile CA.crt                  connect over TLS and verify the broker by this CA
+    --cert DEVICE.crt --key DEVICE.key   the client certificate a listener with require_certificate asks for
 examples:
   python -m device_sim list
   python -m device_sim run --scenario demo --speed 60 --username simulator
@@ -43,6 +48,9 @@ def _broker_args(p: argparse.ArgumentParser, default_user: str | None) -> None:
     p.add_argument("--password", default=os.environ.get("ELDERCARE_SIM_PASSWORD"),
                    help="its password (default: $ELDERCARE_SIM_PASSWORD)")
     p.add_argument("--prefix", default="eldercare", help="topic prefix (default eldercare)")
+    p.add_argument("--cafile", type=Path, help="connect over TLS, verifying the broker by this CA certificate (PEM)")
+    p.add_argument("--cert", type=Path, help="with --cafile: the client certificate to present (PEM)")
+    p.add_argument("--key", type=Path, help="with --cert: its private key (PEM)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tls(args: argparse.Namespace) -> TlsFiles | None:
+    """The TLS files from --cafile, --cert and --key; ValueError if they do not make a whole."""
+    if args.cafile is None:
+        if args.cert or args.key:
+            raise ValueError("--cert and --key are sent over TLS only: give --cafile too")
+        return None
+    files = TlsFiles(args.cafile, args.cert, args.key)
+    files.context()  # a file that does not load is named here, not in each connection or load worker
+    return files
+
+
 def _run(args: argparse.Namespace) -> int:
     from device_sim.publisher import load_device_passwords, publish_stream
 
@@ -106,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr)
     report = publish_stream(stream, devices, args.host, args.port, shared=shared, passwords=passwords,
                             speed=args.speed, prefix=args.prefix, protocol=_PROTOCOLS[args.protocol],
-                            on_progress=lambda n: progress.show(f"{n} acknowledged"))
+                            on_progress=lambda n: progress.show(f"{n} acknowledged"), tls=_tls(args))
     progress.done()
     print(f"published {report.published}, errors {report.errors}, {report.elapsed_s:.1f} s", file=sys.stderr)
     return 1 if report.errors else 0
@@ -136,7 +155,8 @@ def _load(args: argparse.Namespace) -> int:
     from device_sim.load import run_load
 
     report = run_load(args.host, args.port, args.username, args.password, args.devices, args.rate, args.duration,
-                      args.processes, args.prefix, args.max_inflight, _PROTOCOLS[args.protocol], progress=sys.stderr)
+                      args.processes, args.prefix, args.max_inflight, _PROTOCOLS[args.protocol], progress=sys.stderr,
+                      tls=_tls(args))
     print(json.dumps({"published": report.published, "errors": report.errors, "elapsed_s": round(report.elapsed_s, 3),
                       "achieved_rate": round(report.achieved_rate, 1), "requested_rate": report.requested_rate,
                       "devices": report.devices}))

@@ -27,6 +27,7 @@ from device_sim.progress import Progress
 from device_sim.publisher import AckCounter, PublishReport, connect
 from gateway.broker_accounts import Credentials
 from gateway.models import DeviceKind, DevicePayload, Health, Location, WatchStatus
+from gateway.tls import TlsFiles
 from gateway.topics import DEFAULT_PREFIX, Topics
 
 TICK_S = 0.005
@@ -76,12 +77,12 @@ def load_payload(device_index: int, seq: int, ts: int) -> tuple[str, bytes]:
 
 def _worker(share: _Share, host: str, port: int, creds: Credentials | None, prefix: str, max_inflight: int,
             protocol: MQTTProtocolVersion, go: mp.synchronize.Event, counters: _Counters,
-            results: mp.queues.Queue[_Result]) -> None:
+            results: mp.queues.Queue[_Result], tls: TlsFiles | None) -> None:
     acks, topics = AckCounter(), Topics(prefix)
     mine = len(range(share.index, share.devices, share.processes))
     try:
         client = connect(host, port, f"sim-load-{os.getpid()}-{share.index}", creds, protocol, max_inflight,
-                         acks.on_publish)
+                         acks.on_publish, tls)
     except ConnectionError as e:
         results.put(("failed", str(e)))
         return
@@ -132,7 +133,8 @@ def _wait_until_ready(workers: Sequence[BaseProcess], results: mp.queues.Queue[_
 def run_load(host: str = "127.0.0.1", port: int = 1883, username: str | None = "simulator",
              password: str | None = None, devices: int = 1000, rate: float = 1000.0, duration: float = 10.0,
              processes: int | None = None, topic_prefix: str = DEFAULT_PREFIX, max_inflight: int = 500,
-             protocol: MQTTProtocolVersion = mqtt.MQTTv311, progress: TextIO | None = None) -> LoadReport:
+             protocol: MQTTProtocolVersion = mqtt.MQTTv311, progress: TextIO | None = None,
+             tls: TlsFiles | None = None) -> LoadReport:
     """Publish `rate` messages/s in total from `devices` devices for `duration` s; wait for every PUBACK."""
     if devices < 1 or rate <= 0 or duration <= 0:
         raise ValueError("devices, rate and duration must be positive")
@@ -144,7 +146,7 @@ def run_load(host: str = "127.0.0.1", port: int = 1883, username: str | None = "
     creds = Credentials(username, password or "") if username else None
     workers = [ctx.Process(target=_worker, daemon=True, args=(
         _Share(i, processes, devices, total // processes + (i < total % processes), duration),
-        host, port, creds, topic_prefix, max_inflight, protocol, go, counters, results))
+        host, port, creds, topic_prefix, max_inflight, protocol, go, counters, results, tls))
         for i in range(processes)]
     for w in workers:
         w.start()

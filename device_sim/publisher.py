@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from device_sim.stream import Emitted
 from gateway.broker_accounts import Credentials
+from gateway.tls import TlsFiles
 from gateway.topics import Topics
 
 CONNECT_TIMEOUT_S = 10.0
@@ -77,11 +78,13 @@ class AckCounter:
 
 def connect(host: str, port: int, client_id: str, creds: Credentials | None,
             protocol: MQTTProtocolVersion = mqtt.MQTTv5, max_inflight: int = 100,
-            on_publish: mqtt.CallbackOnPublish_v2 | None = None) -> mqtt.Client:
+            on_publish: mqtt.CallbackOnPublish_v2 | None = None, tls: TlsFiles | None = None) -> mqtt.Client:
     """A started client whose CONNACK accepted it; raises ConnectionError otherwise."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     if creds is not None:
         client.username_pw_set(creds.username, creds.password)
+    if tls is not None:
+        client.tls_set_context(tls.context())
     client.max_inflight_messages_set(max_inflight)
     client.on_publish = on_publish
     result: list[ReasonCode] = []
@@ -95,27 +98,41 @@ def connect(host: str, port: int, client_id: str, creds: Credentials | None,
         result.append(reason_code)
         ready.set()
 
+    def on_disconnect(c: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                      properties: Properties | None) -> None:
+        # Before any CONNACK: e.g. a TLS 1.3 broker refusing our client certificate after the handshake.
+        if not ready.is_set():
+            closed.append(reason_code)
+            ready.set()
+
+    closed: list[ReasonCode] = []
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
         client.connect(host, port)
-    except OSError as e:
-        raise ConnectionError(f"{client_id}: cannot reach {host}:{port}: {e}") from None
+    except OSError as e:  # ssl.SSLError too: e.g. the broker's certificate is not from our CA
+        raise ConnectionError(f"{client_id}: cannot connect to {host}:{port}: {e}") from None
     client.loop_start()
-    if not ready.wait(CONNECT_TIMEOUT_S) or result[0].is_failure:
+    if not ready.wait(CONNECT_TIMEOUT_S) or not result or result[0].is_failure:
         client.loop_stop()
-        why = result[0] if result else f"no CONNACK within {CONNECT_TIMEOUT_S} s"
-        raise ConnectionError(f"{client_id}: broker {host}:{port} refused the connection: {why}")
+        if result:
+            why = f"refused the connection: {result[0]}"
+        else:
+            why = f"closed the connection before accepting it ({closed[0]})" if closed else \
+                f"sent no CONNACK within {CONNECT_TIMEOUT_S} s"
+        raise ConnectionError(f"{client_id}: broker {host}:{port} {why}")
     return client
 
 
 def publish_stream(stream: Iterable[Emitted], device_ids: Iterable[str], host: str, port: int, *,
                    shared: Credentials | None = None, passwords: Mapping[str, str] | None = None,
                    speed: float = 1.0, prefix: str = "eldercare", protocol: MQTTProtocolVersion = mqtt.MQTTv5,
-                   on_progress: Callable[[int], None] | None = None) -> PublishReport:
+                   on_progress: Callable[[int], None] | None = None, tls: TlsFiles | None = None) -> PublishReport:
     """Publish `stream` at `speed` x real time (0: as fast as acknowledgements allow).
 
     With `passwords`, every device connects as itself; otherwise all share
-    one connection with the `shared` account (None: anonymous).
+    one connection with the `shared` account (None: anonymous). With `tls`,
+    every connection is TLS and presents its client certificate, if any.
     """
     acks, topics, errors = AckCounter(), Topics(prefix), 0
     clients: dict[str, mqtt.Client] = {}
@@ -125,10 +142,11 @@ def publish_stream(stream: Iterable[Emitted], device_ids: Iterable[str], host: s
             for d in device_ids:
                 if d not in passwords:
                     raise ConnectionError(f"no password for device {d!r} in the credentials")
-                clients[d] = connect(host, port, d, Credentials(d, passwords[d]), protocol, on_publish=acks.on_publish)
+                clients[d] = connect(host, port, d, Credentials(d, passwords[d]), protocol, on_publish=acks.on_publish,
+                                     tls=tls)
         else:
             clients["shared"] = connect(host, port, f"device-sim-{time.time_ns() % 10**12}", shared, protocol,
-                                        max_inflight=1000, on_publish=acks.on_publish)
+                                        max_inflight=1000, on_publish=acks.on_publish, tls=tls)
         start = time.monotonic()
         for e in stream:
             if speed > 0:

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AnyStr, Self
 
@@ -23,6 +24,9 @@ from gateway.broker_accounts import GATEWAY_USER, SIMULATOR_USER, Credentials, a
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _OVERRIDDEN = re.compile(r"^\s*(listener|persistence_location|password_file|acl_file|log_dest|pid_file|user)\b")
+# The TLS listener's own options; its files are replaced by the caller's, the rest is kept as written.
+_TLS_FILES = re.compile(r"^\s*(cafile|capath|certfile|keyfile|crlfile)\b")
+_TLS_OPTIONS = re.compile(r"^\s*(require_certificate|use_identity_as_username|use_subject_as_username|tls_version|ciphers)\b")
 
 
 class ServiceMissing(RuntimeError):
@@ -107,13 +111,42 @@ class _ChildService:
         self.stop()
 
 
+def dev_acl_text(prefix: str = "eldercare") -> str:
+    """The production ACL plus the dev/test `simulator` account, which may write as any device.
+
+    Load mode, the benchmarks and shared-connection scenarios need it; a
+    production broker never has it (`eldercare-gateway acl` prints the ACL without it).
+    """
+    return acl_text(prefix) + (
+        f"\n"
+        f"# Dev and test only: the load-mode simulator, many devices over a few connections.\n"
+        f"user {SIMULATOR_USER}\n"
+        f"topic write {prefix}/+/+/+\n"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """What the broker's TLS listener uses: the CA that signs the devices' certificates, and its own certificate."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
 class LocalMosquitto(_ChildService):
-    """Mosquitto with the repo's mosquitto.conf, pointed at a directory of its own."""
+    """Mosquitto with the repo's mosquitto.conf, pointed at a directory of its own.
+
+    Its ACL is the dev/test variant with the `simulator` account, unless
+    `production_acl` asks for the ACL a production broker gets. With `tls`,
+    the file's TLS listener runs too, on `tls_port`, with these files.
+    """
 
     name = "mosquitto"
 
     def __init__(self, workdir: Path, port: int | None = None, prefix: str = "eldercare",
-                 config: Path = REPO_ROOT / "mosquitto.conf") -> None:
+                 config: Path = REPO_ROOT / "mosquitto.conf", production_acl: bool = False,
+                 tls: BrokerTls | None = None) -> None:
         self.binary = _require("mosquitto", "mosquitto")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -121,11 +154,13 @@ class LocalMosquitto(_ChildService):
         self.port = port or free_port()
         self.password_file = self.workdir / "passwd"
         self.acl_file = self.workdir / "acl"
-        self.acl_file.write_text(acl_text(prefix))
+        self.acl_file.write_text(acl_text(prefix) if production_acl else dev_acl_text(prefix))
         self.gateway = self._account(GATEWAY_USER)
         self.simulator = self._account(SIMULATOR_USER)
         self.config_file = self.workdir / "mosquitto.conf"
-        kept = [line for line in config.read_text().splitlines() if not _OVERRIDDEN.match(line)]
+        lines = config.read_text().splitlines()
+        tls_options = [line for line in lines if _TLS_OPTIONS.match(line)]
+        kept = [line for line in lines if not (_OVERRIDDEN.match(line) or _TLS_FILES.match(line) or _TLS_OPTIONS.match(line))]
         (self.workdir / "data").mkdir(exist_ok=True)
         kept += [
             f"listener {self.port} 127.0.0.1",
@@ -138,6 +173,12 @@ class LocalMosquitto(_ChildService):
             # A child of the caller: keep the caller's user so the broker can
             # read files in the caller's private directories.
             kept.append("user root")
+        self.tls_port: int | None = None
+        if tls is not None:
+            self.tls_port = free_port()
+            # Last, as in the file: listener options apply to the listener above them.
+            kept += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls.ca_file}", f"certfile {tls.cert_file}",
+                     f"keyfile {tls.key_file}", *tls_options]
         self.config_file.write_text("\n".join(kept) + "\n")
 
     def _account(self, username: str, password: str | None = None) -> Credentials:

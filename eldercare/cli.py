@@ -16,7 +16,7 @@ from typing import Any
 from alerts.directory import DirectoryError, load_directory
 from eldercare.logs import configure as configure_logging
 from eldercare.settings import ConfigError, Settings, load_settings
-from gateway.broker_accounts import acl_text, new_password, set_password
+from gateway.broker_accounts import acl_text, device_account_problem, new_password, set_password
 from gateway.models import DeviceKind
 from gateway.store import OperationalStore
 
@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--role", choices=["operator", "admin"], default="operator")
     rev = sub.add_parser("revoke-token", help="revoke a named API token at once")
     rev.add_argument("name")
-    acl = sub.add_parser("acl", help="print the broker ACL for this topic prefix")
+    acl = sub.add_parser("acl", help="print the production broker ACL for this topic prefix (no simulator account)")
     acl.set_defaults(func=None)
     return p
 
@@ -134,6 +134,11 @@ def _given_password(args: argparse.Namespace) -> str | None:
 
 
 def _register(settings: Settings, args: argparse.Namespace) -> int:
+    # The device id becomes the broker username that the ACL's %u patterns substitute.
+    problem = device_account_problem(args.device_id, reserved=[settings.mqtt.username])
+    if problem is not None:
+        print(f"eldercare-gateway: {problem}; nothing registered", file=sys.stderr)
+        return 2
     try:
         given = _given_password(args)
     except ValueError as e:

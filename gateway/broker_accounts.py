@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.topics import valid_device_id
+
 GATEWAY_USER = "gateway"
 SIMULATOR_USER = "simulator"
+# Accounts that are not devices: a device registered under one of these names would get its rights.
+RESERVED_USERNAMES = frozenset({GATEWAY_USER, SIMULATOR_USER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,19 +22,28 @@ class Credentials:
 
 
 def acl_text(prefix: str = "eldercare") -> str:
-    """The broker ACL: devices write only under their own id and read their own `cmd`."""
+    """The production broker ACL: the gateway reads and writes every device topic; a device
+    writes only its own topics, at the scheme's depth, and reads only its own `cmd` topic."""
     return (
         f"user {GATEWAY_USER}\n"
         f"topic readwrite {prefix}/#\n"
         f"\n"
-        f"# Load-mode simulator: many devices over a few connections.\n"
-        f"user {SIMULATOR_USER}\n"
-        f"topic write {prefix}/+/+/+\n"
-        f"\n"
         f"# Every device account: its username is its device id.\n"
-        f"pattern write {prefix}/+/%u/#\n"
+        f"pattern write {prefix}/+/%u/+\n"
         f"pattern read {prefix}/+/%u/cmd\n"
     )
+
+
+def device_account_problem(device_id: str, reserved: Iterable[str] = ()) -> str | None:
+    """Why `device_id` cannot be a device's broker account (its username), or None if it can."""
+    if any(c in device_id for c in "/+#"):
+        return f"device id {device_id!r} contains '/', '+' or '#', which would change what the ACL's %u patterns match"
+    taken = {name.casefold() for name in (*RESERVED_USERNAMES, *reserved)}
+    if device_id.casefold() in taken:
+        return f"device id {device_id!r} is reserved for a broker account that is not a device"
+    if not valid_device_id(device_id):
+        return f"device id {device_id!r} is not 1 to 64 letters, digits, '_', '.', ':' or '-'"
+    return None
 
 
 def new_password() -> str:

@@ -2,13 +2,18 @@
 (eldercare/settings.py) assembles them with the other layers' sections into the gateway's settings."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
 
 from gateway.decode import DEFAULT_MAX_PAYLOAD
+from gateway.tls import TlsFileError, TlsFiles
 from gateway.topics import DEFAULT_PREFIX, Topics
+
+# A device that can name the gateways' share group can join it: see MqttSettings.shared_group.
+_SHARED_GROUP = re.compile(r"[A-Za-z0-9_-]{16,}")
 
 
 class SettingError(ValueError):
@@ -43,9 +48,23 @@ class MqttSettings(_Section):
     receive_maximum: int = Field(
         default=2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway",
     )
-    shared_group: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_-]+$",
-        description="If set, subscribe as $share/<group>/... so several gateway processes split the work",
+    shared_group: SecretStr | None = Field(
+        default=None,
+        description="If set, subscribe as $share/<group>/... so several gateway processes split the work. "
+                    "A secret, like a password: a device account that names the group joins it and is handed "
+                    "its share of every SOS, which the ACL then refuses to deliver (Mosquitto's ACL file never "
+                    "refuses a subscription); at least 16 random letters, digits, '_' or '-'",
+    )
+    tls_ca_file: FilePath | None = Field(
+        default=None,
+        description="CA certificate (PEM) the broker's certificate must chain to; setting it connects over TLS "
+                    "(the broker's TLS listener, usually port 8883). Unset: plain MQTT, for a broker on this machine",
+    )
+    tls_cert_file: FilePath | None = Field(
+        default=None, description="The gateway's client certificate (PEM), for a listener that requires one",
+    )
+    tls_key_file: FilePath | None = Field(
+        default=None, description="The private key (PEM) of tls_cert_file; readable by the gateway's user only",
     )
     reconnect_min_s: float = Field(default=0.5, gt=0, description="First reconnect delay")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay (exponential backoff with jitter)")
@@ -56,11 +75,40 @@ class MqttSettings(_Section):
         Topics(v)
         return v
 
+    @field_validator("shared_group")
+    @classmethod
+    def _unguessable_group(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not _SHARED_GROUP.fullmatch(v.get_secret_value()):
+            raise ValueError("must be at least 16 letters, digits, '_' or '-', made at random "
+                             "(e.g. `openssl rand -hex 16`), and the same on every gateway process")
+        return v
+
     @model_validator(mode="after")
     def _backoff_ordered(self) -> Self:
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
         return self
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            raise SettingError(missing, "a client certificate needs its key, and a key its certificate")
+        if self.tls_cert_file is not None and self.tls_ca_file is None:
+            raise SettingError("tls_ca_file", "a client certificate is only sent over TLS: set the CA to verify the broker by")
+        if self.tls is not None:
+            try:
+                self.tls.context()  # fail at start, naming the file, rather than at the first connect
+            except TlsFileError as e:
+                raise SettingError(f"tls_{e.which}", e.reason) from None
+        return self
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The TLS files, if the gateway connects over TLS."""
+        if self.tls_ca_file is None:
+            return None
+        return TlsFiles(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
 
 class SinkSettings(_Section):

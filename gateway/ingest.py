@@ -32,7 +32,7 @@ from gateway.backoff import Backoff
 from gateway.config import IngestSettings
 from gateway.decode import Rejection, decode
 from gateway.lineprotocol import to_line
-from gateway.models import DeviceMessage
+from gateway.models import DeviceKind, DeviceMessage
 from gateway.mqtt_edge import Received
 from gateway.observer import MessageObserver
 from gateway.sink import SinkRejected
@@ -74,23 +74,39 @@ class IngestStats:
 
 
 class DeviceRegistry:
-    """Known device ids, cached; a miss asks the store (the CLI may have registered it since)."""
+    """Known devices and their kinds, cached; a miss asks the store (the CLI may have registered it since)."""
 
     def __init__(self, store: OperationalStore, auto_register: bool) -> None:
         self.store = store
         self.auto_register = auto_register
-        self._known = store.device_ids()
+        self._kinds = {device_id: DeviceKind(kind) for device_id, kind in store.registered_devices()}
 
-    def admits(self, message: DeviceMessage, now_ms: int) -> bool:
-        if message.device_id in self._known:
-            return True
-        if self.store.device(message.device_id) is None:
-            if not self.auto_register:
-                return False
-            self.store.register_device(message.device_id, message.kind, now_ms, auto=True)
-            log.info("auto-registered %s %s", message.kind.value, message.device_id)
-        self._known.add(message.device_id)
-        return True
+    def refusal(self, message: DeviceMessage, now_ms: int) -> Rejection | None:
+        """Why a decoded message is not accepted from its device, or None.
+
+        The broker's ACL only ties a topic's device id to the account
+        (`%u`); the kind level is the device's to choose, so a watch could
+        publish as equipment and raise equipment alerts. The registry knows
+        what each device is. A device re-registered as another kind is
+        seen as such once it publishes as its new kind.
+        """
+        kind = self._kinds.get(message.device_id)
+        if kind is None or kind != message.kind:
+            # Not cached, or re-registered as another kind since: the store has the last word.
+            device = self.store.device(message.device_id)
+            if device is None:
+                if not self.auto_register:
+                    return Rejection("unknown_device", f"device {message.device_id!r} is not registered")
+                self.store.register_device(message.device_id, message.kind, now_ms, auto=True)
+                log.info("auto-registered %s %s", message.kind.value, message.device_id)
+                kind = message.kind
+            else:
+                kind = device.kind
+            self._kinds[message.device_id] = kind
+        if kind != message.kind:
+            return Rejection("kind_mismatch", f"device {message.device_id!r} is registered as {kind.value}, "
+                                              f"not {message.kind.value}")
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +158,8 @@ class IngestPipeline:
             result = decode(self.topics, r.topic, r.payload, self.settings.max_payload_bytes)
             if isinstance(result, Rejection):
                 dead.append(self._dead(r, result.reason, result.detail))
-            elif not self.registry.admits(result, now_ms):
-                dead.append(self._dead(r, "unknown_device", f"device {result.device_id!r} is not registered"))
+            elif (refused := self.registry.refusal(result, now_ms)) is not None:
+                dead.append(self._dead(r, refused.reason, refused.detail))
             elif result.payload.ts > latest_ms:
                 ahead_s = (result.payload.ts - now_ms) / 1000
                 dead.append(self._dead(r, "ts_in_future", f"device time {ahead_s:.0f} s ahead of the gateway's clock"))

@@ -56,9 +56,8 @@ class MqttSession:
                  status_topic: str | None = None) -> None:
         self.settings = settings
         self.client_id = client_id
-        self.subscriptions = [
-            f"$share/{settings.shared_group}/{t}" if settings.shared_group else t for t in subscriptions
-        ]
+        group = settings.shared_group.get_secret_value() if settings.shared_group else None
+        self.subscriptions = [f"$share/{group}/{t}" if group else t for t in subscriptions]
         self.inbox = inbox
         self.status_topic = status_topic
         self.connection = 0
@@ -73,6 +72,8 @@ class MqttSession:
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True,
         )
         c.username_pw_set(self.settings.username, self.settings.password.get_secret_value())
+        if self.settings.tls is not None:
+            c.tls_set_context(self.settings.tls.context())
         if self.status_topic:
             c.will_set(self.status_topic, orjson.dumps({"state": "offline", "session": self.client_id}), qos=1, retain=True)
         c.on_connect = self._on_connect

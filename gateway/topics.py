@@ -17,6 +17,11 @@ _DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _KINDS = {k.value: k for k in DeviceKind}
 
 
+def valid_device_id(device_id: str) -> bool:
+    """A device id the topic scheme accepts (also a safe broker username)."""
+    return _DEVICE_ID.fullmatch(device_id) is not None
+
+
 class TopicError(ValueError):
     """A topic that is not in the scheme."""
 
@@ -63,7 +68,7 @@ class Topics:
         kind, device_id, stream = parts[pre:]
         if kind not in _KINDS:
             raise TopicError(f"unknown device kind {kind!r} in topic {topic!r}")
-        if not _DEVICE_ID.match(device_id):
+        if not valid_device_id(device_id):
             raise TopicError(f"invalid device id {device_id!r} in topic {topic!r}")
         return DeviceTopic(_KINDS[kind], device_id, stream)
 

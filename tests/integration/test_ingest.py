@@ -87,10 +87,45 @@ def test_a_redelivered_message_is_written_once(gateway_in_process, mosquitto, vi
     assert gw.store.seen_count() == 3
 
 
+def test_a_watch_account_publishing_as_equipment_is_dead_lettered_and_raises_no_alert(gateway_process, mosquitto):
+    """The ACL lets a device write under its own id at any kind level; the registry knows it is a watch."""
+    from tests.fixtures.alert_e2e import query
+
+    gateway = gateway_process()
+    register(gateway.store, "watch-0001")   # worn by r-001 (examples/community.toml)
+    gateway.start()
+    watch = Publisher(mosquitto, mosquitto.add_device("watch-0001"), client_id="watch-0001")
+    base = int(time.time() * 1000) - 60_000
+    for seq in range(1, 6):
+        watch.publish("eldercare/equipment/watch-0001/telemetry",
+                      {"ts": base + seq, "seq": seq, "session_id": "s1", "elapsed_s": 60 * seq, "count": 30 * seq,
+                       "energy_kcal": 5.0 * seq, "heart_rate": 190})
+    watch.publish("eldercare/watch/watch-0001/health", {"ts": base + 6, "seq": 6, "heart_rate": 72})  # sent last
+    watch.wait_all()
+    watch.close()
+    wait_until(lambda: (gateway.store.last_state("watch-0001") or {}).get("heart_rate") == 72, 30,
+               "the watch's own reading, published after the forged ones")
+    gateway.stop()
+    assert gateway.store.dead_letter_counts() == {"kind_mismatch": 5}
+    assert gateway.store.dead_letters()[0].detail == "device 'watch-0001' is registered as watch, not equipment"
+    assert query(gateway, "SELECT alert_type FROM alerts") == []
+
+
 def _subscriber(broker, received: list[str]) -> mqtt.Client:
     c = connected_client(broker, broker.gateway, "acl-watcher", lambda client, u, msg: received.append(msg.topic))
     subscribe(c, "eldercare/#")
     return c
+
+
+def _publish_answer(broker, credentials, client_id: str, topic: str) -> list[int]:
+    """The reason codes of the broker's PUBACK to one QoS 1 publish."""
+    acks: list[int] = []
+    client = connected_client(broker, credentials, client_id)
+    client.on_publish = lambda c, userdata, mid, reason, props: acks.append(reason.value)
+    client.publish(topic, b'{"ts": 1795000000000, "seq": 1}', qos=1)
+    wait_until(lambda: acks, 10, f"the broker's answer to a publish on {topic}")
+    client.loop_stop()
+    return acks
 
 
 def test_a_device_cannot_publish_under_another_device_id(mosquitto):
@@ -98,13 +133,7 @@ def test_a_device_cannot_publish_under_another_device_id(mosquitto):
     mosquitto.add_device("watch-bob")
     received: list[str] = []
     watcher = _subscriber(mosquitto, received)
-    acks: list[int] = []
-    device = connected_client(mosquitto, alice, "watch-alice")
-    device.on_publish = lambda client, userdata, mid, reason, props: acks.append(reason.value)
-    device.publish("eldercare/watch/watch-bob/sos", b'{"ts": 1795000000000, "seq": 1}', qos=1)
-    wait_until(lambda: acks, 10, "the broker's answer to the forged publish")
-    device.loop_stop()
-    assert acks == [0x87]  # MQTT v5 "Not authorized"
+    assert _publish_answer(mosquitto, alice, "watch-alice", "eldercare/watch/watch-bob/sos") == [0x87]  # "Not authorized"
     # The broker drops a client after a refused publish; a new connection's
     # message arrives after anything the first one could have delivered.
     device = connected_client(mosquitto, alice, "watch-alice")
@@ -132,3 +161,24 @@ def test_a_device_reads_only_its_own_command_topic(mosquitto, topic):
     topics = [t for t, _ in got]
     assert topics.count("eldercare/watch/watch-carol/cmd") == (2 if topic.endswith("carol/cmd") else 1)
     assert "eldercare/watch/watch-dave/cmd" not in topics
+
+
+def test_the_production_acl_lets_no_simulator_account_write_as_a_device(production_mosquitto):
+    broker = production_mosquitto
+    broker.add_device("watch-alice")
+    received: list[str] = []
+    watcher = _subscriber(broker, received)
+    assert _publish_answer(broker, broker.simulator, "load-sim", "eldercare/watch/watch-alice/sos") == [0x87]
+    watcher.loop_stop()
+    assert received == []
+
+
+def test_a_device_writes_only_at_the_topic_schemes_depth(production_mosquitto):
+    alice = production_mosquitto.add_device("watch-alice")
+    received: list[str] = []
+    watcher = _subscriber(production_mosquitto, received)
+    assert _publish_answer(production_mosquitto, alice, "watch-alice", "eldercare/watch/watch-alice/sos/extra") == [0x87]
+    assert _publish_answer(production_mosquitto, alice, "watch-alice", "eldercare/watch/watch-alice/sos") == [0]
+    wait_until(lambda: received, 10, "the device's own message")
+    watcher.loop_stop()
+    assert received == ["eldercare/watch/watch-alice/sos"]

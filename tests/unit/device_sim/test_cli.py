@@ -96,3 +96,22 @@ def test_a_part_of_a_run_is_given_in_scenario_time_and_a_bad_one_is_refused(caps
         main(["run", "--from", "soon"])
     assert exit_.value.code == 2
     assert "--from: scenario time: 'soon' is not a duration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "load"])
+def test_tls_flags_are_offered_by_run_and_load(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "--cafile" in out and "--cert" in out and "--key" in out
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--cert", "device.crt", "--key", "device.key"], "give --cafile too"),
+    (["--cafile", "ca.crt", "--cert", "device.crt"], "needs its key"),
+    (["--cafile", "no-such-ca.crt"], "no-such-ca.crt is not a usable CA certificate"),
+])
+def test_incomplete_or_unusable_tls_flags_are_refused_before_connecting(args, said, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--scenario", "sos_and_fall", "--port", "1", *args]) == 2
+    assert said in capsys.readouterr().err

@@ -104,6 +104,24 @@ def test_standard_input_and_a_password_file_together_are_refused(register, tmp_p
     assert exit_.value.code == 2
 
 
+
+@pytest.mark.parametrize("device_id", ["gateway", "simulator", "Gateway", "w/1", "w+", "w#", "+", "#", "w 1", ""])
+def test_a_reserved_or_unsafe_device_id_is_refused_and_nothing_is_registered(tmp_path, capsys, device_id):
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "gateway.db"}"\n')
+    assert main(["--config", str(config), "register-device", device_id, "--kind", "watch",
+                 "--password-file", str(tmp_path / "passwd")]) == 2
+    assert "nothing registered" in capsys.readouterr().err
+    assert not (tmp_path / "passwd").exists()
+    assert not (tmp_path / "gateway.db").exists() or not OperationalStore(tmp_path / "gateway.db").device_ids()
+
+
+def test_the_gateways_own_configured_account_name_is_refused_as_a_device_id(tmp_path, capsys):
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[mqtt]\nusername = "gw-east"\n[store]\npath = "{tmp_path / "gateway.db"}"\n')
+    assert main(["--config", str(config), "register-device", "gw-east", "--kind", "watch"]) == 2
+    assert "reserved for a broker account that is not a device" in capsys.readouterr().err
+
 # -- console accounts and API tokens -------------------------------------------------------------
 
 @pytest.fixture
@@ -146,3 +164,12 @@ def test_a_token_is_printed_once_works_and_is_revoked_by_name(web_db, capsys):
     assert accounts.token_actor(token) is None
     assert main(["revoke-token", "district-hub"]) == 2
     accounts.close()
+
+
+def test_the_acl_command_prints_the_production_acl_for_the_configured_prefix(tmp_path, capsys):
+    config = tmp_path / "gateway.toml"
+    config.write_text('[mqtt]\ntopic_prefix = "acme/eldercare"\n')
+    assert main(["--config", str(config), "acl"]) == 0
+    out = capsys.readouterr().out
+    assert "pattern write acme/eldercare/+/%u/+\n" in out and "pattern read acme/eldercare/+/%u/cmd\n" in out
+    assert "simulator" not in out

@@ -93,6 +93,69 @@ def test_an_invalid_topic_prefix_is_named_in_the_error(tmp_path):
         load_settings(write(tmp_path, '[mqtt]\ntopic_prefix = "eldercare/#"\n'))
 
 
+
+@pytest.mark.parametrize("group", ["gateways", "gw", "gateways/x", "a" * 15, "0123456789abcdef+"])
+def test_a_guessable_shared_group_is_refused_and_named(tmp_path, group):
+    with pytest.raises(ConfigError, match=r"mqtt\.shared_group: .*at least 16"):
+        load_settings(write(tmp_path, f'[mqtt]\nshared_group = "{group}"\n'))
+
+
+def test_the_shared_group_is_a_secret_that_validate_config_does_not_print(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ELDERCARE_MQTT__SHARED_GROUP", "9f1c2e7a5b3d4c6e8a0b")
+    assert load_settings(None).mqtt.shared_group.get_secret_value() == "9f1c2e7a5b3d4c6e8a0b"
+    assert main(["--config", str(write(tmp_path, "")), "--validate-config"]) == 0
+    assert "9f1c2e7a5b3d4c6e8a0b" not in capsys.readouterr().out
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A CA, and a client certificate and key it signed, as PEM files."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("gateway", common_name="gateway")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "gw.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "gw.key"))
+    return tmp_path / "ca.crt", tmp_path / "gw.crt", tmp_path / "gw.key"
+
+
+def test_mqtt_over_tls_takes_a_ca_a_client_certificate_and_its_key(tmp_path, tls_files):
+    ca, cert, key = tls_files
+    settings = load_settings(write(tmp_path, f'[mqtt]\nport = 8883\ntls_ca_file = "{ca}"\n'
+                                             f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'))
+    assert (settings.mqtt.tls.ca_file, settings.mqtt.tls.cert_file, settings.mqtt.tls.key_file) == (ca, cert, key)
+    assert settings.mqtt.tls.context().verify_mode.name == "CERT_REQUIRED"
+
+
+def test_without_a_ca_the_gateway_speaks_plain_mqtt():
+    assert Settings().mqtt.tls is None
+
+
+@pytest.mark.parametrize(("keys", "named"), [
+    ("tls_ca_file = '{ca}'\ntls_cert_file = '{cert}'\n", "mqtt.tls_key_file: a client certificate needs its key"),
+    ("tls_cert_file = '{cert}'\ntls_key_file = '{key}'\n", "mqtt.tls_ca_file: a client certificate is only sent over TLS"),
+    ("tls_ca_file = '{key}'\n", "mqtt.tls_ca_file: "),
+    ("tls_ca_file = '{ca}'\ntls_cert_file = '{ca}'\ntls_key_file = '{key}'\n", "mqtt.tls_cert_file: "),
+    ("tls_ca_file = '{ca}.missing'\n", "mqtt.tls_ca_file: "),
+])
+def test_incomplete_or_unusable_tls_settings_are_named(tmp_path, tls_files, keys, named):
+    ca, cert, key = tls_files
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, "[mqtt]\n" + keys.format(ca=ca, cert=cert, key=key)))
+    assert named in str(error.value)
+
+
+def test_a_key_behind_a_passphrase_is_refused_at_start_naming_the_setting(tmp_path, tls_files):
+    from cryptography.hazmat.primitives import serialization
+
+    ca, cert, key = tls_files
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.BestAvailableEncryption(b"passphrase")))
+    with pytest.raises(ConfigError, match=r"mqtt\.tls_cert_file: "):
+        load_settings(write(tmp_path, f"[mqtt]\ntls_ca_file = '{ca}'\ntls_cert_file = '{cert}'\ntls_key_file = '{key}'\n"))
+
 def test_a_missing_file_is_a_config_error_naming_the_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nowhere.toml")

@@ -167,6 +167,38 @@ def test_a_device_registered_while_the_pipeline_runs_is_admitted(store, sink):
     assert len(sink.lines) == 1
 
 
+
+def test_a_watch_publishing_as_equipment_is_dead_lettered_as_kind_mismatch(store, sink, observer):
+    telemetry = received("eldercare/equipment/w1/telemetry",
+                         b'{"ts": 1767225600001, "seq": 1, "session_id": "s1", "elapsed_s": 60, "count": 80,'
+                         b' "energy_kcal": 9.5, "heart_rate": 190}')
+    pipeline(store, sink, observer).handle([telemetry])
+    [letter] = store.dead_letters()
+    assert (letter.reason, letter.detail) == ("kind_mismatch", "device 'w1' is registered as watch, not equipment")
+    assert letter.topic == "eldercare/equipment/w1/telemetry"
+    assert sink.lines == [] and observer.calls == []
+
+
+def test_auto_register_does_not_let_a_registered_device_change_its_kind(store, sink):
+    pipeline(store, sink, auto_register=True).handle([received(
+        "eldercare/equipment/w1/session",
+        b'{"ts": 1767225600001, "seq": 1, "event": "start", "session_id": "s1", "equipment_type": "rower"}')])
+    assert [d.reason for d in store.dead_letters()] == ["kind_mismatch"]
+    assert store.device("w1").kind == DeviceKind.WATCH
+
+
+def test_a_device_re_registered_as_another_kind_is_judged_by_its_new_kind_once_it_publishes_as_such(store, sink):
+    p = pipeline(store, sink)
+    p.handle([heart_rate(1)])
+    store.register_device("w1", DeviceKind.EQUIPMENT, now_ms=NOW_MS)
+    p.handle([received("eldercare/equipment/w1/session",
+                       b'{"ts": 1767225600002, "seq": 2, "event": "start", "session_id": "s1", "equipment_type": "rower"}'),
+              heart_rate(3)])
+    assert len(sink.lines) == 2
+    assert [d.reason for d in store.dead_letters()] == ["kind_mismatch"]
+
+
+
 def test_a_batch_the_sink_rejects_goes_to_dead_letter_but_the_alert_engine_still_saw_it(store, observer):
     sink = RecordingSink(fail_with=SinkRejected("store refused the batch: HTTP 400"))
     p = pipeline(store, sink, observer)
