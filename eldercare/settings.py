@@ -88,6 +88,11 @@ def _setting_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
 RETIRED = {
     "web__api_token": "the shared operator token is gone; create a named API token on the console's Admin page "
                       "or with `eldercare-gateway create-token NAME`",
+    "mqtt__shared_group": "splitting the messages between gateway processes is gone: Mosquitto deals one watch's "
+                          "messages round-robin to different processes, whose rule state then diverges (doubled "
+                          "alerts and calls), and a device that joins the group takes SOS messages the broker "
+                          "then drops. Run one active gateway with a standby instead (README, 'Several gateway "
+                          "processes'; docs/SCALING.md for hash-routed slices)",
 }
 
 

@@ -2,7 +2,6 @@
 (eldercare/settings.py) assembles them with the other layers' sections into the gateway's settings."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Protocol, Self
 
@@ -11,9 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_va
 from gateway.decode import DEFAULT_MAX_PAYLOAD
 from gateway.tls import TlsFileError, TlsFiles
 from gateway.topics import DEFAULT_PREFIX, Topics
-
-# A device that can name the gateways' share group can join it: see MqttSettings.shared_group.
-_SHARED_GROUP = re.compile(r"[A-Za-z0-9_-]{16,}")
 
 
 class SettingError(ValueError):
@@ -48,13 +44,6 @@ class MqttSettings(_Section):
     receive_maximum: int = Field(
         default=2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway",
     )
-    shared_group: SecretStr | None = Field(
-        default=None,
-        description="If set, subscribe as $share/<group>/... so several gateway processes split the work. "
-                    "A secret, like a password: a device account that names the group joins it and is handed "
-                    "its share of every SOS, which the ACL then refuses to deliver (Mosquitto's ACL file never "
-                    "refuses a subscription); at least 16 random letters, digits, '_' or '-'",
-    )
     tls_ca_file: FilePath | None = Field(
         default=None,
         description="CA certificate (PEM) the broker's certificate must chain to; setting it connects over TLS "
@@ -73,14 +62,6 @@ class MqttSettings(_Section):
     @classmethod
     def _valid_prefix(cls, v: str) -> str:
         Topics(v)
-        return v
-
-    @field_validator("shared_group")
-    @classmethod
-    def _unguessable_group(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not _SHARED_GROUP.fullmatch(v.get_secret_value()):
-            raise ValueError("must be at least 16 letters, digits, '_' or '-', made at random "
-                             "(e.g. `openssl rand -hex 16`), and the same on every gateway process")
         return v
 
     @model_validator(mode="after")

@@ -56,8 +56,7 @@ class MqttSession:
                  status_topic: str | None = None) -> None:
         self.settings = settings
         self.client_id = client_id
-        group = settings.shared_group.get_secret_value() if settings.shared_group else None
-        self.subscriptions = [f"$share/{group}/{t}" if group else t for t in subscriptions]
+        self.subscriptions = list(subscriptions)
         self.inbox = inbox
         self.status_topic = status_topic
         self.connection = 0
