@@ -5,14 +5,15 @@ import pytest
 
 from gateway.models import DeviceKind, DeviceMessage, Health, Location, SosPressed, WatchStatus
 from gateway.store import DeadLetter, Device, OperationalStore, state_updates
+from tests.fixtures.postgres import database
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 HOUR = 3_600_000
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = OperationalStore(tmp_path / "gateway.db")
+def store(tmp_path, store_backend):
+    s = OperationalStore(database(tmp_path, "gateway.db"))
     yield s
     s.close()
 
@@ -215,11 +216,11 @@ def test_registering_again_without_a_label_keeps_the_label_and_first_registratio
     assert store.device("w1") == Device("w1", DeviceKind.WATCH, "room 12", T0)
 
 
-def test_the_store_keeps_its_data_when_reopened(tmp_path):
-    first = OperationalStore(tmp_path / "gateway.db")
+def test_the_store_keeps_its_data_when_reopened(tmp_path, store_backend):
+    first = OperationalStore(database(tmp_path, "gateway.db"))
     first.register_device("w1", DeviceKind.WATCH, now_ms=T0)
     first.close()
-    reopened = OperationalStore(tmp_path / "gateway.db")
+    reopened = OperationalStore(database(tmp_path, "gateway.db"))
     assert reopened.device("w1") is not None
     reopened.close()
 
