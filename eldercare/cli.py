@@ -16,6 +16,7 @@ from typing import Any
 from alerts.directory import DirectoryError, load_directory
 from eldercare.settings import ConfigError, Settings, load_settings
 from gateway.broker_accounts import acl_text, new_password, set_password
+from gateway.db import describe
 from gateway.models import DeviceKind
 from gateway.store import OperationalStore
 
@@ -101,7 +102,8 @@ def _run(settings: Settings) -> int:
     gateway.start()
     logging.getLogger("gateway").info(
         "gateway %s running: broker %s:%s, store %s, sink %s, alerts %s", settings.instance, settings.mqtt.host,
-        settings.mqtt.port, settings.store.path, settings.sink.url, settings.alerts.db_path,
+        settings.mqtt.port, describe(settings.store.database), settings.sink.url,
+        describe(settings.store.url or settings.alerts.db_path),
     )
     stop.wait()
     gateway.stop()
@@ -139,9 +141,9 @@ def _register(settings: Settings, args: argparse.Namespace) -> int:
     if given is not None and not args.password_file:
         print("eldercare-gateway: a device password needs --password-file (the Mosquitto file to add it to)", file=sys.stderr)
         return 2
-    store = OperationalStore(settings.store.path)
+    store = OperationalStore(settings.store.database)
     store.register_device(args.device_id, DeviceKind(args.kind), int(time.time() * 1000), label=args.label)
-    print(f"registered {args.kind} {args.device_id} in {settings.store.path}")
+    print(f"registered {args.kind} {args.device_id} in {describe(settings.store.database)}")
     if args.password_file:
         password = given or new_password()
         set_password(args.password_file, args.device_id, password)
@@ -195,7 +197,7 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    store = OperationalStore(settings.store.path)
+    store = OperationalStore(settings.store.database)
     if args.counts:
         print(json.dumps(store.dead_letter_counts(), indent=2))
         return 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -25,6 +26,16 @@ Key: TypeAlias = tuple[str, int, int]   # (device_id, ts, seq)
 
 def is_postgres(target: Target) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def describe(target: Target) -> str:
+    """The target for a log line, without a password a URL may carry."""
+    if not is_postgres(target):
+        return str(target)
+    parts = urlsplit(str(target))
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}{'@' if parts.username else ''}{host}"
+                                            f"{f':{parts.port}' if parts.port else ''}", query=""))
 
 
 class Cursor(Protocol):
