@@ -174,12 +174,12 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     """create-admin, create-token and revoke-token, on the web layer's account file."""
     from dashboards.accounts import AccountError, AccountStore, Role
 
-    accounts = AccountStore(settings.web.db_path, settings.web.session_hours)
+    accounts = AccountStore(settings.store.url or settings.web.db_path, settings.web.session_hours)
     now = int(time.time() * 1000)
     try:
         if args.command == "create-admin":
             accounts.create_account(args.username, _new_password(args), Role.ADMIN, now)
-            print(f"admin account {args.username!r} created in {settings.web.db_path}; log in at "
+            print(f"admin account {args.username!r} created in {describe(settings.store.url or settings.web.db_path)}; log in at "
                   f"http://{settings.web.host}:{settings.web.port}/login")
         elif args.command == "create-token":
             token = accounts.create_token(args.name, Role(args.role), "command line", now)

@@ -41,7 +41,7 @@ class WebServer:
         from dashboards.app import create_app
         from gateway.store import OperationalStore
 
-        self.accounts = AccountStore(settings.web.db_path, settings.web.session_hours)
+        self.accounts = AccountStore(settings.store.url or settings.web.db_path, settings.web.session_hours)
         self.devices = OperationalStore(settings.store.database)
         app = create_app(service, self.accounts, self.devices,
                          twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),

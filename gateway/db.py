@@ -152,9 +152,11 @@ class Connection:
     """One connection to either backend, taking `?` placeholders; every statement commits on its own
     unless it runs inside `transaction()`."""
 
-    def __init__(self, raw: Any, dialect: Dialect) -> None:
+    def __init__(self, raw: Any, dialect: Dialect, integrity_error: type[Exception]) -> None:
         self.raw = raw
         self.dialect = dialect
+        # What the driver raises when a statement breaks a constraint (a duplicate key), for callers to catch.
+        self.integrity_error = integrity_error
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         cursor: Cursor = self.raw.execute(self.dialect.sql(sql), params)
@@ -218,14 +220,14 @@ def connect(target: Target, *, durable: bool = True) -> Connection:
         raw = psycopg.connect(str(target), autocommit=True)
         if not durable:
             raw.execute("SET synchronous_commit TO off")
-        return Connection(raw, POSTGRES)
+        return Connection(raw, POSTGRES, psycopg.IntegrityError)
     if str(target) != ":memory:":
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(target), timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
-    return Connection(conn, SQLITE)
+    return Connection(conn, SQLITE, sqlite3.IntegrityError)
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,3 +146,19 @@ def test_a_token_is_printed_once_works_and_is_revoked_by_name(web_db, capsys):
     assert accounts.token_actor(token) is None
     assert main(["revoke-token", "district-hub"]) == 2
     accounts.close()
+
+
+def test_with_a_store_url_the_device_and_the_admin_account_go_to_postgresql(tmp_path, monkeypatch, postgres_url):
+    from dashboards.accounts import AccountStore, Role
+
+    monkeypatch.setenv("ELDERCARE_STORE__URL", postgres_url)
+    monkeypatch.setenv("ELDERCARE_STORE__PATH", str(tmp_path / "gateway.db"))
+    monkeypatch.setenv("ELDERCARE_WEB__DB_PATH", str(tmp_path / "web.db"))
+    assert main(["register-device", "w1", "--kind", "watch"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("night shift password\n"))
+    assert main(["create-admin", "lin", "--password-stdin"]) == 0
+    assert OperationalStore(postgres_url).device("w1") is not None
+    accounts = AccountStore(postgres_url)
+    assert accounts.verify_login("lin", "night shift password", 0).role == Role.ADMIN
+    accounts.close()
+    assert not (tmp_path / "gateway.db").exists() and not (tmp_path / "web.db").exists()
