@@ -7,6 +7,7 @@ statements that really differ (the dedup key lookup, version bookkeeping, table 
 """
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,6 +19,8 @@ from typing import Any, Protocol, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 # A SQLite file, or a postgresql:// URL.
 Target: TypeAlias = str | Path
@@ -150,16 +153,29 @@ SQLITE, POSTGRES = Dialect(), PostgresDialect()
 
 class Connection:
     """One connection to either backend, taking `?` placeholders; every statement commits on its own
-    unless it runs inside `transaction()`."""
+    unless it runs inside `transaction()`.
 
-    def __init__(self, raw: Any, dialect: Dialect, integrity_error: type[Exception]) -> None:
+    A PostgreSQL connection the server dropped (a restart, a failover) fails the statement that finds
+    out; the next statement outside a transaction, or the next transaction, connects again. Inside a
+    transaction it never does: the statements before the break are gone with it.
+    """
+
+    def __init__(self, raw: Any, dialect: Dialect, integrity_error: type[Exception], reopen: Callable[[], Any]) -> None:
         self.raw = raw
         self.dialect = dialect
         # What the driver raises when a statement breaks a constraint (a duplicate key), for callers to catch.
         self.integrity_error = integrity_error
+        self._reopen = reopen
+        self._in_transaction = False
+
+    def _live(self) -> Any:
+        if not self._in_transaction and getattr(self.raw, "broken", False):
+            log.warning("the database connection was lost; connecting again")
+            self.raw = self._reopen()
+        return self.raw
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        cursor: Cursor = self.raw.execute(self.dialect.sql(sql), params)
+        cursor: Cursor = self._live().execute(self.dialect.sql(sql), params)
         return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -169,7 +185,7 @@ class Connection:
         if self.dialect is SQLITE:
             self.raw.executemany(sql, rows)
         else:   # psycopg sends them in one pipeline
-            with self.raw.cursor() as cur:
+            with self._live().cursor() as cur:
                 cur.executemany(self.dialect.sql(sql), rows)
 
     def script(self, ddl: str) -> None:
@@ -187,13 +203,17 @@ class Connection:
         return self.dialect.columns(self, table)
 
     def begin(self) -> None:
-        self.raw.execute(self.dialect.begin)
+        self._live().execute(self.dialect.begin)
+        self._in_transaction = True
 
     def commit(self) -> None:
+        self._in_transaction = False
         self.raw.execute("COMMIT")
 
     def rollback(self) -> None:
-        self.raw.execute("ROLLBACK")
+        self._in_transaction = False
+        if not getattr(self.raw, "broken", False):   # a dropped connection took its transaction with it
+            self.raw.execute("ROLLBACK")
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -217,17 +237,24 @@ def connect(target: Target, *, durable: bool = True) -> Connection:
     if is_postgres(target):
         import psycopg
 
-        raw = psycopg.connect(str(target), autocommit=True)
-        if not durable:
-            raw.execute("SET synchronous_commit TO off")
-        return Connection(raw, POSTGRES, psycopg.IntegrityError)
-    if str(target) != ":memory:":
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(target), timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return Connection(conn, SQLITE, sqlite3.IntegrityError)
+        def open_postgres() -> psycopg.Connection[Any]:
+            raw = psycopg.connect(str(target), autocommit=True)
+            if not durable:
+                raw.execute("SET synchronous_commit TO off")
+            return raw
+
+        return Connection(open_postgres(), POSTGRES, psycopg.IntegrityError, open_postgres)
+
+    def open_sqlite() -> sqlite3.Connection:
+        if str(target) != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(target), timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    return Connection(open_sqlite(), SQLITE, sqlite3.IntegrityError, open_sqlite)
 
 
 @dataclass(frozen=True, slots=True)

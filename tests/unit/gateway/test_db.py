@@ -80,3 +80,19 @@ def test_placeholders_and_types_are_translated_for_postgresql_only():
 
 def test_a_url_is_logged_without_its_password():
     assert describe("postgresql://gw:secret@db.example:5433/eldercare?sslmode=require") == "postgresql://gw@db.example:5433/eldercare"
+
+
+def test_after_postgresql_drops_the_connection_the_next_unit_of_work_connects_again(postgres_url):
+    import psycopg
+
+    conn = connect(postgres_url)
+    migrate(conn, "test", (Migration(1, create("first", [])),))
+    (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError), conn.transaction():   # the statement that finds out fails
+        conn.execute("INSERT INTO first (at_ms) VALUES (1)")
+    with conn.transaction():
+        conn.execute("INSERT INTO first (at_ms) VALUES (2)")
+    assert conn.execute("SELECT at_ms FROM first").fetchall() == [(2,)]
+    conn.close()
