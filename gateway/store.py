@@ -221,19 +221,26 @@ class OperationalStore:
         return self.db.matching_keys("seen", keys)
 
     def commit_batch(self, accepted: Sequence[DeviceMessage], dead: Sequence[DeadLetter], received_ms: int) -> None:
-        """Record one batch in one transaction: dedup keys, last state, track, dead letters."""
+        """Record one batch in one transaction: dedup keys, last state, track, dead letters.
+
+        Rows go in key order: on PostgreSQL the two lanes' transactions lock rows, and two batches
+        touching the same devices in opposite orders would deadlock (SQLite takes one lock for all).
+        """
         with self.db.transaction() as db:
             if accepted:
                 db.executemany(
                     "INSERT INTO seen (device_id, ts, seq, received_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(*m.key, received_ms) for m in accepted],
+                    sorted((*m.key, received_ms) for m in accepted),
                 )
-                db.executemany(_UPSERT_STATE, [tuple(row.values()) for row in state_updates(accepted, received_ms).values()])
-                track = [
-                    (m.device_id, m.payload.ts, m.payload.lat, m.payload.lon, m.payload.accuracy_m, m.payload.source,
-                     received_ms)
-                    for m in accepted if isinstance(m.payload, Location)
-                ]
+                states = state_updates(accepted, received_ms)
+                db.executemany(_UPSERT_STATE, [tuple(states[device].values()) for device in sorted(states)])
+                # A stable sort: of two positions with the same device time, the later in the batch still wins.
+                track = sorted(
+                    ((m.device_id, m.payload.ts, m.payload.lat, m.payload.lon, m.payload.accuracy_m, m.payload.source,
+                      received_ms)
+                     for m in accepted if isinstance(m.payload, Location)),
+                    key=lambda row: (row[0], row[1]),
+                )
                 db.executemany(_INSERT_TRACK, track)
             db.executemany(
                 "INSERT INTO dead_letter (received_ms, topic, reason, detail, payload, payload_size)"
