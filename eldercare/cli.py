@@ -16,7 +16,7 @@ from typing import Any
 from alerts.directory import DirectoryError, load_directory
 from eldercare.settings import ConfigError, Settings, load_settings
 from gateway.broker_accounts import acl_text, new_password, set_password
-from gateway.db import describe
+from gateway.db import DatabaseUnavailable, describe
 from gateway.models import DeviceKind
 from gateway.store import OperationalStore
 
@@ -226,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
         print(settings.model_dump_json(indent=2))
         print("configuration is valid", file=sys.stderr)
         return 0
+    try:
+        return _command(settings, args)
+    except DatabaseUnavailable as e:   # only [store] url names a server; a SQLite file is always there to open
+        print(f"eldercare-gateway: store.url: {e}", file=sys.stderr)
+        return 2
+
+
+def _command(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "register-device":
         return _register(settings, args)
     if args.command == "dead-letters":

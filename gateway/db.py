@@ -41,6 +41,10 @@ def describe(target: Target) -> str:
                                             f"{f':{parts.port}' if parts.port else ''}", query=""))
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The PostgreSQL server cannot be reached or refuses us; the message says where, without a password."""
+
+
 class Cursor(Protocol):
     """What stores use of a DB-API cursor; sqlite3's and psycopg's both fit."""
 
@@ -238,7 +242,11 @@ def connect(target: Target, *, durable: bool = True) -> Connection:
         import psycopg
 
         def open_postgres() -> psycopg.Connection[Any]:
-            raw = psycopg.connect(str(target), autocommit=True)
+            try:
+                raw = psycopg.connect(str(target), autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as e:
+                reason = "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+                raise DatabaseUnavailable(f"cannot connect to {describe(target)}: {reason}") from e
             if not durable:
                 raw.execute("SET synchronous_commit TO off")
             return raw

@@ -162,3 +162,13 @@ def test_with_a_store_url_the_device_and_the_admin_account_go_to_postgresql(tmp_
     assert accounts.verify_login("lin", "night shift password", 0).role == Role.ADMIN
     accounts.close()
     assert not (tmp_path / "gateway.db").exists() and not (tmp_path / "web.db").exists()
+
+
+def test_an_unreachable_store_url_is_named_in_one_line_with_no_password(monkeypatch, capsys):
+    from devtools.localservices import free_port
+
+    monkeypatch.setenv("ELDERCARE_STORE__URL", f"postgresql://gw:secret@127.0.0.1:{free_port()}/eldercare")
+    assert main(["register-device", "w1", "--kind", "watch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eldercare-gateway: store.url: cannot connect to postgresql://gw@127.0.0.1:")
+    assert "secret" not in err and len(err.strip().splitlines()) == 1
