@@ -86,7 +86,8 @@ class AlertSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     db_path: Path = Field(
-        default=Path("var/alerts.db"), description="SQLite file for alerts, events, processed keys and the outbox",
+        default=Path("var/alerts.db"),
+        description="SQLite file for alerts, events, processed keys and the outbox (when [store] url is empty)",
     )
     community_file: Path = Field(
         default=Path("examples/community.toml"), description="TOML community directory (residents, contacts, duty phones)",

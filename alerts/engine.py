@@ -8,7 +8,6 @@ Alerts, events, processed keys and the outbox are durable at every commit.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -23,6 +22,7 @@ from alerts.outbox import Outbox, OutboxRow
 from alerts.rules import Finding
 from alerts.store import AlertStore, Database, DeviceStateStore
 from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, OutboxStatus, Severity
+from gateway.db import Connection
 from gateway.models import DeviceMessage
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ class AlertEngine:
                 self.escalate(alert, now_ms)
             return True
 
-    def changes(self) -> AbstractContextManager[sqlite3.Connection]:
+    def changes(self) -> AbstractContextManager[Connection]:
         """A transaction for callers (the dispatcher) that record events; listeners hear them after commit."""
         return self._changes()
 
@@ -314,7 +314,7 @@ class AlertEngine:
         self._event(AlertEvent(row.alert_id, now_ms, kind, lifecycle.SYSTEM, f"{row.channel} {row.recipient} {detail}".strip()))
 
     @contextmanager
-    def _changes(self) -> Iterator[sqlite3.Connection]:
+    def _changes(self) -> Iterator[Connection]:
         """One transaction; its events reach listeners only if it commits."""
         try:
             with self.db.transaction() as c:

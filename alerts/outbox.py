@@ -12,6 +12,8 @@ from alerts.store import Database
 from alerts.vocabulary import Channel, OutboxStatus, Severity
 
 _COLS = "id, alert_id, step, recipient, channel, language, text, status, attempts, due_ms, provider_id, delivery, last_error"
+# Steps of the escalation plan are numbers; follow-ups are named.
+_ESCALATION_STEP = "substr(step, 1, 1) IN ('0', '1', '2', '3', '4', '5', '6', '7', '8', '9')"
 _O_COLS = ", ".join(f"o.{c.strip()}" for c in _COLS.split(","))  # the same, qualified, for joins
 
 
@@ -40,8 +42,8 @@ class Outbox:
         """Queue an attempt; False if that (alert, step, recipient) was already queued."""
         with self.db.transaction() as c:
             cur = c.execute(
-                "INSERT OR IGNORE INTO outbox (alert_id, step, recipient, channel, language, text, status, due_ms, updated_ms)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO outbox (alert_id, step, recipient, channel, language, text, status, due_ms, updated_ms)"
+                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (alert_id, step, recipient, channel, language, text, OutboxStatus.PENDING, now_ms, now_ms))
             return cur.rowcount == 1
 
@@ -167,10 +169,10 @@ class Outbox:
         """(phone, language) of everyone an SMS for this alert went out to, for follow-ups."""
         with self.db.transaction() as c:
             return c.execute("SELECT DISTINCT recipient, language FROM outbox WHERE alert_id=? AND channel=?"
-                             " AND status=? AND step GLOB '[0-9]*'", (alert_id, Channel.SMS, OutboxStatus.SENT)).fetchall()
+                             f" AND status=? AND {_ESCALATION_STEP}", (alert_id, Channel.SMS, OutboxStatus.SENT)).fetchall()
 
     def cancel_pending(self, alert_id: int, now_ms: int) -> int:
         """Cancel the escalation's attempts still waiting to go out (not follow-ups); returns how many."""
         with self.db.transaction() as c:
-            return c.execute("UPDATE outbox SET status=?, updated_ms=? WHERE alert_id=? AND status=? AND step GLOB '[0-9]*'",
+            return c.execute(f"UPDATE outbox SET status=?, updated_ms=? WHERE alert_id=? AND status=? AND {_ESCALATION_STEP}",
                              (OutboxStatus.CANCELLED, now_ms, alert_id, OutboxStatus.PENDING)).rowcount

@@ -13,7 +13,7 @@ from alerts.engine import AlertEngine, Listener
 from alerts.lifecycle import Alert, AlertEvent, TransitionError
 from alerts.notifiers.base import Notifier
 from alerts.outbox import OutboxRow
-from alerts.store import Database
+from alerts.store import Database, DeviceStateStore
 from gateway.models import DeviceMessage
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,13 @@ class AlertService:
 
 def build_alert_service(settings: AlertSettings, notifier: Notifier, clock: Callable[[], float] = time.time,
                         directory: Directory | None = None,
-                        registered: Callable[[], Iterable[tuple[str, str]]] = tuple) -> AlertService:
-    """Opens the database and the community file; threads start with `start()`."""
+                        registered: Callable[[], Iterable[tuple[str, str]]] = tuple, database_url: str = "") -> AlertService:
+    """Opens the database and the community file; threads start with `start()`.
+
+    `database_url` (the gateway's `[store] url`) puts alerts, outbox and device rule state in PostgreSQL
+    beside the operational store; empty, they are SQLite files at `settings.db_path`.
+    """
     directory = directory or load_directory(settings.community_file)
-    engine = AlertEngine(settings, directory, Database(settings.db_path))
+    engine = AlertEngine(settings, directory, Database(database_url or settings.db_path),
+                         DeviceStateStore(database_url or settings.device_state_path))
     return AlertService(engine, Dispatcher(engine, notifier, settings, clock), settings, clock, registered)

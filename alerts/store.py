@@ -1,16 +1,16 @@
-"""SQLite persistence of alerts, their events, the processed (device_id, ts, seq) keys and device rule state."""
+"""Persistence of alerts, their events, the processed (device_id, ts, seq) keys and device rule state,
+in SQLite files or in the PostgreSQL database (gateway/db.py)."""
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, replace
-from pathlib import Path
 from typing import Any
 
 from alerts.lifecycle import Alert, AlertEvent
 from alerts.vocabulary import AlertState, AlertType, Escalation, Severity
+from gateway.db import Connection, Migration, Target, connect, migrate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -53,49 +53,39 @@ _ADDED_ALERT_COLUMNS = (("plan_base", "INTEGER NOT NULL DEFAULT 0"), ("presses",
                         ("taken_by", "TEXT"), ("round_started_ms", "INTEGER NOT NULL DEFAULT 0"))
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an older database to this version before the schema script runs.
+def _to_v3(conn: Connection) -> None:
+    """From nothing, or from an older SQLite file (versions 1 and 2), to the schema above.
 
     Version 1's processed keys were (device_id, seq): they can never match a (device_id, ts, seq) key,
     so that table starts again (its window is a week of redeliveries, not history).
     """
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-        return
-    columns = {r[1] for r in conn.execute("PRAGMA table_info(alerts)")}
+    columns = conn.columns("alerts")
     if columns:
         for name, decl in _ADDED_ALERT_COLUMNS:
             if name not in columns:
-                conn.execute(f"ALTER TABLE alerts ADD COLUMN {name} {decl}")
-    processed = {r[1] for r in conn.execute("PRAGMA table_info(processed)")}
+                conn.execute(conn.dialect.ddl(f"ALTER TABLE alerts ADD COLUMN {name} {decl}"))
+    processed = conn.columns("processed")
     if processed and "ts" not in processed:
         conn.execute("DROP TABLE processed")
+    conn.script(SCHEMA)
 
 
-def _open(path: Path | str, synchronous: str) -> sqlite3.Connection:
-    """One SQLite connection in WAL mode, shared between threads (callers serialise it with a lock)."""
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    return conn
+# Numbered steps, applied in order at start; a later change to the schema is a new step, never an edit.
+MIGRATIONS = (Migration(SCHEMA_VERSION, _to_v3),)
 
 
 class Database:
     """One connection shared by the ingest, dispatch, tick and web threads, serialised by a lock."""
 
-    def __init__(self, path: Path | str) -> None:
-        # FULL: an alert and its outbox rows must survive power loss once observe() returns.
-        self.conn = _open(path, "FULL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(self.conn)
-        self.conn.executescript(SCHEMA)
-        self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def __init__(self, target: Target) -> None:
+        # Durable: an alert and its outbox rows must survive power loss once observe() returns.
+        self.conn = connect(target)
+        migrate(self.conn, "alerts", MIGRATIONS)
         self.lock = threading.RLock()
         self._depth = 0
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """All or nothing; nested uses join the outer transaction."""
         with self.lock:
             if self._depth:
@@ -105,15 +95,15 @@ class Database:
                 finally:
                     self._depth -= 1
                 return
-            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.begin()
             self._depth = 1
             try:
                 yield self.conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.conn.rollback()
                 raise
             else:
-                self.conn.execute("COMMIT")
+                self.conn.commit()
             finally:
                 self._depth = 0
 
@@ -135,13 +125,14 @@ class AlertStore:
 
     def unprocessed(self, keys: Iterable[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
         """Which of these (device_id, ts, seq) keys no committed finding came from."""
+        keys = set(keys)
         with self.db.transaction() as c:
-            return {k for k in keys if c.execute(
-                "SELECT 1 FROM processed WHERE device_id=? AND ts=? AND seq=?", k).fetchone() is None}
+            return keys - c.matching_keys("processed", list(keys))
 
     def mark_processed(self, keys: Iterable[tuple[str, int, int]], now_ms: int) -> None:
         with self.db.transaction() as c:
-            c.executemany("INSERT OR IGNORE INTO processed VALUES (?,?,?,?)", [(*k, now_ms) for k in keys])
+            c.executemany("INSERT INTO processed (device_id, ts, seq, at_ms) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                          [(*k, now_ms) for k in keys])
 
     def prune(self, now_ms: int, processed_window_ms: int, audit_window_ms: int) -> dict[str, int]:
         """Forget processed keys past their window, and resolved alerts (with their events and notifications)
@@ -168,11 +159,12 @@ class AlertStore:
         return _alert(row) if row else None
 
     def insert(self, alert: Alert) -> int:
+        """Store a new alert; its id is the database's (`alert.id` is ignored)."""
         with self.db.transaction() as c:
-            cur = c.execute(f"INSERT INTO alerts ({_ALERT_COLS}) VALUES ({','.join('?' * _N_ALERT_COLS)})", astuple(alert))
-            if cur.lastrowid is None:   # never after a successful INSERT into a rowid table
-                raise RuntimeError("the alert insert gave no row id")
-            return cur.lastrowid
+            alert_id: int = c.execute(f"INSERT INTO alerts ({_ALERT_COLS.removeprefix('id, ')})"
+                                      f" VALUES ({','.join('?' * (_N_ALERT_COLS - 1))}) RETURNING id",
+                                      astuple(alert)[1:]).fetchone()[0]
+            return alert_id
 
     def update(self, alert: Alert) -> None:
         cols = _ALERT_COLS.split(", ")[1:]
@@ -217,31 +209,32 @@ class AlertStore:
         return [_alert(r) for r in rows]
 
 
+_DEVICE_STATE_MIGRATIONS = (Migration(1, lambda c: c.script(
+    "CREATE TABLE IF NOT EXISTS device_state (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+    " state TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID")),)
+
+
 class DeviceStateStore:
     """What the silence rules need to survive a restart (when each device was last heard, how often it
-    reports), in a file of its own.
+    reports), in a file of its own (or its own table and connection in PostgreSQL).
 
     Saving thousands of devices every few seconds must never hold the alert database's lock, which an
     SOS needs; and losing the last save to a power cut only makes silence judged from a few seconds
-    earlier, so this file is written without an fsync per commit (WAL, synchronous NORMAL).
+    earlier, so it is written without an fsync per commit (SQLite synchronous NORMAL, PostgreSQL
+    synchronous_commit off).
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.conn = _open(path, "NORMAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS device_state (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-                          " state TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID")
+    def __init__(self, target: Target) -> None:
+        self.conn = connect(target, durable=False)
+        migrate(self.conn, "device_state", _DEVICE_STATE_MIGRATIONS)
         self.lock = threading.Lock()
 
     def save(self, states: Sequence[tuple[str, str, str]], now_ms: int) -> None:
         """(device_id, kind, state as JSON) of devices whose rule state changed since the last save."""
-        with self.lock:
-            self.conn.execute("BEGIN")
-            try:
-                self.conn.executemany("INSERT OR REPLACE INTO device_state VALUES (?,?,?,?)", [(*s, now_ms) for s in states])
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+        with self.lock, self.conn.transaction() as c:
+            c.executemany("INSERT INTO device_state (device_id, kind, state, updated_ms) VALUES (?,?,?,?)"
+                          " ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, state = excluded.state,"
+                          " updated_ms = excluded.updated_ms", [(*s, now_ms) for s in states])
 
     def load(self) -> list[tuple[str, str, str]]:
         with self.lock:

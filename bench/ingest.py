@@ -144,7 +144,7 @@ def gateway_run(broker, tsdb, workdir: Path, count: int, devices: int) -> tuple[
         alerts={"db_path": str(workdir / "alerts.db"), "dry_run_log": str(workdir / "notifications.jsonl"),
                 "community_file": str(REPO / "examples" / "community.toml")},
     )
-    store = OperationalStore(settings.store.path)
+    store = OperationalStore(settings.store.database)
     now = int(time.time() * 1000)
     for d in range(devices):
         store.register_device(f"bench-{d}", DeviceKind.WATCH, now)

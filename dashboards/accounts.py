@@ -1,4 +1,5 @@
-"""Operator accounts, login sessions and integrators' API tokens, in the web layer's own SQLite file.
+"""Operator accounts, login sessions and integrators' API tokens, in the web layer's own SQLite file
+or in the PostgreSQL database (`[store] url`), so every gateway sharing it knows the same operators.
 
 Passwords are hashed with argon2. Session and API tokens are 256 random bits, so a
 SHA-256 of them is enough to store (nothing to brute-force); the plain token exists
@@ -11,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from gateway.db import Migration, Target, connect, migrate
 
 THROTTLE_AFTER = 10
 THROTTLE_S = 15 * 60
@@ -37,6 +38,8 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created_by TEXT NOT NULL,
     created_ms INTEGER NOT NULL, revoked_ms INTEGER);
 """
+# Numbered steps, applied in order at start; a later change to the schema is a new step, never an edit.
+MIGRATIONS = (Migration(1, lambda c: c.script(SCHEMA)),)
 
 
 class Role(StrEnum):
@@ -102,13 +105,9 @@ def check_password_rules(password: str) -> None:
 class AccountStore:
     """Safe to share between threads: one connection, serialised by a lock."""
 
-    def __init__(self, path: Path | str, session_hours: float = 12.0) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(SCHEMA)
+    def __init__(self, target: Target, session_hours: float = 12.0) -> None:
+        self._conn = connect(target)
+        migrate(self._conn, "accounts", MIGRATIONS)
         self._lock = threading.Lock()
         self._hasher = PasswordHasher()
         self.session_ms = int(session_hours * 3_600_000)
@@ -128,7 +127,7 @@ class AccountStore:
             try:
                 self._conn.execute("INSERT INTO accounts (username, password_hash, role, created_ms) VALUES (?,?,?,?)",
                                    (username, hashed, role, now_ms))
-            except sqlite3.IntegrityError:
+            except self._conn.integrity_error:
                 raise AccountError(f"an account named {username!r} already exists") from None
         return Account(username, role, now_ms, False, 0)
 
@@ -217,7 +216,7 @@ class AccountStore:
             try:
                 self._conn.execute("INSERT INTO api_tokens VALUES (?,?,?,?,?,NULL)",
                                    (name, _digest(token), role, created_by, now_ms))
-            except sqlite3.IntegrityError:
+            except self._conn.integrity_error:
                 raise AccountError(f"a token named {name!r} already exists (revoked ones keep their name)") from None
         return token
 

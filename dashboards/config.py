@@ -15,7 +15,10 @@ class WebSettings(BaseModel):
     host: str = Field(default="127.0.0.1", min_length=1,
                       description="Address to listen on (put a TLS reverse proxy in front for Twilio)")
     port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on")
-    db_path: Path = Field(default=Path("var/web.db"), description="SQLite file of operator accounts, sessions and API tokens")
+    db_path: Path = Field(
+        default=Path("var/web.db"),
+        description="SQLite file of operator accounts, sessions and API tokens (when [store] url is empty)",
+    )
     session_hours: float = Field(default=12.0, gt=0, le=24 * 7,
                                  description="How long a login lasts (a night shift and a handover)")
     cookie_secure: bool = Field(

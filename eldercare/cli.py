@@ -17,6 +17,7 @@ from alerts.directory import DirectoryError, load_directory
 from eldercare.logs import configure as configure_logging
 from eldercare.settings import ConfigError, Settings, load_settings
 from gateway.broker_accounts import acl_text, device_account_problem, new_password, set_password
+from gateway.db import DatabaseUnavailable, describe
 from gateway.models import DeviceKind
 from gateway.store import OperationalStore
 
@@ -104,7 +105,8 @@ def _run(settings: Settings) -> int:
     gateway.start()
     logging.getLogger("gateway").info(
         "gateway %s running: broker %s:%s, store %s, sink %s, alerts %s", settings.instance, settings.mqtt.host,
-        settings.mqtt.port, settings.store.path, settings.sink.url, settings.alerts.db_path,
+        settings.mqtt.port, describe(settings.store.database), settings.sink.url,
+        describe(settings.store.url or settings.alerts.db_path),
     )
     stop.wait()
     gateway.stop()
@@ -147,9 +149,9 @@ def _register(settings: Settings, args: argparse.Namespace) -> int:
     if given is not None and not args.password_file:
         print("eldercare-gateway: a device password needs --password-file (the Mosquitto file to add it to)", file=sys.stderr)
         return 2
-    store = OperationalStore(settings.store.path)
+    store = OperationalStore(settings.store.database)
     store.register_device(args.device_id, DeviceKind(args.kind), int(time.time() * 1000), label=args.label)
-    print(f"registered {args.kind} {args.device_id} in {settings.store.path}")
+    print(f"registered {args.kind} {args.device_id} in {describe(settings.store.database)}")
     if args.password_file:
         password = given or new_password()
         set_password(args.password_file, args.device_id, password)
@@ -180,12 +182,12 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     """create-admin, create-token and revoke-token, on the web layer's account file."""
     from dashboards.accounts import AccountError, AccountStore, Role
 
-    accounts = AccountStore(settings.web.db_path, settings.web.session_hours)
+    accounts = AccountStore(settings.store.url or settings.web.db_path, settings.web.session_hours)
     now = int(time.time() * 1000)
     try:
         if args.command == "create-admin":
             accounts.create_account(args.username, _new_password(args), Role.ADMIN, now)
-            print(f"admin account {args.username!r} created in {settings.web.db_path}; log in at "
+            print(f"admin account {args.username!r} created in {describe(settings.store.url or settings.web.db_path)}; log in at "
                   f"http://{settings.web.host}:{settings.web.port}/login")
         elif args.command == "create-token":
             token = accounts.create_token(args.name, Role(args.role), "command line", now)
@@ -203,7 +205,7 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    store = OperationalStore(settings.store.path)
+    store = OperationalStore(settings.store.database)
     if args.counts:
         print(json.dumps(store.dead_letter_counts(), indent=2))
         return 0
@@ -232,6 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         print(settings.model_dump_json(indent=2))
         print("configuration is valid", file=sys.stderr)
         return 0
+    try:
+        return _command(settings, args)
+    except DatabaseUnavailable as e:   # only [store] url names a server; a SQLite file is always there to open
+        print(f"eldercare-gateway: store.url: {e}", file=sys.stderr)
+        return 2
+
+
+def _command(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "register-device":
         return _register(settings, args)
     if args.command == "dead-letters":

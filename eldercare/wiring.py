@@ -19,13 +19,14 @@ def build_observer(settings: Settings) -> AlertService:
     from gateway.store import OperationalStore
 
     def registered() -> list[tuple[str, str]]:
-        store = OperationalStore(settings.store.path)
+        store = OperationalStore(settings.store.database)
         try:
             return store.registered_devices()
         finally:
             store.close()
 
-    return build_alert_service(settings.alerts, build_notifier(settings.alerts), registered=registered)
+    return build_alert_service(settings.alerts, build_notifier(settings.alerts), registered=registered,
+                               database_url=settings.store.url)
 
 
 class ProcessProbe:
@@ -53,8 +54,8 @@ class WebServer:
         from dashboards.app import create_app
         from gateway.store import OperationalStore
 
-        self.accounts = AccountStore(settings.web.db_path, settings.web.session_hours)
-        self.devices = OperationalStore(settings.store.path)
+        self.accounts = AccountStore(settings.store.url or settings.web.db_path, settings.web.session_hours)
+        self.devices = OperationalStore(settings.store.database)
         app = create_app(service, self.accounts, self.devices,
                          twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),
                          public_base_url=settings.alerts.public_base_url, web=settings.web, probe=probe)

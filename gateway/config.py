@@ -7,6 +7,7 @@ from typing import Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
 
+from gateway.db import Target
 from gateway.decode import DEFAULT_MAX_PAYLOAD
 from gateway.tls import TlsFileError, TlsFiles
 from gateway.topics import DEFAULT_PREFIX, Topics
@@ -108,13 +109,24 @@ class SinkSettings(_Section):
 
 
 class StoreSettings(_Section):
-    path: Path = Field(default=Path("var/gateway.db"), description="SQLite file of the operational store")
+    url: str = Field(
+        default="", pattern=r"^(postgres(ql)?://.*)?$",
+        description="PostgreSQL database (postgresql://user@host:5432/db) holding the operational store, alerts, outbox "
+                    "and device rule state; empty: SQLite files (store.path, alerts.db_path). Keep its password in "
+                    "PGPASSWORD or ~/.pgpass, not here",
+    )
+    path: Path = Field(default=Path("var/gateway.db"), description="SQLite file of the operational store (when url is empty)")
     track_window_h: float = Field(default=48, gt=0, description="How long recent positions are kept for track replay")
     dedup_window_h: float = Field(
         default=7 * 24, gt=0,
         description="How long (device_id, ts, seq) keys are remembered to drop redeliveries (by receive time)",
     )
     dead_letter_retention_days: float = Field(default=30, gt=0, description="How long rejected messages are kept for inspection")
+
+    @property
+    def database(self) -> Target:
+        """Where the operational store lives: the PostgreSQL URL if set, otherwise the SQLite file."""
+        return self.url or self.path
 
 
 class IngestSettings(_Section):

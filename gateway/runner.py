@@ -65,7 +65,7 @@ class Gateway:
     def __init__(self, settings: CoreSettings, observer: MessageObserver | None = None) -> None:
         self.settings = settings
         self.topics = Topics(settings.mqtt.topic_prefix)
-        self.store = OperationalStore(settings.store.path)
+        self.store = OperationalStore(settings.store.database)
         self.sink = TimeSeriesSink(settings.sink)
         prefix = self.topics.prefix
         critical_topics = self.topics.streams(CRITICAL_STREAMS)

@@ -1,18 +1,16 @@
-"""Operational store (SQLite, WAL): device registry, last state, recent track, dedup keys, dead letters.
+"""Operational store: device registry, last state, recent track, dedup keys, dead letters.
 
+A SQLite file (WAL) by default, or PostgreSQL (`[store] url`), through gateway/db.py.
 One connection per thread; each ingest batch is one transaction.
 """
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeAlias
 
-import orjson
-
+from gateway.db import Connection, Migration, Target, connect, migrate
 from gateway.models import DeviceKind, DeviceMessage, Health, Location, WatchStatus, _OptionalPosition
 
 SCHEMA = """
@@ -67,33 +65,59 @@ SCHEMA_VERSION = 2
 # windows of recent data, so they start again empty rather than with rows of the wrong shape.
 _V1_TABLES = ("seen", "track")
 
+
+def _to_v2(db: Connection) -> None:
+    """From nothing, or from version 1 (SQLite files only), to the schema above."""
+    for table in _V1_TABLES:
+        columns = db.columns(table)
+        if columns and not {"ts", "received_ms"} <= columns:
+            db.execute(f"DROP TABLE {table}")
+    db.script(SCHEMA)
+
+
+# Numbered steps, applied in order at start; a later change to the schema is a new step, never an edit.
+MIGRATIONS = (Migration(2, _to_v2),)
+
 # Each aspect of the last state moves only forward in device time, so a
 # late or redelivered message never overwrites a newer reading.
 _UPSERT_STATE = """
-INSERT INTO last_state (device_id, last_seen_ms, lat, lon, accuracy_m, position_ts,
+INSERT INTO last_state AS s (device_id, last_seen_ms, lat, lon, accuracy_m, position_ts,
                         battery, charging, worn, steps, status_ts, heart_rate, spo2, health_ts)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (device_id) DO UPDATE SET
-    last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
-    lat = iif(excluded.position_ts > coalesce(position_ts, -1), excluded.lat, lat),
-    lon = iif(excluded.position_ts > coalesce(position_ts, -1), excluded.lon, lon),
-    accuracy_m = iif(excluded.position_ts > coalesce(position_ts, -1), excluded.accuracy_m, accuracy_m),
-    position_ts = nullif(max(coalesce(position_ts, -1), coalesce(excluded.position_ts, -1)), -1),
-    battery = iif(excluded.status_ts > coalesce(status_ts, -1), excluded.battery, battery),
-    charging = iif(excluded.status_ts > coalesce(status_ts, -1), excluded.charging, charging),
-    worn = iif(excluded.status_ts > coalesce(status_ts, -1), excluded.worn, worn),
-    steps = iif(excluded.status_ts > coalesce(status_ts, -1), excluded.steps, steps),
-    status_ts = nullif(max(coalesce(status_ts, -1), coalesce(excluded.status_ts, -1)), -1),
-    heart_rate = iif(excluded.health_ts > coalesce(health_ts, -1), coalesce(excluded.heart_rate, heart_rate), heart_rate),
-    spo2 = iif(excluded.health_ts > coalesce(health_ts, -1), coalesce(excluded.spo2, spo2), spo2),
-    health_ts = nullif(max(coalesce(health_ts, -1), coalesce(excluded.health_ts, -1)), -1)
+    last_seen_ms = {newer_seen},
+    lat = CASE WHEN {newer_position} THEN excluded.lat ELSE s.lat END,
+    lon = CASE WHEN {newer_position} THEN excluded.lon ELSE s.lon END,
+    accuracy_m = CASE WHEN {newer_position} THEN excluded.accuracy_m ELSE s.accuracy_m END,
+    position_ts = CASE WHEN {newer_position} THEN excluded.position_ts ELSE s.position_ts END,
+    battery = CASE WHEN {newer_status} THEN excluded.battery ELSE s.battery END,
+    charging = CASE WHEN {newer_status} THEN excluded.charging ELSE s.charging END,
+    worn = CASE WHEN {newer_status} THEN excluded.worn ELSE s.worn END,
+    steps = CASE WHEN {newer_status} THEN excluded.steps ELSE s.steps END,
+    status_ts = CASE WHEN {newer_status} THEN excluded.status_ts ELSE s.status_ts END,
+    heart_rate = CASE WHEN {newer_health} THEN coalesce(excluded.heart_rate, s.heart_rate) ELSE s.heart_rate END,
+    spo2 = CASE WHEN {newer_health} THEN coalesce(excluded.spo2, s.spo2) ELSE s.spo2 END,
+    health_ts = CASE WHEN {newer_health} THEN excluded.health_ts ELSE s.health_ts END
+""".format(
+    # A missing reading (NULL ts) is never newer; the row's own NULL counts as older than any reading.
+    newer_seen="CASE WHEN excluded.last_seen_ms > s.last_seen_ms THEN excluded.last_seen_ms ELSE s.last_seen_ms END",
+    newer_position="excluded.position_ts > coalesce(s.position_ts, -1)",
+    newer_status="excluded.status_ts > coalesce(s.status_ts, -1)",
+    newer_health="excluded.health_ts > coalesce(s.health_ts, -1)",
+)
+
+# A redelivered position replaces the one with the same device time.
+_INSERT_TRACK = """
+INSERT INTO track (device_id, ts, lat, lon, accuracy_m, source, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (device_id, ts) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, accuracy_m = excluded.accuracy_m,
+    source = excluded.source, received_ms = excluded.received_ms
 """
 
 # Column order of _UPSERT_STATE's VALUES.
 _STATE_KEYS = ("device_id", "last_seen_ms", "lat", "lon", "accuracy_m", "position_ts", "battery", "charging",
                "worn", "steps", "status_ts", "heart_rate", "spo2", "health_ts")
 
-# One last_state row by column name; values are SQLite's (str, int, float or None).
+# One last_state row by column name; values are str, int, float or None on either backend.
 StateRow: TypeAlias = dict[str, Any]
 
 
@@ -137,34 +161,25 @@ def state_updates(messages: Iterable[DeviceMessage], received_ms: int) -> dict[s
 
 
 class OperationalStore:
-    """The gateway's SQLite file. Safe to share between threads: each gets its own connection."""
+    """The gateway's database (a SQLite file or a PostgreSQL URL). Safe to share between threads: each
+    gets its own connection."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, target: Target) -> None:
+        self.target = target
         self._local = threading.local()
         db = self._connect()
         try:
-            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                for table in _V1_TABLES:
-                    columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-                    if columns and not {"ts", "received_ms"} <= columns:
-                        db.execute(f"DROP TABLE {table}")
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            migrate(db, "gateway", MIGRATIONS)
         finally:
             db.close()
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL survives a process crash (kill -9) without losing a
-        # committed transaction; only a power cut can take the last ones.
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+    def _connect(self) -> Connection:
+        # Not durable: survives a process crash (kill -9) without losing a committed
+        # transaction; only a power cut (or the database server's crash) can take the last ones.
+        return connect(self.target, durable=False)
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = self._connect()
@@ -190,7 +205,7 @@ class OperationalStore:
                         auto: bool = False) -> None:
         self.db.execute(
             "INSERT INTO devices (device_id, kind, label, registered_ms, auto_registered) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, label = coalesce(excluded.label, label)",
+            " ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, label = coalesce(excluded.label, devices.label)",
             (device_id, DeviceKind(kind).value, label, now_ms, int(auto)),
         )
 
@@ -211,43 +226,35 @@ class OperationalStore:
 
     def already_seen(self, keys: Sequence[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
         """Which of these (device_id, ts, seq) keys were committed before."""
-        # A join against json_each walks the keys and probes the primary key
-        # for each; SQLite plans a row-value IN (VALUES ...) as a table scan.
-        return set(self.db.execute(
-            "SELECT s.device_id, s.ts, s.seq FROM json_each(?) AS k JOIN seen AS s"
-            " ON s.device_id = json_extract(k.value, '$[0]') AND s.ts = json_extract(k.value, '$[1]')"
-            " AND s.seq = json_extract(k.value, '$[2]')",
-            (orjson.dumps(keys),),
-        ))
+        return self.db.matching_keys("seen", keys)
 
     def commit_batch(self, accepted: Sequence[DeviceMessage], dead: Sequence[DeadLetter], received_ms: int) -> None:
-        """Record one batch in one transaction: dedup keys, last state, track, dead letters."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        """Record one batch in one transaction: dedup keys, last state, track, dead letters.
+
+        Rows go in key order: on PostgreSQL the two lanes' transactions lock rows, and two batches
+        touching the same devices in opposite orders would deadlock (SQLite takes one lock for all).
+        """
+        with self.db.transaction() as db:
             if accepted:
                 db.executemany(
-                    "INSERT OR IGNORE INTO seen (device_id, ts, seq, received_ms) VALUES (?, ?, ?, ?)",
-                    [(*m.key, received_ms) for m in accepted],
+                    "INSERT INTO seen (device_id, ts, seq, received_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    sorted((*m.key, received_ms) for m in accepted),
                 )
-                db.executemany(_UPSERT_STATE, [tuple(row.values()) for row in state_updates(accepted, received_ms).values()])
-                track = [
-                    (m.device_id, m.payload.ts, m.payload.lat, m.payload.lon, m.payload.accuracy_m, m.payload.source,
-                     received_ms)
-                    for m in accepted if isinstance(m.payload, Location)
-                ]
-                if track:
-                    db.executemany("INSERT OR REPLACE INTO track VALUES (?, ?, ?, ?, ?, ?, ?)", track)
-            if dead:
-                db.executemany(
-                    "INSERT INTO dead_letter (received_ms, topic, reason, detail, payload, payload_size)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(d.received_ms, d.topic, d.reason, d.detail, d.payload, d.payload_size) for d in dead],
+                states = state_updates(accepted, received_ms)
+                db.executemany(_UPSERT_STATE, [tuple(states[device].values()) for device in sorted(states)])
+                # A stable sort: of two positions with the same device time, the later in the batch still wins.
+                track = sorted(
+                    ((m.device_id, m.payload.ts, m.payload.lat, m.payload.lon, m.payload.accuracy_m, m.payload.source,
+                      received_ms)
+                     for m in accepted if isinstance(m.payload, Location)),
+                    key=lambda row: (row[0], row[1]),
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+                db.executemany(_INSERT_TRACK, track)
+            db.executemany(
+                "INSERT INTO dead_letter (received_ms, topic, reason, detail, payload, payload_size)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(d.received_ms, d.topic, d.reason, d.detail, d.payload, d.payload_size) for d in dead],
+            )
 
     def prune(self, now_ms: int, track_window_ms: int, dedup_window_ms: int, dead_letter_window_ms: int) -> dict[str, int]:
         """Forget positions, dedup keys and dead letters older than their windows; returns rows removed per table.
@@ -256,7 +263,7 @@ class OperationalStore:
         neither keep its rows for ever (a ts in 2090) nor have them dropped at once (a ts in 2015).
         """
         removed = {}
-        with self.db:
+        with self.db.transaction():
             for table, window_ms in (("track", track_window_ms), ("seen", dedup_window_ms),
                                      ("dead_letter", dead_letter_window_ms)):
                 removed[table] = self.db.execute(f"DELETE FROM {table} WHERE received_ms < ?",

@@ -82,7 +82,7 @@ def test_a_watch_silent_across_a_kill_9_and_one_never_heard_are_both_reported(ga
                "the watch's last-heard time to be saved")
     gateway.kill9()
     assert query(gateway, "SELECT 1 FROM alerts") == []
-    register(OperationalStore(gateway.store.path), "watch-0002")   # registered, never heard from
+    register(OperationalStore(gateway.store.target), "watch-0002")   # registered, never heard from
 
     gateway.start()
     wait_until(lambda: len(query(gateway, "SELECT 1 FROM alerts WHERE alert_type='watch_silent'")) == 2, 30,

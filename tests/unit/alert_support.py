@@ -11,8 +11,9 @@ from alerts.dispatch import Dispatcher
 from alerts.engine import AlertEngine
 from alerts.notifiers.base import Notification, SendReceipt
 from alerts.service import AlertService
-from alerts.store import Database
+from alerts.store import Database, DeviceStateStore
 from gateway.models import STREAMS, DeviceKind, DeviceMessage
+from tests.fixtures.postgres import database
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -93,5 +94,6 @@ def settings(tmp_path, **over) -> AlertSettings:
 def make_service(tmp_path, notifier=None, clock=None, community=None, **over) -> AlertService:
     s = settings(tmp_path, **over)
     clock = clock or FakeClock()
-    engine = AlertEngine(s, parse_community(community or COMMUNITY), Database(s.db_path))
+    engine = AlertEngine(s, parse_community(community or COMMUNITY), Database(database(tmp_path, s.db_path.name)),
+                         DeviceStateStore(database(tmp_path, s.device_state_path.name)))
     return AlertService(engine, Dispatcher(engine, notifier or FakeNotifier(), s, clock, rand=lambda: 0.5), s, clock)

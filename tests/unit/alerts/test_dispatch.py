@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from alerts.config import AlertSettings, RetryPolicy
 from alerts.dispatch import retry_delay_s
 from alerts.notifiers.base import (
@@ -14,6 +16,9 @@ from alerts.notifiers.base import (
     UnknownOutcomeError,
 )
 from tests.unit.alert_support import COMMUNITY, DAY, DUTY, FakeClock, FakeNotifier, make_service, msg
+
+# Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 SOS = msg("w1", "sos", 1, DAY, lat=31.2, lon=121.4)
 

@@ -6,6 +6,9 @@ import pytest
 from alerts.lifecycle import TransitionError
 from tests.unit.alert_support import DAUGHTER, DAY, DUTY, SON, FakeClock, make_service, msg
 
+# Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 @pytest.fixture
 def service(tmp_path):

@@ -9,14 +9,15 @@ from alerts.outbox import Outbox
 from alerts.rules import Finding
 from alerts.store import AlertStore, Database
 from alerts.vocabulary import AlertType, Channel, OutboxStatus, Severity
+from tests.fixtures.postgres import database
 from tests.unit.alert_support import DAY
 
 DUTY, DAUGHTER = "+15555550100", "+15555550111"
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = Database(tmp_path / "alerts.db")
+def db(tmp_path, store_backend):
+    d = Database(database(tmp_path, "alerts.db"))
     yield d
     d.close()
 

@@ -1,14 +1,19 @@
-"""The alert store: the operators' queue order, and databases made by earlier versions."""
+"""The alert store: the operators' queue order, one transaction for an alert and its outbox rows, and
+databases made by earlier versions (or by this one, started again)."""
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
 
+import pytest
+
 from alerts.lifecycle import open_alert
+from alerts.outbox import Outbox
 from alerts.rules import Finding
 from alerts.store import SCHEMA_VERSION, AlertStore, Database
-from alerts.vocabulary import AlertState, AlertType, Severity
-from tests.unit.alert_support import DAY
+from alerts.vocabulary import AlertState, AlertType, Channel, Severity
+from tests.fixtures.postgres import database
+from tests.unit.alert_support import DAY, DUTY
 
 V2_ALERTS = """
 CREATE TABLE alerts (
@@ -40,8 +45,8 @@ def test_a_version_2_database_gains_the_console_columns_and_keeps_its_alerts(tmp
         db.close()
 
 
-def test_the_queue_is_unresolved_alerts_red_first_then_oldest(tmp_path):
-    db = Database(tmp_path / "alerts.db")
+def test_the_queue_is_unresolved_alerts_red_first_then_oldest(tmp_path, store_backend):
+    db = Database(database(tmp_path, "alerts.db"))
     store = AlertStore(db)
     late_red = insert(store, AlertType.SOS, Severity.RED, "a", DAY + 50)
     old_yellow = insert(store, AlertType.BATTERY_LOW, Severity.YELLOW, "b", DAY)
@@ -52,3 +57,47 @@ def test_the_queue_is_unresolved_alerts_red_first_then_oldest(tmp_path):
     store.update(replace(a, state=AlertState.RESOLVED))
     assert [a.id for a in store.unresolved()] == [early_red, late_red, orange, old_yellow]
     db.close()
+
+
+def count(db: Database, table: str) -> int:
+    """Rows committed in `table`, read outside any transaction of `db`'s stores."""
+    n: int = db.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return n
+
+
+def raise_and_queue(db: Database, fail: bool) -> None:
+    """A new alert and its first call in one transaction, which fails after both writes if `fail`."""
+    with db.transaction():
+        alert_id = insert(AlertStore(db), AlertType.SOS, Severity.RED, "r-1", DAY)
+        Outbox(db).add(alert_id, "0", DUTY["service_centre"], Channel.VOICE, "zh", "SOS", DAY)
+        if fail:
+            raise RuntimeError("the process stops before the commit")
+
+
+def test_an_alert_and_its_outbox_row_roll_back_together(tmp_path, store_backend):
+    db = Database(database(tmp_path, "alerts.db"))
+    with pytest.raises(RuntimeError, match="before the commit"):
+        raise_and_queue(db, fail=True)
+    assert (count(db, "alerts"), count(db, "outbox")) == (0, 0)
+    db.close()
+
+
+def test_an_alert_and_its_outbox_row_commit_together_and_neither_is_seen_before(tmp_path, store_backend):
+    db = Database(database(tmp_path, "alerts.db"))
+    reader = Database(database(tmp_path, "alerts.db"))   # another connection, as a second process would have
+    with db.transaction():
+        raise_and_queue(db, fail=False)
+        assert (count(reader, "alerts"), count(reader, "outbox")) == (0, 0)
+    assert (count(reader, "alerts"), count(reader, "outbox")) == (1, 1)
+    reader.close()
+    db.close()
+
+
+def test_starting_twice_keeps_the_alerts_and_applies_no_migration_again(tmp_path, store_backend):
+    first = Database(database(tmp_path, "alerts.db"))
+    alert_id = insert(AlertStore(first), AlertType.SOS, Severity.RED, "r-1", DAY)
+    first.close()
+    again = Database(database(tmp_path, "alerts.db"))
+    assert [a.id for a in AlertStore(again).unresolved()] == [alert_id]
+    assert again.conn.dialect.version(again.conn, "alerts") == SCHEMA_VERSION
+    again.close()

@@ -1,8 +1,6 @@
 """Accounts, sessions and API tokens: hashing, throttling, expiry, revocation."""
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from dashboards.accounts import (
@@ -14,21 +12,23 @@ from dashboards.accounts import (
     Role,
     throttled_until,
 )
+from gateway.db import connect
+from tests.fixtures.postgres import database
 
 T0 = 1_790_000_000_000
 PW = "a long enough password"
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = AccountStore(tmp_path / "web.db", session_hours=1)
+def store(tmp_path, store_backend):
+    s = AccountStore(database(tmp_path, "web.db"), session_hours=1)
     s.create_account("chen", PW, Role.OPERATOR, T0)
     yield s
     s.close()
 
 
 def test_passwords_are_stored_as_argon2_hashes_never_in_clear(store, tmp_path):
-    [(hashed,)] = sqlite3.connect(tmp_path / "web.db").execute("SELECT password_hash FROM accounts").fetchall()
+    [(hashed,)] = connect(database(tmp_path, "web.db")).execute("SELECT password_hash FROM accounts").fetchall()
     assert hashed.startswith("$argon2id$") and PW not in hashed
     assert store.verify_login("chen", PW, T0).username == "chen"
     assert store.verify_login("chen", PW + "x", T0) is None
@@ -85,7 +85,7 @@ def test_disabling_an_account_or_changing_its_password_ends_its_sessions(store):
 
 def test_api_tokens_are_stored_hashed_named_and_revocable(store, tmp_path):
     token = store.create_token("district-hub", Role.OPERATOR, "admin", T0)
-    rows = sqlite3.connect(tmp_path / "web.db").execute("SELECT token_hash FROM api_tokens").fetchall()
+    rows = connect(database(tmp_path, "web.db")).execute("SELECT token_hash FROM api_tokens").fetchall()
     assert token not in str(rows)
     assert store.token_actor(token).name == "token:district-hub"
     assert store.token_actor(token + "x") is None

@@ -173,3 +173,29 @@ def test_the_acl_command_prints_the_production_acl_for_the_configured_prefix(tmp
     out = capsys.readouterr().out
     assert "pattern write acme/eldercare/+/%u/+\n" in out and "pattern read acme/eldercare/+/%u/cmd\n" in out
     assert "simulator" not in out
+
+
+def test_with_a_store_url_the_device_and_the_admin_account_go_to_postgresql(tmp_path, monkeypatch, postgres_url):
+    from dashboards.accounts import AccountStore, Role
+
+    monkeypatch.setenv("ELDERCARE_STORE__URL", postgres_url)
+    monkeypatch.setenv("ELDERCARE_STORE__PATH", str(tmp_path / "gateway.db"))
+    monkeypatch.setenv("ELDERCARE_WEB__DB_PATH", str(tmp_path / "web.db"))
+    assert main(["register-device", "w1", "--kind", "watch"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("night shift password\n"))
+    assert main(["create-admin", "lin", "--password-stdin"]) == 0
+    assert OperationalStore(postgres_url).device("w1") is not None
+    accounts = AccountStore(postgres_url)
+    assert accounts.verify_login("lin", "night shift password", 0).role == Role.ADMIN
+    accounts.close()
+    assert not (tmp_path / "gateway.db").exists() and not (tmp_path / "web.db").exists()
+
+
+def test_an_unreachable_store_url_is_named_in_one_line_with_no_password(monkeypatch, capsys):
+    from devtools.localservices import free_port
+
+    monkeypatch.setenv("ELDERCARE_STORE__URL", f"postgresql://gw:secret@127.0.0.1:{free_port()}/eldercare")
+    assert main(["register-device", "w1", "--kind", "watch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eldercare-gateway: store.url: cannot connect to postgresql://gw@127.0.0.1:")
+    assert "secret" not in err and len(err.strip().splitlines()) == 1

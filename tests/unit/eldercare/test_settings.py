@@ -80,6 +80,17 @@ def test_a_sink_url_that_is_not_http_is_named_in_the_error(tmp_path):
         load_settings(write(tmp_path, '[sink]\nurl = "ftp://store.local"\n'))
 
 
+def test_a_store_url_that_is_not_postgresql_is_named_in_the_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"store\.url"):
+        load_settings(write(tmp_path, '[store]\nurl = "mysql://db.local/eldercare"\n'))
+
+
+def test_the_store_is_the_sqlite_file_unless_a_postgresql_url_is_set(tmp_path):
+    assert load_settings(write(tmp_path, '[store]\npath = "var/x.db"\n')).store.database == Path("var/x.db")
+    url = "postgresql://gateway@db.local/eldercare"
+    assert load_settings(write(tmp_path, f'[store]\nurl = "{url}"\n')).store.database == url
+
+
 def test_every_bad_setting_is_named_in_one_error(tmp_path):
     path = write(tmp_path, '[mqtt]\nport = 0\nhots = "x"\n[sink]\nurl = "ftp://store.local"\n')
     with pytest.raises(ConfigError) as caught:

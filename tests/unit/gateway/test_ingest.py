@@ -10,6 +10,7 @@ from gateway.mqtt_edge import Received
 from gateway.sink import SinkRejected
 from gateway.store import OperationalStore
 from gateway.topics import Topics
+from tests.fixtures.postgres import database
 
 NOW_MS = 1_767_225_660_000  # 2026-01-01T00:01Z, the fixed clock
 HEALTH = "eldercare/watch/w1/health"
@@ -48,8 +49,8 @@ class RecordingObserver:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = OperationalStore(tmp_path / "gateway.db")
+def store(tmp_path, store_backend):
+    s = OperationalStore(database(tmp_path, "gateway.db"))
     s.register_device("w1", DeviceKind.WATCH, now_ms=0)
     yield s
     s.close()

@@ -1,18 +1,21 @@
 """The operational store: last state, track, dedup keys, dead letters and the device registry."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from gateway.models import DeviceKind, DeviceMessage, Health, Location, SosPressed, WatchStatus
 from gateway.store import DeadLetter, Device, OperationalStore, state_updates
+from tests.fixtures.postgres import database
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 HOUR = 3_600_000
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = OperationalStore(tmp_path / "gateway.db")
+def store(tmp_path, store_backend):
+    s = OperationalStore(database(tmp_path, "gateway.db"))
     yield s
     s.close()
 
@@ -215,11 +218,11 @@ def test_registering_again_without_a_label_keeps_the_label_and_first_registratio
     assert store.device("w1") == Device("w1", DeviceKind.WATCH, "room 12", T0)
 
 
-def test_the_store_keeps_its_data_when_reopened(tmp_path):
-    first = OperationalStore(tmp_path / "gateway.db")
+def test_the_store_keeps_its_data_when_reopened(tmp_path, store_backend):
+    first = OperationalStore(database(tmp_path, "gateway.db"))
     first.register_device("w1", DeviceKind.WATCH, now_ms=T0)
     first.close()
-    reopened = OperationalStore(tmp_path / "gateway.db")
+    reopened = OperationalStore(database(tmp_path, "gateway.db"))
     assert reopened.device("w1") is not None
     reopened.close()
 
@@ -240,3 +243,32 @@ def test_a_version_1_store_opens_with_its_registry_and_new_shape_dedup_keys(tmp_
     assert store.device("w1") is not None
     assert store.already_seen([("w1", T0, 1)]) == {("w1", T0, 1)}
     store.close()
+
+
+def test_two_lanes_committing_the_same_devices_in_opposite_orders_both_commit(store):
+    """Each lane has its own connection; on PostgreSQL their row locks must never wait on each other in a cycle."""
+    devices = [f"w{i}" for i in range(20)]
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def lane(order: list[str], seq_base: int) -> None:
+        try:
+            for round_ in range(15):
+                batch = [DeviceMessage(d, DeviceKind.WATCH, Location(ts=T0 + round_, seq=seq_base + round_, lat=52.0, lon=13.0,
+                                                                    accuracy_m=5.0))
+                         for d in order]
+                start.wait(10)
+                store.commit_batch(batch, [], received_ms=T0 + round_)
+        except BaseException as e:   # the test thread reports it
+            failures.append(e)
+            start.abort()
+        finally:
+            store.close()
+
+    lanes = [threading.Thread(target=lane, args=(devices, 0)), threading.Thread(target=lane, args=(devices[::-1], 100))]
+    for t in lanes:
+        t.start()
+    for t in lanes:
+        t.join(60)
+    assert failures == []
+    assert store.seen_count() == 2 * 15 * len(devices)
