@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import orjson
@@ -27,6 +28,7 @@ from paho.mqtt.properties import Properties
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import record
+from devtools.localpostgres import LocalPostgres
 from devtools.localservices import LocalMosquitto, LocalVictoriaMetrics
 from eldercare.settings import Settings
 from eldercare.wiring import build_observer
@@ -135,12 +137,12 @@ def bare_subscriber(broker, count: int) -> float:
     return count / elapsed
 
 
-def gateway_run(broker, tsdb, workdir: Path, count: int, devices: int) -> tuple[float, dict]:
+def gateway_run(broker, tsdb, workdir: Path, count: int, devices: int, store_url: str = "") -> tuple[float, dict]:
     settings = Settings(
         instance="bench",
         mqtt={"port": broker.port, "password": broker.gateway.password, "client_id": "bench-gw"},
         sink={"url": tsdb.url, "spool_dir": str(workdir / "spool")},
-        store={"path": str(workdir / "gateway.db")},
+        store={"path": str(workdir / "gateway.db"), "url": store_url},
         alerts={"db_path": str(workdir / "alerts.db"), "dry_run_log": str(workdir / "notifications.jsonl"),
                 "community_file": str(REPO / "examples" / "community.toml")},
     )
@@ -169,11 +171,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--devices", type=int, default=1_000)
+    ap.add_argument("--postgres", action="store_true", help="the operational store in PostgreSQL (a local server)")
     ap.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
+    store = "PostgreSQL" if args.postgres else "SQLite"
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, (LocalPostgres() if args.postgres else nullcontext()) as pg:
         work = Path(tmp)
+        store_url = pg.create_database("bench") if pg else ""
         with LocalMosquitto(work / "mosquitto") as broker, LocalVictoriaMetrics(work / "vm") as tsdb:
             create_session(broker, broker.gateway, "bench-bare", "eldercare/#")
             pub_rate = fill(broker, broker.simulator, args.messages, args.devices)
@@ -183,21 +188,22 @@ def main() -> None:
             # The gateway's telemetry session must exist before the fill to queue it.
             create_session(broker, broker.gateway, "bench-gw-telemetry", "eldercare/#")
             fill(broker, broker.simulator, args.messages, args.devices)
-            gw, stats = gateway_run(broker, tsdb, work, args.messages, args.devices)
+            gw, stats = gateway_run(broker, tsdb, work, args.messages, args.devices, store_url)
             tsdb.flush()
-            print(f"gateway (validate, dedup, VictoriaMetrics, SQLite, alert rules, ack): {gw:,.0f} msg/s")
+            print(f"gateway (validate, dedup, VictoriaMetrics, {store}, alert rules, ack): {gw:,.0f} msg/s")
             print(f"ratio gateway / bare: {gw / bare:.2f}   (publisher filled at {pub_rate:,.0f} msg/s)")
             lost = args.messages - stats["telemetry"]["accepted"]
             print(f"lost: {lost}   sink: {stats['sink']}")
 
     if not args.no_record:
         record(
-            "Ingest throughput",
-            f".venv/bin/python bench/ingest.py --messages {args.messages} --devices {args.devices}",
+            "Ingest throughput" + (", PostgreSQL store" if args.postgres else ""),
+            f".venv/bin/python bench/ingest.py --messages {args.messages} --devices {args.devices}"
+            + (" --postgres" if args.postgres else ""),
             [
                 ("messages (QoS 1, MQTT v5)", f"{args.messages:,}"),
                 ("bare paho subscriber, count only", f"{bare:,.0f} msg/s"),
-                ("gateway, end to end into VictoriaMetrics + SQLite + alert engine", f"{gw:,.0f} msg/s"),
+                (f"gateway, end to end into VictoriaMetrics + {store} + alert engine", f"{gw:,.0f} msg/s"),
                 ("ratio gateway / bare (target >= 0.6)", f"{gw / bare:.2f}"),
                 ("messages lost", f"{lost}"),
             ],

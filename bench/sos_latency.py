@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import orjson
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import BENCHMARKS, record
 from device_sim.load import run_load
+from devtools.localpostgres import LocalPostgres
 from devtools.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 from devtools.twilio_standin import TwilioStandIn, find_spec
 from gateway.models import DeviceKind
@@ -49,12 +51,12 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def gateway_settings(work: Path, broker, tsdb, twilio_url: str) -> dict:
+def gateway_settings(work: Path, broker, tsdb, twilio_url: str, store_url: str = "") -> dict:
     return {
         "instance": "bench",
         "mqtt": {"port": broker.port, "password": broker.gateway.password, "client_id": "bench-gw"},
         "sink": {"url": tsdb.url, "spool_dir": work / "spool"},
-        "store": {"path": work / "gateway.db"},
+        "store": {"path": work / "gateway.db", "url": store_url},
         "ingest": {"auto_register": True},
         # Every press opens its own red alert; no escalation step may fall due while the presses go on.
         "alerts": {"db_path": work / "alerts.db", "community_file": REPO / "examples" / "community.toml",
@@ -104,6 +106,7 @@ def main() -> None:
     ap.add_argument("--ceiling", type=float, default=None,
                     help="ingest ceiling in msg/s (default: the gateway figure last recorded by bench/ingest.py)")
     ap.add_argument("--load-share", type=float, default=0.8, help="background telemetry as a share of the ceiling")
+    ap.add_argument("--postgres", action="store_true", help="the operational store in PostgreSQL (a local server)")
     ap.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
     ceiling = args.ceiling or last_ingest_ceiling()
@@ -114,15 +117,16 @@ def main() -> None:
     if spec is None:
         raise SystemExit("Twilio OpenAPI spec not found (see devtools/twilio_standin.py)")
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, (LocalPostgres() if args.postgres else nullcontext()) as pg:
         work = Path(tmp)
+        store_url = pg.create_database("bench") if pg else ""
         with LocalMosquitto(work / "mosquitto") as broker, LocalVictoriaMetrics(work / "vm") as tsdb:
             standin = TwilioStandIn.start(spec)
-            store = OperationalStore(work / "gateway.db")
+            store = OperationalStore(store_url or work / "gateway.db")
             now = int(time.time() * 1000)
             for n in range(args.presses):
                 store.register_device(f"sos-{n:05d}", DeviceKind.WATCH, now)
-            gateway = LocalGateway(work / "gateway", gateway_settings(work, broker, tsdb, standin.base_url))
+            gateway = LocalGateway(work / "gateway", gateway_settings(work, broker, tsdb, standin.base_url, store_url))
             gateway.start()
             duration = 30 + args.presses * 0.15
             load: dict = {}
@@ -137,7 +141,8 @@ def main() -> None:
             finally:
                 gateway.stop()
                 standin.stop()
-            handled = OperationalStore(work / "gateway.db").seen_count()
+            handled = store.seen_count()
+            store.close()
     report = load.get("report")
     p50, p95, p99 = (percentile(latencies, p) for p in (50, 95, 99))
     achieved = f"{report.achieved_rate:,.0f} msg/s" if report else "did not finish"
@@ -147,8 +152,8 @@ def main() -> None:
     print(f"messages handled by the gateway: {handled:,}")
     if not args.no_record:
         record(
-            "SOS latency under telemetry load",
-            f".venv/bin/python bench/sos_latency.py --presses {args.presses}",
+            "SOS latency under telemetry load" + (", PostgreSQL store" if args.postgres else ""),
+            f".venv/bin/python bench/sos_latency.py --presses {args.presses}" + (" --postgres" if args.postgres else ""),
             [
                 ("SOS presses (each a new red alert, first step: call the duty line)", f"{len(latencies)}"),
                 ("background telemetry asked (share of ingest ceiling)",

@@ -22,6 +22,19 @@ from dashboards.webhooks import twilio_router
 from gateway.store import OperationalStore
 
 
+def create_standby_app(probe: Probe, web: WebSettings) -> FastAPI:
+    """A standby's web face: alive, not ready, and its metrics (to the configured networks only: a standby
+    holds no accounts to log in with)."""
+    app = FastAPI(title="Eldercare gateway (standby)", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(monitoring_router(probe, None, web.metrics_networks))
+    return app
+
+
 def create_app(service: AlertService, accounts: AccountStore, devices: OperationalStore, *, twilio_auth_token: str,
                public_base_url: str, web: WebSettings | None = None, probe: Probe | None = None) -> FastAPI:
     """`probe` tells monitoring how the process is doing; without one this is an active instance with no ingest."""

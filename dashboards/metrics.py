@@ -41,7 +41,7 @@ Probe = Callable[[], ProcessStatus]
 class GatewayCollector(Collector):
     """Everything monitoring needs from one gateway process, read at scrape time."""
 
-    def __init__(self, probe: Probe, service: AlertService) -> None:
+    def __init__(self, probe: Probe, service: AlertService | None) -> None:
         self.probe = probe
         self.service = service
 
@@ -51,16 +51,21 @@ class GatewayCollector(Collector):
                                 value=int(status.active))
         if status.gateway is not None:
             yield from _ingest_metrics(status.gateway)
-        open_alerts = GaugeMetricFamily("eldercare_open_alerts", "Alerts not yet resolved, by grade", labels=["severity"])
-        counts = self.service.open_by_severity()
-        for severity in Severity:
-            open_alerts.add_metric([severity.value], counts.get(severity.value, 0))
-        yield open_alerts
-        outbox = GaugeMetricFamily("eldercare_outbox_rows", "Notification attempts by status and channel",
-                                   labels=["status", "channel"])
-        for (state, channel), n in sorted(self.service.outbox_counts().items()):
-            outbox.add_metric([state, channel], n)
-        yield outbox
+        if self.service is not None:
+            yield from _alert_metrics(self.service)
+
+
+def _alert_metrics(service: AlertService) -> Iterator[Metric]:
+    open_alerts = GaugeMetricFamily("eldercare_open_alerts", "Alerts not yet resolved, by grade", labels=["severity"])
+    counts = service.open_by_severity()
+    for severity in Severity:
+        open_alerts.add_metric([severity.value], counts.get(severity.value, 0))
+    yield open_alerts
+    outbox = GaugeMetricFamily("eldercare_outbox_rows", "Notification attempts by status and channel",
+                               labels=["status", "channel"])
+    for (state, channel), n in sorted(service.outbox_counts().items()):
+        outbox.add_metric([state, channel], n)
+    yield outbox
 
 
 def _ingest_metrics(g: GatewayStatus) -> Iterator[Metric]:
@@ -103,7 +108,8 @@ def _inside(host: str | None, networks: Sequence[Network]) -> bool:
     return any(address in n for n in networks)
 
 
-def monitoring_router(probe: Probe, service: AlertService, networks: Sequence[str]) -> APIRouter:
+def monitoring_router(probe: Probe, service: AlertService | None, networks: Sequence[str]) -> APIRouter:
+    """`service` None: a standby, which has no alert service and no accounts (only the networks may scrape)."""
     router = APIRouter(include_in_schema=False)
     allowed = parse_networks(networks)
     registry = CollectorRegistry(auto_describe=False)
@@ -112,6 +118,8 @@ def monitoring_router(probe: Probe, service: AlertService, networks: Sequence[st
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
         if not _inside(request.client.host if request.client else None, allowed):
+            if service is None:
+                return JSONResponse({"detail": "a standby's metrics are for [web] metrics_networks only"}, status_code=403)
             await operator(request)   # raises NotLoggedIn for a caller without a login or token
         text = await run_in_threadpool(lambda: generate_latest(registry) + generate_latest(REGISTRY))
         return Response(text, media_type=CONTENT_TYPE)

@@ -62,14 +62,29 @@ class LocalPostgres:
         with log:
             subprocess.run([str(self.bin / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
                             "--locale=C.UTF-8", "--no-sync"], check=True, stdout=log, stderr=subprocess.STDOUT, **self._as)
-        server_log = (self.workdir / "server.log").open("wb")
-        with server_log:
+        self.resume(timeout_s)
+
+    def resume(self, timeout_s: float = 30.0) -> None:
+        """Run the server on its data directory and port (again, after `halt`)."""
+        assert self.workdir is not None, "start() first"
+        with (self.workdir / "server.log").open("ab") as server_log:
             self.proc = subprocess.Popen(
-                [str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(sockets),
+                [str(self.bin / "postgres"), "-D", str(self.workdir / "data"), "-p", str(self.port),
+                 "-k", str(self.workdir / "sockets"),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"fsync={'on' if self.fsync else 'off'}",
                  "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
                 stdout=server_log, stderr=subprocess.STDOUT, **self._as)
         self._wait_ready(timeout_s)
+
+    def halt(self, timeout_s: float = 15.0) -> None:
+        """Stop the server and keep its data (an outage; `resume` ends it). Sessions are rolled back."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def _wait_ready(self, timeout_s: float) -> None:
         import psycopg
@@ -95,14 +110,8 @@ class LocalPostgres:
         return self.url(name)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Fast shutdown (SIGINT: roll back open sessions, then exit), by the server's own process id."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """Fast shutdown (SIGINT: roll back open sessions, then exit), by the server's own process id; the data goes."""
+        self.halt(timeout_s)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

@@ -285,8 +285,10 @@ class LocalGateway(_ChildService):
     def _env(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")} | settings_env(self.settings)
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        """Start it and wait until both MQTT sessions are connected."""
+    def start(self, timeout_s: float = 60.0, until: tuple[str, ...] = ("critical: connected", "telemetry: connected"),
+              ) -> None:
+        """Start it and wait until its log says each of `until` (by default: both MQTT sessions are connected;
+        a standby says "standby: ")."""
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(self._command(), cwd=REPO_ROOT, env=self._env(),
@@ -294,7 +296,7 @@ class LocalGateway(_ChildService):
         deadline = time.monotonic() + timeout_s
         while True:
             text = self.log_file.read_bytes()[offset:].decode(errors="replace")
-            if "critical: connected" in text and "telemetry: connected" in text:
+            if all(line in text for line in until):
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()

@@ -5,21 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerts.directory import DirectoryError, load_directory
 from eldercare.logs import configure as configure_logging
 from eldercare.settings import ConfigError, Settings, load_settings
 from gateway.broker_accounts import acl_text, device_account_problem, new_password, set_password
-from gateway.db import DatabaseUnavailable, describe
+from gateway.db import DatabaseUnavailable, describe, is_postgres
 from gateway.models import DeviceKind
 from gateway.store import OperationalStore
+
+if TYPE_CHECKING:
+    from eldercare.wiring import ProcessProbe
+    from gateway.active import ActiveLock
 
 
 class _RefusedOnCommandLine(argparse.Action):
@@ -75,12 +80,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings) -> int:
-    from eldercare.wiring import ProcessProbe, WebServer, WebServerError, build_observer
+    from eldercare.wiring import ProcessProbe, WebServerError, build_observer, console_server
     from gateway.runner import Gateway
 
     # Several busy threads share the GIL; a shorter switch interval lets the critical lane's
     # network thread and the dispatcher run sooner while telemetry batches are being judged.
     sys.setswitchinterval(0.001)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    probe = ProcessProbe()
+    try:
+        lock = _become_active(settings, probe, stop)
+    except WebServerError as e:
+        print(f"eldercare-gateway: {e}", file=sys.stderr)
+        return 2
+    if stop.is_set():
+        return 0
     try:
         alerts = build_observer(settings)
     except DirectoryError as e:
@@ -88,8 +104,7 @@ def _run(settings: Settings) -> int:
         return 2
     # The dispatcher starts first: it settles rows a crash left mid-send before new messages arrive.
     alerts.start()
-    probe = ProcessProbe()
-    web = WebServer(settings, alerts, probe) if settings.web.enabled else None
+    web = console_server(settings, alerts, probe) if settings.web.enabled else None
     if web:
         try:
             web.start()
@@ -98,10 +113,8 @@ def _run(settings: Settings) -> int:
             alerts.close()
             return 2
     gateway = Gateway(settings, observer=alerts)
+    gateway.store.fence = lock.check if lock else None
     probe.gateway = gateway
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     gateway.start()
     logging.getLogger("gateway").info(
         "gateway %s running: broker %s:%s, store %s, sink %s, alerts %s", settings.instance, settings.mqtt.host,
@@ -113,8 +126,42 @@ def _run(settings: Settings) -> int:
     if web:
         web.stop()
     alerts.close()
+    if lock:
+        lock.release()   # the standby takes over now rather than when this session ends
     logging.getLogger("gateway").info("gateway %s stopped", settings.instance)
     return 0
+
+
+def _become_active(settings: Settings, probe: ProcessProbe, stop: threading.Event) -> ActiveLock | None:
+    """With a PostgreSQL store, wait as standby until this process holds the active lock (returned);
+    with SQLite files, one process is the only one, and active at once (None)."""
+    if not is_postgres(settings.store.url):
+        return None
+    from eldercare.wiring import standby_server
+    from gateway.active import ActiveLock
+
+    probe.active = False
+    standby = standby_server(settings, probe) if settings.web.enabled else None
+    if standby:
+        standby.start()
+    lock = ActiveLock(settings.store.url, on_lost=_fence)
+    try:
+        if not lock.wait(stop):
+            return None
+    finally:
+        if standby:
+            standby.stop()
+    probe.active = True
+    logging.getLogger("gateway").info("active: gateway %s holds the active lock and takes over", settings.instance)
+    return lock
+
+
+def _fence(reason: str) -> None:
+    """The active role is lost: stop consuming and acknowledging at once, by starting this program afresh.
+    The new process waits as standby, and becomes active again by itself once it can hold the lock."""
+    logging.getLogger("gateway").critical("fenced: %s; acknowledging nothing more and starting again as standby", reason)
+    logging.shutdown()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def _given_password(args: argparse.Namespace) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from alerts.service import AlertService, build_alert_service
 from dashboards.metrics import ProcessStatus
@@ -45,26 +47,19 @@ class WebServerError(RuntimeError):
 
 
 class WebServer:
-    """Uvicorn in a thread: the operator console, the JSON API and Twilio's webhooks."""
+    """Uvicorn in a thread serving `app` on [web] host and port; `closing` is closed after it stops."""
 
-    def __init__(self, settings: Settings, service: AlertService, probe: ProcessProbe | None = None) -> None:
+    def __init__(self, settings: Settings, app: Any, what: str, closing: Sequence[Any] = ()) -> None:
         import uvicorn
 
-        from dashboards.accounts import AccountStore
-        from dashboards.app import create_app
-        from gateway.store import OperationalStore
-
-        self.accounts = AccountStore(settings.store.url or settings.web.db_path, settings.web.session_hours)
-        self.devices = OperationalStore(settings.store.database)
-        app = create_app(service, self.accounts, self.devices,
-                         twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),
-                         public_base_url=settings.alerts.public_base_url, web=settings.web, probe=probe)
         # Open event streams end with the server: a console reconnects to the next one by itself.
         config = uvicorn.Config(app, host=settings.web.host, port=settings.web.port, log_level="warning",
                                 lifespan="off", access_log=False, timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
         self.address = f"http://{settings.web.host}:{settings.web.port}"
+        self.what = what
+        self.closing = closing
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start serving; raises WebServerError if the address cannot be served (e.g. the port is taken)."""
@@ -74,12 +69,35 @@ class WebServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise WebServerError(f"web: cannot serve on {self.address} (is the port taken? see [web] port)")
             time.sleep(0.02)
-        log.info("web: operator console on %s/console", self.address)
-        if not self.accounts.has_admin():
-            log.warning("web: no admin account yet; create one with: eldercare-gateway create-admin USERNAME")
+        log.info("web: %s on %s", self.what, self.address)
 
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(10)
-        self.accounts.close()
-        self.devices.close()
+        for part in self.closing:
+            part.close()
+
+
+def console_server(settings: Settings, service: AlertService, probe: ProcessProbe | None = None) -> WebServer:
+    """The operator console, the JSON API, Twilio's webhooks and monitoring."""
+    from dashboards.accounts import AccountStore
+    from dashboards.app import create_app
+    from gateway.store import OperationalStore
+
+    accounts = AccountStore(settings.store.url or settings.web.db_path, settings.web.session_hours)
+    devices = OperationalStore(settings.store.database)
+    app = create_app(service, accounts, devices,
+                     twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),
+                     public_base_url=settings.alerts.public_base_url, web=settings.web, probe=probe)
+    if not accounts.has_admin():
+        log.warning("web: no admin account yet; create one with: eldercare-gateway create-admin USERNAME")
+    return WebServer(settings, app, f"operator console at {settings.web.host}:{settings.web.port}/console",
+                     (accounts, devices))
+
+
+def standby_server(settings: Settings, probe: ProcessProbe) -> WebServer:
+    """What a standby serves on the console's address: /health, /ready (503, standby) and /metrics. It opens
+    nothing in the store, so it serves while the store is away too."""
+    from dashboards.app import create_standby_app
+
+    return WebServer(settings, create_standby_app(probe, settings.web), "standby (/health, /ready, /metrics)")

@@ -6,7 +6,7 @@ One connection per thread; each ingest batch is one transaction.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -167,6 +167,9 @@ class OperationalStore:
     def __init__(self, target: Target) -> None:
         self.target = target
         self._local = threading.local()
+        # Run first inside every ingest transaction; raises when this process may no longer commit
+        # (an active gateway that lost its lock: gateway/active.py).
+        self.fence: Callable[[Connection], None] | None = None
         db = self._connect()
         try:
             migrate(db, "gateway", MIGRATIONS)
@@ -235,6 +238,8 @@ class OperationalStore:
         touching the same devices in opposite orders would deadlock (SQLite takes one lock for all).
         """
         with self.db.transaction() as db:
+            if self.fence is not None:
+                self.fence(db)
             if accepted:
                 db.executemany(
                     "INSERT INTO seen (device_id, ts, seq, received_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",

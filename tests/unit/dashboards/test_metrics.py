@@ -110,3 +110,15 @@ def test_every_alert_rule_says_how_urgent_it_is_and_what_broke():
     for rule in rules:
         assert rule["alert"].startswith("Eldercare") and rule["expr"].strip()
         assert rule["labels"]["severity"] in ("page", "ticket") and rule["annotations"]["summary"]
+
+
+def test_a_standby_is_alive_not_ready_and_shows_its_metrics_to_the_configured_networks_only():
+    from dashboards.app import create_standby_app
+
+    app = create_standby_app(lambda: ProcessStatus(False, None), WebSettings())
+    inside, outside = TestClient(app, client=("127.0.0.1", 4000)), TestClient(app, client=("203.0.113.9", 4000))
+    assert inside.get("/health").json() == {"status": "ok"}
+    assert (inside.get("/ready").status_code, inside.get("/ready").json()["status"]) == (503, "standby")
+    assert samples(inside.get("/metrics").text)[("eldercare_active", ())] == 0
+    assert outside.get("/metrics").status_code == 403
+    assert inside.get("/console").status_code == 404   # no console: operators work on the active one
