@@ -91,17 +91,14 @@ def _run(settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     probe = ProcessProbe()
     try:
+        directory = load_directory(settings.alerts.community_file)   # before waiting: a standby is warm
         lock = _become_active(settings, probe, stop)
-    except WebServerError as e:
+    except (DirectoryError, WebServerError) as e:
         print(f"eldercare-gateway: {e}", file=sys.stderr)
         return 2
     if stop.is_set():
         return 0
-    try:
-        alerts = build_observer(settings)
-    except DirectoryError as e:
-        print(f"eldercare-gateway: {e}", file=sys.stderr)
-        return 2
+    alerts = build_observer(settings, directory)
     # The dispatcher starts first: it settles rows a crash left mid-send before new messages arrive.
     alerts.start()
     web = console_server(settings, alerts, probe) if settings.web.enabled else None

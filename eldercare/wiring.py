@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from alerts.directory import Directory
 from alerts.service import AlertService, build_alert_service
 from dashboards.metrics import ProcessStatus
 from eldercare.settings import Settings
@@ -15,8 +16,9 @@ from gateway.runner import Gateway
 log = logging.getLogger(__name__)
 
 
-def build_observer(settings: Settings) -> AlertService:
-    """The alert engine with its notifier (Twilio when configured, otherwise dry-run); call `start()`."""
+def build_observer(settings: Settings, directory: Directory | None = None) -> AlertService:
+    """The alert engine with its notifier (Twilio when configured, otherwise dry-run); call `start()`.
+    `directory`: the community file already loaded (a standby loads it while it waits)."""
     from alerts.notifiers.factory import build_notifier
     from gateway.store import OperationalStore
 
@@ -28,7 +30,7 @@ def build_observer(settings: Settings) -> AlertService:
             store.close()
 
     return build_alert_service(settings.alerts, build_notifier(settings.alerts), registered=registered,
-                               database_url=settings.store.url)
+                               database_url=settings.store.url, directory=directory)
 
 
 class ProcessProbe:
