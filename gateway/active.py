@@ -12,14 +12,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import zlib
 from collections.abc import Callable
 
 from gateway.db import Connection, DatabaseUnavailable, connect, describe
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_lock(int, int): the two keys name this lock in pg_locks (classid, objid, objsubid = 2).
-LOCK_CLASS, LOCK_ID = 0x454C4443, 1   # "ELDC", the gateway's active role
+# pg_advisory_lock(int, int): the two keys name this lock in pg_locks (classid, objid, objsubid = 2). Advisory
+# locks belong to the whole database, so the second key is taken from the schema the store's tables live in:
+# two deployments in two schemas of one database each have their own active gateway.
+LOCK_CLASS = 0x454C4443   # "ELDC", the gateway's active role
 WATCH_INTERVAL_S = 1.0
 
 
@@ -36,6 +39,7 @@ class ActiveLock:
         self.poll_s = poll_s
         self.conn: Connection | None = None
         self.backend_pid = 0
+        self.lock_id = 0
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._watchdog: threading.Thread | None = None
@@ -65,8 +69,9 @@ class ActiveLock:
     def _try(self) -> bool:
         if self.conn is None:
             self.conn = connect(self.url)
-            self.backend_pid = int(self.conn.execute("SELECT pg_backend_pid()").fetchone()[0])
-        got = bool(self.conn.execute("SELECT pg_try_advisory_lock(?, ?)", (LOCK_CLASS, LOCK_ID)).fetchone()[0])
+            pid, schema = self.conn.execute("SELECT pg_backend_pid(), current_schema()").fetchone()
+            self.backend_pid, self.lock_id = int(pid), zlib.crc32(str(schema).encode()) & 0x7FFFFFFF
+        got = bool(self.conn.execute("SELECT pg_try_advisory_lock(?, ?)", (LOCK_CLASS, self.lock_id)).fetchone()[0])
         return got
 
     def _drop(self) -> None:
@@ -80,7 +85,7 @@ class ActiveLock:
         while not self._stop.wait(WATCH_INTERVAL_S):
             try:
                 assert self.conn is not None
-                held = self.conn.execute(_HELD, (self.backend_pid, LOCK_CLASS, LOCK_ID)).fetchone() is not None
+                held = self.conn.execute(_HELD, (self.backend_pid, LOCK_CLASS, self.lock_id)).fetchone() is not None
                 reason = "" if held else "the lock is no longer held by this process"
             except Exception as e:
                 reason = f"the store stopped answering the lock's session ({type(e).__name__}: {e})"
@@ -97,7 +102,7 @@ class ActiveLock:
         """Raise Fenced unless this process's lock session still holds the lock; run it inside a transaction."""
         if self._lost.is_set():
             raise Fenced("this process lost the active role")
-        if conn.execute(_HELD, (self.backend_pid, LOCK_CLASS, LOCK_ID)).fetchone() is None:
+        if conn.execute(_HELD, (self.backend_pid, LOCK_CLASS, self.lock_id)).fetchone() is None:
             self._lose("an ingest transaction found the lock held by no session of this process")
             raise Fenced("this process lost the active role")
 

@@ -70,3 +70,15 @@ def test_an_active_that_lost_the_role_commits_nothing(postgres_url):
     taker.release()
     lock.release()
     store.close()
+
+
+def test_two_deployments_in_two_schemas_of_one_database_each_have_their_own_active(postgres_url):
+    other = postgres_url.replace("search_path%3Dtest_", "search_path%3Dother_")
+    schema = other.split("search_path%3D")[1]
+    with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    first, second = a_lock(postgres_url, []), a_lock(other, [])
+    assert first.wait(threading.Event()) and second.wait(stop_after(2))
+    assert first.lock_id != second.lock_id
+    first.release()
+    second.release()
