@@ -153,7 +153,8 @@ def main() -> None:
     if not args.no_record:
         record(
             "SOS latency under telemetry load" + (", PostgreSQL store" if args.postgres else ""),
-            f".venv/bin/python bench/sos_latency.py --presses {args.presses}" + (" --postgres" if args.postgres else ""),
+            f".venv/bin/python bench/sos_latency.py --presses {args.presses}" + (" --postgres" if args.postgres else "")
+            + (f" --ceiling {args.ceiling:g}" if args.ceiling else ""),
             [
                 ("SOS presses (each a new red alert, first step: call the duty line)", f"{len(latencies)}"),
                 ("background telemetry asked (share of ingest ceiling)",

@@ -97,7 +97,10 @@ class MqttSession:
             return
         self.connection += 1
         log.info("%s: connected (session present: %s)", self.client_id, flags.session_present)
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.subscriptions])
+        # No retained messages on (re)subscribing: a retained device message is an old reading or an old press,
+        # and replayed after the dedup window it would raise a fresh alert. Live messages still arrive.
+        client.subscribe([(t, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+                          for t in self.subscriptions])
         if self.status_topic:
             client.publish(self.status_topic, orjson.dumps({"state": "online", "session": self.client_id}), qos=1, retain=True)
         self.connected.set()

@@ -182,3 +182,28 @@ def test_a_device_writes_only_at_the_topic_schemes_depth(production_mosquitto):
     wait_until(lambda: received, 10, "the device's own message")
     watcher.loop_stop()
     assert received == ["eldercare/watch/watch-alice/sos"]
+
+
+def test_a_retained_sos_is_never_replayed_as_a_new_press_but_a_live_one_still_counts(gateway_process, mosquitto):
+    """A device may publish with the retain flag; the broker would hand that old message to every new
+    subscription, and after the dedup window it would be a fresh alert. The gateway asks for no retained
+    messages when it subscribes; a live message with the flag is delivered as usual."""
+    gateway = gateway_process()
+    register(gateway.store, "w-retained", "w-marker")
+    pub = Publisher(mosquitto, mosquitto.add_device("w-retained"), client_id="w-retained")
+    old = int(time.time() * 1000) - 3_600_000
+    pub.publish("eldercare/watch/w-retained/sos", {"ts": old, "seq": 1, "lat": 31.2, "lon": 121.4}, retain=True)
+    pub.wait_all()   # kept by the broker, before the gateway ever subscribed
+    gateway.start()
+    # A marker on the same (critical) session: a replay would have been delivered before it.
+    marker = Publisher(mosquitto, mosquitto.add_device("w-marker"), client_id="w-marker")
+    marker.publish("eldercare/watch/w-marker/sos", {"ts": old + 5, "seq": 1, "lat": 31.2, "lon": 121.4})
+    marker.wait_all()
+    marker.close()
+    wait_until(lambda: gateway.store.already_seen([("w-marker", old + 5, 1)]) != set(), 30, "the marker")
+    assert gateway.store.already_seen([("w-retained", old, 1)]) == set()   # the old press never came
+    assert gateway.store.seen_count() == 1 and gateway.store.dead_letter_counts() == {}
+    pub.publish("eldercare/watch/w-retained/sos", {"ts": old + 10, "seq": 3, "lat": 31.2, "lon": 121.4}, retain=True)
+    pub.wait_all()
+    wait_until(lambda: gateway.store.already_seen([("w-retained", old + 10, 3)]) != set(), 30, "the live press")
+    pub.close()
