@@ -158,7 +158,10 @@ def _fence(reason: str) -> None:
     The new process waits as standby, and becomes active again by itself once it can hold the lock."""
     logging.getLogger("gateway").critical("fenced: %s; acknowledging nothing more and starting again as standby", reason)
     logging.shutdown()
-    os.execv(sys.executable, sys.orig_argv)
+    try:
+        os.execv(sys.executable, sys.orig_argv)
+    finally:   # never carry on as the active one: without a new image, end (a supervisor starts it again)
+        os._exit(75)
 
 
 def _given_password(args: argparse.Namespace) -> str | None:
