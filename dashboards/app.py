@@ -26,11 +26,6 @@ def create_standby_app(probe: Probe, web: WebSettings) -> FastAPI:
     """A standby's web face: alive, not ready, and its metrics (to the configured networks only: a standby
     holds no accounts to log in with)."""
     app = FastAPI(title="Eldercare gateway (standby)", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
     app.include_router(monitoring_router(probe, None, web.metrics_networks))
     return app
 
@@ -54,10 +49,6 @@ def create_app(service: AlertService, accounts: AccountStore, devices: Operation
             return login_redirect(request)
         return JSONResponse({"detail": "log in or send an API token"}, status_code=401,
                             headers={"WWW-Authenticate": "Bearer"})
-
-    @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(actor: Operator) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Monitoring: `/metrics` in Prometheus' text format and `/ready` for whoever decides where traffic goes.
+"""Monitoring: `/metrics` in Prometheus' text format, `/health`, and `/ready` for whoever decides where traffic goes.
 
 Counters and gauges are read from the running parts when Prometheus scrapes (nothing is counted
 twice, and the hot path pays nothing for them); the few histograms are observed where the work
@@ -123,6 +123,11 @@ def monitoring_router(probe: Probe, service: AlertService | None, networks: Sequ
             await operator(request)   # raises NotLoggedIn for a caller without a login or token
         text = await run_in_threadpool(lambda: generate_latest(registry) + generate_latest(REGISTRY))
         return Response(text, media_type=CONTENT_TYPE)
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        """The process is alive (whatever its role)."""
+        return {"status": "ok"}
 
     @router.get("/ready")
     async def ready() -> Response:

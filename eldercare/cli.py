@@ -116,7 +116,7 @@ def _run(settings: Settings) -> int:
     logging.getLogger("gateway").info(
         "gateway %s running: broker %s:%s, store %s, sink %s, alerts %s", settings.instance, settings.mqtt.host,
         settings.mqtt.port, describe(settings.store.database), settings.sink.url,
-        describe(settings.store.url or settings.alerts.db_path),
+        describe(settings.alerts_database),
     )
     stop.wait()
     gateway.stop()
@@ -229,12 +229,12 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     """create-admin, create-token and revoke-token, on the web layer's account file."""
     from dashboards.accounts import AccountError, AccountStore, Role
 
-    accounts = AccountStore(settings.store.url or settings.web.db_path, settings.web.session_hours)
+    accounts = AccountStore(settings.accounts_database, settings.web.session_hours)
     now = int(time.time() * 1000)
     try:
         if args.command == "create-admin":
             accounts.create_account(args.username, _new_password(args), Role.ADMIN, now)
-            print(f"admin account {args.username!r} created in {describe(settings.store.url or settings.web.db_path)}; log in at "
+            print(f"admin account {args.username!r} created in {describe(settings.accounts_database)}; log in at "
                   f"http://{settings.web.host}:{settings.web.port}/login")
         elif args.command == "create-token":
             token = accounts.create_token(args.name, Role(args.role), "command line", now)

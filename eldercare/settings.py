@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from alerts.config import AlertSettings
 from dashboards.config import WebSettings
 from gateway.config import IngestSettings, MqttSettings, SettingError, SinkSettings, StoreSettings
+from gateway.db import Target
 
 
 class LogSettings(BaseModel):
@@ -46,6 +47,16 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
+
+    @property
+    def accounts_database(self) -> Target:
+        """Where operator accounts live: the PostgreSQL store if there is one, otherwise their own SQLite file."""
+        return self.store.url or self.web.db_path
+
+    @property
+    def alerts_database(self) -> Target:
+        """Where alerts and the outbox live: the PostgreSQL store if there is one, otherwise their SQLite file."""
+        return self.store.url or self.alerts.db_path
 
     @model_validator(mode="after")
     def _inflight_leaves_room_for_a_batch(self) -> Self:

@@ -86,7 +86,7 @@ def console_server(settings: Settings, service: AlertService, probe: ProcessProb
     from dashboards.app import create_app
     from gateway.store import OperationalStore
 
-    accounts = AccountStore(settings.store.url or settings.web.db_path, settings.web.session_hours)
+    accounts = AccountStore(settings.accounts_database, settings.web.session_hours)
     devices = OperationalStore(settings.store.database)
     app = create_app(service, accounts, devices,
                      twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),

@@ -68,9 +68,13 @@ class IngestStats:
     ignored: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
 
-    def as_dict(self) -> dict[str, int | dict[str, int]]:
+    def counts(self) -> dict[str, int]:
+        """What became of the messages: received = accepted + duplicates + ignored + dead-lettered."""
         return {"received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
-                "ignored": self.ignored, "dead_letters": dict(self.dead_letters)}
+                "ignored": self.ignored}
+
+    def as_dict(self) -> dict[str, int | dict[str, int]]:
+        return {**self.counts(), "dead_letters": dict(self.dead_letters)}
 
 
 class DeviceRegistry:

@@ -126,11 +126,9 @@ class Gateway:
     def status(self) -> GatewayStatus:
         lanes = {}
         for session, worker in self.lanes:
-            st = worker.pipeline.stats
-            lanes[worker.name] = LaneStatus(
-                session.connected.is_set(), worker.inbox.qsize(), worker.lag_s,
-                {"received": st.received, "accepted": st.accepted, "duplicates": st.duplicates, "ignored": st.ignored},
-                dict(st.dead_letters))
+            stats = worker.pipeline.stats
+            lanes[worker.name] = LaneStatus(session.connected.is_set(), worker.inbox.qsize(), worker.lag_s,
+                                            stats.counts(), dict(stats.dead_letters))
         return GatewayStatus(lanes, self.sink.lines_written, self.sink.lines_spooled, len(self.sink.spool),
                              self.store.ping())
 

@@ -76,7 +76,7 @@ def _to_v2(db: Connection) -> None:
 
 
 # Numbered steps, applied in order at start; a later change to the schema is a new step, never an edit.
-MIGRATIONS = (Migration(2, _to_v2),)
+MIGRATIONS = (Migration(SCHEMA_VERSION, _to_v2),)
 
 # Each aspect of the last state moves only forward in device time, so a
 # late or redelivered message never overwrites a newer reading.

@@ -5,6 +5,7 @@
   "use strict";
   var csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   var status = document.getElementById("live-status");
+  if (status) status.hidden = false;   // only pages with live parts load this script and show the badge
   var soundButton = document.getElementById("sound");
   var audio = null;
   var knownRed = null;   // ids of red items seen so far; null until the first read

@@ -97,6 +97,7 @@ def test_two_operators_see_an_sos_live_and_each_others_acknowledgement(gateway_p
     # "Where has Mrs Wang been in the last hour?": the devices page, then her track.
     chen.get_by_role("link", name="Devices").click()
     expect(chen.locator("table.fleet")).to_contain_text("Wang Guilan")
+    expect(chen.locator("#live-status")).to_be_hidden()   # a page with no live parts claims no live connection
     chen.locator("tr", has_text="Wang Guilan").get_by_role("link", name="Track").click()
     expect(chen.locator(".map svg polyline")).not_to_have_count(0)
     expect(chen.locator("p.hint")).to_contain_text("40 positions")
