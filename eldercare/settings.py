@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from alerts.config import AlertSettings
 from dashboards.config import WebSettings
-from gateway.config import IngestSettings, MqttSettings, SettingError, SinkSettings, StoreSettings
+from gateway.config import ExerciseSettings, IngestSettings, MqttSettings, SettingError, SinkSettings, StoreSettings
 from gateway.db import Target
 
 
@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
+    exercise: ExerciseSettings = ExerciseSettings()
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
@@ -57,6 +58,13 @@ class Settings(BaseSettings):
     def alerts_database(self) -> Target:
         """Where alerts and the outbox live: the PostgreSQL store if there is one, otherwise their SQLite file."""
         return self.store.url or self.alerts.db_path
+
+    @model_validator(mode="after")
+    def _claim_links_follow_the_public_address(self) -> Self:
+        if not self.exercise.claim_url:
+            url = f"{self.alerts.public_base_url.rstrip('/')}/c/"
+            object.__setattr__(self, "exercise", self.exercise.model_copy(update={"claim_url": url}))
+        return self
 
     @model_validator(mode="after")
     def _inflight_leaves_room_for_a_batch(self) -> Self:

@@ -148,6 +148,19 @@ class IngestSettings(_Section):
     )
 
 
+class ExerciseSettings(_Section):
+    idle_close_s: float = Field(
+        default=300, ge=30, le=7_200,
+        description="A session with nothing heard for this long is closed as idle (the machine never said `end`)",
+    )
+    claim_ttl_s: float = Field(
+        default=600, ge=60, le=86_400, description="How long after a session ends its claim code still works",
+    )
+    claim_url: str = Field(
+        default="", description="Start of the link in a machine's QR code (`<public_base_url>/c/` when empty)",
+    )
+
+
 class CoreSettings(Protocol):
     """What the ingest core reads of the whole configuration."""
 
@@ -161,3 +174,5 @@ class CoreSettings(Protocol):
     def store(self) -> StoreSettings: ...
     @property
     def ingest(self) -> IngestSettings: ...
+    @property
+    def exercise(self) -> ExerciseSettings: ...

@@ -31,6 +31,7 @@ from prometheus_client import Histogram
 from gateway.backoff import Backoff
 from gateway.config import IngestSettings
 from gateway.decode import Rejection, decode
+from gateway.exercise_store import SessionNews
 from gateway.lineprotocol import to_line
 from gateway.models import DeviceKind, DeviceMessage
 from gateway.mqtt_edge import Received
@@ -132,7 +133,8 @@ class IngestPipeline:
 
     def __init__(self, topics: Topics, store: OperationalStore, sink: Sink, settings: IngestSettings,
                  observer: MessageObserver | None = None, skip: Callable[[str], bool] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 announce: Callable[[Sequence[SessionNews]], None] | None = None) -> None:
         self.topics = topics
         self.store = store
         self.sink = sink
@@ -140,6 +142,7 @@ class IngestPipeline:
         self.observer = observer
         self.skip = skip or (lambda topic: False)
         self.clock = clock
+        self.announce = announce
         self.registry = DeviceRegistry(store, settings.auto_register)
         self.stats = IngestStats()
 
@@ -197,7 +200,9 @@ class IngestPipeline:
                 # Keep the bytes: nothing valid is lost, an operator can replay them.
                 dead = dead + [self._dead(r, "sink_rejected", str(e)) for r in judged.fresh_raw]
                 fresh = []
-        self.store.commit_batch(fresh, dead, judged.now_ms)
+        news = self.store.commit_batch(fresh, dead, judged.now_ms)
+        if news and self.announce is not None:
+            self.announce(news)
         stats = self.stats
         stats.received += judged.received
         stats.ignored += judged.ignored

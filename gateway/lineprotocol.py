@@ -45,7 +45,7 @@ def _base_type(annotation: object) -> type:
 def _plan(cls: type[DevicePayload]) -> tuple[str, tuple[tuple[str, int], ...]]:
     plan = []
     for name, info in cls.model_fields.items():
-        if name in _SKIP:
+        if name in _SKIP or name in cls.not_in_series:
             continue
         t = _base_type(info.annotation)
         if name in cls.tag_fields:

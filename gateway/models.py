@@ -49,6 +49,8 @@ class DevicePayload(BaseModel):
     critical: ClassVar[bool] = False
     # String fields that become line-protocol tags (low cardinality only).
     tag_fields: ClassVar[tuple[str, ...]] = ()
+    # Fields the time-series store never sees (an unbounded key would make a new series each time).
+    not_in_series: ClassVar[tuple[str, ...]] = ()
 
     ts: EpochMs
     seq: Seq
@@ -133,7 +135,9 @@ class EquipmentSession(DevicePayload):
 
     kind = DeviceKind.EQUIPMENT
     stream = "session"
-    tag_fields = ("event", "equipment_type", "session_id")
+    tag_fields = ("event", "equipment_type")
+    # Sessions live in the operational store (gateway/exercise_store.py), found there by machine and time.
+    not_in_series = ("session_id",)
 
     event: Literal["start", "end"]
     session_id: Annotated[str, Field(min_length=1, max_length=64)]
@@ -150,7 +154,7 @@ class EquipmentTelemetry(DevicePayload):
 
     kind = DeviceKind.EQUIPMENT
     stream = "telemetry"
-    tag_fields = ("session_id",)
+    not_in_series = ("session_id",)
 
     session_id: Annotated[str, Field(min_length=1, max_length=64)]
     elapsed_s: Annotated[int, Field(ge=0, le=86_400)]

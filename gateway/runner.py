@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.claim_notice import ClaimNotices
 from gateway.config import CoreSettings
 from gateway.edge_process import ChildProcessSession
 from gateway.ingest import IngestPipeline, IngestWorker
@@ -65,7 +66,7 @@ class Gateway:
     def __init__(self, settings: CoreSettings, observer: MessageObserver | None = None) -> None:
         self.settings = settings
         self.topics = Topics(settings.mqtt.topic_prefix)
-        self.store = OperationalStore(settings.store.database)
+        self.store = OperationalStore(settings.store.database, settings.exercise.claim_ttl_s)
         self.sink = TimeSeriesSink(settings.sink)
         prefix = self.topics.prefix
         critical_topics = self.topics.streams(CRITICAL_STREAMS)
@@ -80,6 +81,8 @@ class Gateway:
 
         ing = settings.ingest
         self.lanes: list[tuple[Session, IngestWorker]] = []
+        self._commands: MqttSession | None = None   # the critical lane's session also sends commands to devices
+        self.notices = ClaimNotices(self.topics, settings.exercise.claim_url, self._send_command)
         for lane, subscriptions, skip, batch, linger in (
             ("critical", critical_topics, not_device_data, 50, 0),
             # The telemetry session sees everything under the prefix (so an
@@ -95,7 +98,10 @@ class Gateway:
             else:
                 session = MqttSession(settings.mqtt, client_id, subscriptions, inbox,
                                       status_topic if lane == "critical" else None)
-            pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip)
+                if lane == "critical":
+                    self._commands = session
+            pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip,
+                                      announce=self.notices)
             self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger)))
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
@@ -132,9 +138,28 @@ class Gateway:
         return GatewayStatus(lanes, self.sink.lines_written, self.sink.lines_spooled, len(self.sink.spool),
                              self.store.ping())
 
+    def _send_command(self, topic: str, payload: bytes) -> None:
+        if self._commands is not None:
+            self._commands.publish(topic, payload, qos=1)
+
+    def close_idle_sessions(self, now_ms: int) -> None:
+        """Exercise sessions whose machine went quiet without `end` close now; their machines are told."""
+        news = self.store.close_idle_sessions(now_ms, int(self.settings.exercise.idle_close_s * 1000))
+        if news:
+            log.info("closed %d idle exercise session(s)", len(news))
+            self.notices(news)
+
     def _housekeep(self) -> None:
         store = self.settings.store
-        while not self._stop.wait(60):
+        beat = 0
+        while not self._stop.wait(15):
+            try:
+                self.close_idle_sessions(int(time.time() * 1000))
+            except Exception:
+                log.exception("closing idle exercise sessions failed")
+            beat += 1
+            if beat % 4:
+                continue
             try:
                 now = time.time()
                 removed = self.store.prune(int(now * 1000), int(store.track_window_h * 3_600_000),

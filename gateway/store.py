@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from gateway import exercise_store
 from gateway.db import Connection, Migration, Target, connect, migrate
+from gateway.exercise_store import ExerciseSession, SessionNews
 from gateway.models import DeviceKind, DeviceMessage, Health, Location, WatchStatus, _OptionalPosition
 
 SCHEMA = """
@@ -58,7 +60,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 CREATE INDEX IF NOT EXISTS dead_letter_by_reason ON dead_letter (reason);
 CREATE INDEX IF NOT EXISTS dead_letter_by_age ON dead_letter (received_ms);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Tables whose version-1 layout cannot be altered in place. `seen` held (device_id, seq) keys, which
 # can never match a (device_id, ts, seq) key, and `track` had no receive time to prune by; both are
@@ -75,8 +77,13 @@ def _to_v2(db: Connection) -> None:
     db.script(SCHEMA)
 
 
+def _to_v3(db: Connection) -> None:
+    """Exercise sessions (gateway/exercise_store.py)."""
+    db.script(exercise_store.SCHEMA)
+
+
 # Numbered steps, applied in order at start; a later change to the schema is a new step, never an edit.
-MIGRATIONS = (Migration(SCHEMA_VERSION, _to_v2),)
+MIGRATIONS = (Migration(2, _to_v2), Migration(3, _to_v3))
 
 # Each aspect of the last state moves only forward in device time, so a
 # late or redelivered message never overwrites a newer reading.
@@ -164,8 +171,9 @@ class OperationalStore:
     """The gateway's database (a SQLite file or a PostgreSQL URL). Safe to share between threads: each
     gets its own connection."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, claim_ttl_s: float = 600) -> None:
         self.target = target
+        self.claim_ttl_ms = int(claim_ttl_s * 1000)
         self._local = threading.local()
         # Run first inside every ingest transaction; raises when this process may no longer commit
         # (an active gateway that lost its lock: gateway/active.py).
@@ -231,8 +239,10 @@ class OperationalStore:
         """Which of these (device_id, ts, seq) keys were committed before."""
         return self.db.matching_keys("seen", keys)
 
-    def commit_batch(self, accepted: Sequence[DeviceMessage], dead: Sequence[DeadLetter], received_ms: int) -> None:
-        """Record one batch in one transaction: dedup keys, last state, track, dead letters.
+    def commit_batch(self, accepted: Sequence[DeviceMessage], dead: Sequence[DeadLetter],
+                     received_ms: int) -> list[SessionNews]:
+        """Record one batch in one transaction: dedup keys, last state, track, exercise sessions, dead letters.
+        Returns the exercise sessions that opened or closed, for the machines' displays.
 
         Rows go in key order: on PostgreSQL the two lanes' transactions lock rows, and two batches
         touching the same devices in opposite orders would deadlock (SQLite takes one lock for all).
@@ -255,11 +265,38 @@ class OperationalStore:
                     key=lambda row: (row[0], row[1]),
                 )
                 db.executemany(_INSERT_TRACK, track)
+                news = exercise_store.record_sessions(db, accepted, received_ms, self.claim_ttl_ms)
+            else:
+                news = []
             db.executemany(
                 "INSERT INTO dead_letter (received_ms, topic, reason, detail, payload, payload_size)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(d.received_ms, d.topic, d.reason, d.detail, d.payload, d.payload_size) for d in dead],
             )
+        return news
+
+    # -- exercise sessions -------------------------------------------------------
+
+    def close_idle_sessions(self, now_ms: int, idle_ms: int) -> list[SessionNews]:
+        return exercise_store.close_idle(self.db, now_ms, idle_ms, self.claim_ttl_ms)
+
+    def exercise_session(self, device_id: str, session_id: str) -> ExerciseSession | None:
+        return exercise_store.session(self.db, device_id, session_id)
+
+    def session_by_code(self, code: str) -> ExerciseSession | None:
+        return exercise_store.session_by_code(self.db, code)
+
+    def claim_session(self, code: str, resident_id: str, now_ms: int) -> bool:
+        return exercise_store.claim(self.db, code, resident_id, now_ms)
+
+    def sessions_of(self, resident_id: str, since_ts: int = 0) -> list[ExerciseSession]:
+        return exercise_store.sessions_of(self.db, resident_id, since_ts)
+
+    def sessions_between(self, since_ts: int, until_ts: int) -> list[ExerciseSession]:
+        return exercise_store.sessions_between(self.db, since_ts, until_ts)
+
+    def last_session_starts(self) -> dict[str, int]:
+        return exercise_store.last_session_starts(self.db)
 
     def prune(self, now_ms: int, track_window_ms: int, dedup_window_ms: int, dead_letter_window_ms: int) -> dict[str, int]:
         """Forget positions, dedup keys and dead letters older than their windows; returns rows removed per table.

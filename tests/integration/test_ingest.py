@@ -59,7 +59,8 @@ def test_every_valid_message_reaches_the_store_and_every_invalid_one_is_dead_let
     assert victoria.wait_for_samples('{__name__="health_heart_rate"}', 1) == 1
     assert victoria.wait_for_samples('{__name__="sos_seq"}', 1) == 1
     session = victoria.export('{__name__="session_seq"}')
-    assert session[0]["metric"]["session_id"] == "s 1" and session[0]["metric"]["equipment_type"] == "rower"
+    assert session[0]["metric"]["equipment_type"] == "rower" and "session_id" not in session[0]["metric"]
+    assert gw.store.exercise_session("rower-1", "s 1").equipment_type == "rower"   # the session is in the store
 
     counts = gw.store.dead_letter_counts()
     assert counts == {reason: 1 for reason in invalid} | {"invalid_field": 3}  # + heart rate -5 and 400

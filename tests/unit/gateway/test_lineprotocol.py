@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from gateway.lineprotocol import escape_tag, to_line
-from gateway.models import DeviceKind, DeviceMessage, EquipmentSession, Location, WatchStatus
+from gateway.models import DeviceKind, DeviceMessage, EquipmentSession, EquipmentTelemetry, Location, WatchStatus
 
 
 def message(device_id: str, kind: DeviceKind, model, fields: dict) -> DeviceMessage:
@@ -39,12 +39,22 @@ def test_the_payloads_device_id_echo_is_not_a_field():
 
 
 def test_spaces_commas_and_equals_signs_in_a_tag_value_are_escaped():
-    start = message("e1", DeviceKind.EQUIPMENT, EquipmentSession,
-                    {"ts": 1767225600000, "seq": 1, "event": "start", "session_id": "s 1,a=b", "equipment_type": "rower"})
+    start = message("e 1,a=b", DeviceKind.EQUIPMENT, EquipmentSession,
+                    {"ts": 1767225600000, "seq": 1, "event": "start", "session_id": "s1", "equipment_type": "rower"})
     assert to_line(start) == (
-        r"session,device_id=e1,kind=equipment,event=start,session_id=s\ 1\,a\=b,equipment_type=rower seq=1i"
-        " 1767225600000"
+        r"session,device_id=e\ 1\,a\=b,kind=equipment,event=start,equipment_type=rower seq=1i 1767225600000"
     )
+
+
+def test_a_session_key_never_reaches_the_time_series_store():
+    """Every workout has a new session id: as a tag it would make new series without end."""
+    start = message("e1", DeviceKind.EQUIPMENT, EquipmentSession,
+                    {"ts": 1767225600000, "seq": 1, "event": "start", "session_id": "s-0042", "equipment_type": "rower"})
+    reading = message("e1", DeviceKind.EQUIPMENT, EquipmentTelemetry,
+                      {"ts": 1767225601000, "seq": 2, "session_id": "s-0042", "elapsed_s": 1, "count": 0,
+                       "energy_kcal": 0.1, "heart_rate": 90})
+    assert "s-0042" not in to_line(start) and "s-0042" not in to_line(reading)
+    assert to_line(reading).startswith("telemetry,device_id=e1,kind=equipment seq=2i,elapsed_s=1i,")
 
 
 def test_a_backslash_in_a_tag_value_is_doubled():
