@@ -172,8 +172,9 @@ class AlertSettings(BaseModel):
     equipment_silent_s: float = Field(
         default=48 * 3600, gt=0, description="Equipment silent this long raises a yellow maintenance alert",
     )
-    session_stall_s: float = Field(
-        default=120, gt=0, description="An open equipment session without telemetry this long counts as a fault",
+    counter_stuck_readings: int = Field(
+        default=60, ge=5, le=3600,
+        description="Readings in a row with power reported and the count standing still before an equipment fault",
     )
     retry: RetryPolicy = Field(default=RetryPolicy(), description="Retries of retryable send failures")
     unknown_outcome_window_s: float = Field(

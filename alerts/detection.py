@@ -139,6 +139,16 @@ class Detection:
         staged.watches[m.device_id] = state
         return found
 
+    def session_claimed(self, device_id: str, session_id: str, resident_id: str) -> bool:
+        """A resident claimed the machine's session: if it is still going on, their safe maximum applies
+        from now on (call with `lock` held). False if the machine has moved on to another session."""
+        machine = self.equipment.get(device_id)
+        if machine is None or machine.session_id != session_id:
+            return False
+        self.equipment[device_id] = replace(machine, claimed_by=resident_id, over_limit=False)
+        self._dirty.add(device_id)
+        return True
+
     def clock_ahead(self, m: DeviceMessage, now_ms: int) -> list[Finding]:
         """A message whose device time is too far ahead: the device is heard (it is not silent); a press
         in it is still a press, timed by the gateway's clock; the `clock_wrong_count`-th in a row is a

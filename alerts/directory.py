@@ -61,6 +61,13 @@ class Resident(_Model):
     medical_notes: str = Field(default="", max_length=2000, description="What a responder should know: conditions, medication")
     watch_device_id: str | None = None
     heart_rate_range: tuple[Annotated[int, Field(ge=20, le=250)], Annotated[int, Field(ge=20, le=250)]] | None = None
+    exercise_max_hr: int | None = Field(
+        default=None, ge=60, le=220,
+        description="Heart rate not to pass on fitness equipment, if their doctor set one; else a share of 220 - age",
+    )
+    phone: Phone | None = Field(
+        default=None, description="The resident's own mobile: claims exercise sessions and receives their record link",
+    )
     spo2_threshold: int | None = Field(
         default=None, ge=70, le=100, description="SpO2 (%) below which this resident's alert is raised",
     )
@@ -111,7 +118,8 @@ class Community(_Model):
     def _unique_ids(self) -> Self:
         ids = [r.id for r in self.residents]
         watches = [r.watch_device_id for r in self.residents if r.watch_device_id]
-        for what, seq in (("resident id", ids), ("watch_device_id", watches)):
+        phones = [r.phone for r in self.residents if r.phone]
+        for what, seq in (("resident id", ids), ("watch_device_id", watches), ("resident phone", phones)):
             dup = {x for x in seq if seq.count(x) > 1}
             if dup:
                 raise ValueError(f"duplicate {what}: {sorted(dup)}")
@@ -129,16 +137,21 @@ class DirectoryError(ValueError):
 class Directory:
     """Lookups over a validated community."""
 
-    __slots__ = ("_by_id", "_by_watch", "_equipment", "community")
+    __slots__ = ("_by_id", "_by_phone", "_by_watch", "_equipment", "community")
 
     def __init__(self, community: Community) -> None:
         self.community = community
         self._by_id = {r.id: r for r in community.residents}
         self._by_watch = {r.watch_device_id: r for r in community.residents if r.watch_device_id}
+        self._by_phone = {r.phone: r for r in community.residents if r.phone}
         self._equipment = {e.device_id: e for e in community.equipment}
 
     def resident(self, resident_id: str | None) -> Resident | None:
         return self._by_id.get(resident_id) if resident_id else None
+
+    def resident_by_phone(self, phone: str) -> Resident | None:
+        """The resident whose own mobile this is (E.164)."""
+        return self._by_phone.get(phone)
 
     def wearer(self, device_id: str) -> Resident | None:
         return self._by_watch.get(device_id)

@@ -72,6 +72,10 @@ class AlertEngine:
                 self.detection.apply(staged)
         return queued
 
+    def session_claimed(self, device_id: str, session_id: str, resident_id: str) -> bool:
+        with self.detection.lock:
+            return self.detection.session_claimed(device_id, session_id, resident_id)
+
     def observe_clock_skew(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
         """Messages whose device time is too far ahead: ingest dead-letters them, but a press among them is
         still a person asking for help, and a device that keeps doing it needs its clock seen to."""
@@ -95,7 +99,8 @@ class AlertEngine:
         if audience == Audience.MAINTENANCE:
             return None
         if audience == Audience.EQUIPMENT_USER:
-            return self.directory.equipment_user(f.device_id)
+            claimed = self.directory.resident(f.resident_id)
+            return claimed if claimed is not None else self.directory.equipment_user(f.device_id)
         return self.directory.wearer(f.device_id)
 
     def _raise(self, f: Finding, now_ms: int) -> int:

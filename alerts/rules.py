@@ -2,7 +2,7 @@
 
 Each detector takes the device's frozen state and returns the new state and at
 most one `Finding`. Message-driven detectors time their windows by the device's
-own `ts`; tick-driven ones (silence, not worn, stalled sessions) by the
+own `ts`; tick-driven ones (silence, not worn, equipment silence) by the
 gateway clock passed in. A detector that fired remembers it in the state so a
 lasting condition raises one finding per episode, not one per message.
 """
@@ -47,6 +47,7 @@ class Finding:
     lat: float | None = None
     lon: float | None = None
     detail: str = ""
+    resident_id: str | None = None   # who it is about, when the rule knows better than the directory (a claim)
 
 
 def replace(state: _State, **changes: Any) -> _State:
@@ -85,10 +86,12 @@ class WatchState:
 class EquipmentState:
     last_seen_ms: int = 0
     session_id: str | None = None
-    last_telemetry_ms: int = 0
-    stall_fired: bool = False
+    claimed_by: str | None = None  # the resident who claimed the current session: their safe maximum applies
     silent_fired: bool = False
     over_limit: bool = False  # latched while heart rate stays above the limit: one finding per crossing
+    last_count: int = -1      # the newest reading's count, and for how many readings it stood still under power
+    stuck_run: int = 0
+    stuck_fired: bool = False
     heard: bool = True
     quiet_until_ms: int = 0
 
@@ -277,35 +280,70 @@ def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext)
     return state, None
 
 
+# Below this a machine's power reading is noise, not someone exercising.
+_WORKING_POWER_W = 10
+
+
+def safe_max_hr(resident: Resident | None, ctx: RuleContext) -> tuple[float, str]:
+    """The heart rate above which exercise is too much, and how it was found: the maximum a resident's
+    doctor set, else a share of 220 - age (their age, or the community's default)."""
+    if resident is not None and resident.exercise_max_hr is not None:
+        return resident.exercise_max_hr, f"{resident.name}'s exercise maximum"
+    age = resident.age if resident is not None else ctx.directory.community.default_age
+    who = resident.name if resident is not None else "no resident known"
+    return ctx.settings.overexertion_share * (220 - age), f"age {age}, {who}"
+
+
+def _new_session(state: EquipmentState, session_id: str | None) -> EquipmentState:
+    return replace(state, session_id=session_id, claimed_by=None, over_limit=False, last_count=-1, stuck_run=0,
+                   stuck_fired=False)
+
+
 def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx: RuleContext) -> EquipmentResult:
-    """Session bookkeeping and overexertion (heart rate above a share of 220 - age)."""
+    """Session bookkeeping, overexertion (once per crossing of the user's safe maximum) and a count
+    that stands still while the machine reports power (a broken sensor)."""
     p = msg.payload
     state = replace(state, last_seen_ms=now_ms, silent_fired=False, heard=True)
     if isinstance(p, EquipmentSession):
-        sid = p.session_id if p.event == "start" else None
-        return replace(state, session_id=sid, last_telemetry_ms=now_ms, stall_fired=False, over_limit=False), None
+        if p.event == "start" and p.session_id != state.session_id:
+            return _new_session(state, p.session_id), None
+        if p.event == "end" and p.session_id == state.session_id:
+            return _new_session(state, None), None
+        return state, None
     if not isinstance(p, EquipmentTelemetry):
         return state, None
-    state = replace(state, session_id=p.session_id, last_telemetry_ms=now_ms, stall_fired=False)
-    age = ctx.directory.equipment_user_age(msg.device_id)
-    limit = ctx.settings.overexertion_share * (220 - age)
-    if p.heart_rate is None:
-        return state, None
+    if p.session_id != state.session_id:   # its start was missed, or came late
+        state = _new_session(state, p.session_id)
+    state, stuck = _count_stuck(state, p, msg, ctx)
+    if stuck is not None or p.heart_rate is None:
+        return state, stuck
+    user = ctx.directory.resident(state.claimed_by) if state.claimed_by else ctx.directory.equipment_user(msg.device_id)
+    limit, basis = safe_max_hr(user, ctx)
     if p.heart_rate <= limit:
         return replace(state, over_limit=False), None
     if state.over_limit:  # still above: the open alert already says so
         return state, None
-    return (replace(state, over_limit=True),
-            _finding(AlertType.OVEREXERTION, msg, detail=f"heart rate {p.heart_rate} above {limit:.0f} (age {age})"))
+    f = Finding(AlertType.OVEREXERTION, AlertType.OVEREXERTION.severity, msg.device_id, p.ts,
+                detail=f"heart rate {p.heart_rate} above {limit:.0f} ({basis})", resident_id=state.claimed_by)
+    return replace(state, over_limit=True), f
+
+
+def _count_stuck(state: EquipmentState, p: EquipmentTelemetry, msg: DeviceMessage,
+                 ctx: RuleContext) -> EquipmentResult:
+    working = p.power_w is not None and p.power_w >= _WORKING_POWER_W
+    run = state.stuck_run + 1 if working and p.count == state.last_count else 0
+    state = replace(state, last_count=p.count, stuck_run=run)
+    if run < ctx.settings.counter_stuck_readings or state.stuck_fired:
+        return state, None
+    f = Finding(AlertType.EQUIPMENT_FAULT, Severity.YELLOW, msg.device_id, p.ts,
+                detail=f"count stuck at {p.count} for {run} readings while {p.power_w} W reported")
+    return replace(state, stuck_fired=True), f
 
 
 def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: RuleContext) -> EquipmentResult:
-    """A session that stopped reporting (fault) or a machine silent for days (to maintenance)."""
+    """A machine silent for days (to maintenance). A session that stops without `end` is no fault: the
+    gateway closes it after an idle timeout (gateway/exercise.py)."""
     s = ctx.settings
-    if state.session_id and not state.stall_fired and now_ms - state.last_telemetry_ms > s.session_stall_s * 1000:
-        f = Finding(AlertType.EQUIPMENT_FAULT, Severity.YELLOW, device_id, now_ms,
-                    detail=f"session {state.session_id} stopped reporting")
-        return replace(state, stall_fired=True), f
     if (not state.silent_fired and now_ms >= state.quiet_until_ms
             and now_ms - state.last_seen_ms > s.equipment_silent_s * 1000):
         what = "no message" if state.heard else "not heard from since the gateway started"

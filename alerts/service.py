@@ -52,6 +52,11 @@ class AlertService:
     def observe_clock_skew(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
         self._wake_if(self.engine.observe_clock_skew(messages, now_ms))
 
+    def session_claimed(self, device_id: str, session_id: str, resident_id: str) -> bool:
+        """A resident claimed an exercise session; overexertion during the rest of it is judged by their
+        safe maximum and raised about them. False if the session is over."""
+        return self.engine.session_claimed(device_id, session_id, resident_id)
+
     def tick(self, now_ms: int) -> None:
         """Rules and deadlines every tick; device state saved and old rows pruned on their own intervals."""
         self._wake_if(self.engine.tick(now_ms))

@@ -112,6 +112,8 @@ RETIRED = {
                           "alerts and calls), and a device that joins the group takes SOS messages the broker "
                           "then drops. Run one active gateway with a standby instead (README, 'Several gateway "
                           "processes'; docs/SCALING.md for hash-routed slices)",
+    "alerts__session_stall_s": "a session that stops without `end` is not a fault any more: it closes after "
+                               "[exercise] idle_close_s; a broken counter is found by [alerts] counter_stuck_readings",
 }
 
 

@@ -157,13 +157,35 @@ def test_service_call_goes_to_the_service_desk_by_sms(service):
     assert rows(service, alert.id) == [("0", DUTY["service_desk"], "sms", "pending")]
 
 
-def test_equipment_alerts_go_to_maintenance(service):
+def _stuck_counter(device_id: str, readings: int) -> list:
+    """A machine reporting power while its count stands still: a broken sensor."""
+    return [msg(device_id, "telemetry", seq, DAY + seq * 1000, session_id="s", elapsed_s=seq, count=7,
+                energy_kcal=1.0, power_w=60) for seq in range(1, readings + 1)]
+
+
+def test_equipment_faults_go_to_maintenance(service):
+    service.observe(_stuck_counter("eq-9", 61), DAY + 61_000)
+    [alert] = service.alerts()
+    assert alert.alert_type == "equipment_fault" and alert.subject == "eq-9" and "stuck at 7" in alert.detail
+    assert rows(service, alert.id) == [("0", DUTY["maintenance"], "sms", "pending")]
+
+
+def test_a_session_that_never_ends_is_no_fault(service):
     start = msg("eq-9", "session", 1, DAY, event="start", session_id="s", equipment_type="rower")
     service.observe([start], DAY)
-    service.tick(DAY + 121_000)
+    service.tick(DAY + 3_600_000)
+    assert service.alerts() == []
+
+
+def test_overexertion_in_a_claimed_session_is_about_the_resident_who_claimed_it(service):
+    service.observe([msg("eq-9", "session", 1, DAY, event="start", session_id="s", equipment_type="rower")], DAY)
+    assert service.session_claimed("eq-9", "s", "r-1")
+    assert not service.session_claimed("eq-9", "another", "r-1")
+    # Wang Guilan is 80: 0.85 * 140 = 119, where the community's default age 70 would allow 127
+    service.observe([msg("eq-9", "telemetry", 2, DAY + 1000, session_id="s", elapsed_s=1, count=1, energy_kcal=0.1,
+                         heart_rate=122)], DAY + 1000)
     [alert] = service.alerts()
-    assert alert.alert_type == "equipment_fault" and alert.subject == "eq-9"
-    assert rows(service, alert.id) == [("0", DUTY["maintenance"], "sms", "pending")]
+    assert alert.alert_type == "overexertion" and alert.resident_id == "r-1"
 
 
 def test_listeners_hear_committed_events(service):
@@ -196,14 +218,6 @@ def test_overexertion_on_a_residents_own_machine_is_their_alert(service):
     service.observe(_overexert("eq-home"), DAY)
     [alert] = service.alerts("open")
     assert (alert.subject, alert.resident_id) == ("r-1", "r-1")
-
-
-def test_an_equipment_fault_goes_to_maintenance(service):
-    service.observe([msg("eq-park", "session", 1, DAY, event="start", session_id="s1", equipment_type="rower")], DAY)
-    service.tick(DAY + 10 * 60_000)  # the session stopped reporting
-    [alert] = service.alerts("open")
-    assert alert.alert_type == "equipment_fault"
-    assert [(r[1], r[2]) for r in rows(service, alert.id)] == [(DUTY["maintenance"], "sms")]
 
 
 def test_a_silent_watch_raises_one_orange_alert_on_tick(service):

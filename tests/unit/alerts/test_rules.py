@@ -272,14 +272,51 @@ def test_watch_not_worn_waits_for_daytime():
     assert watch_tick("w1", state, local_ms(7, 0, day=25), CTX)[1] is not None
 
 
-def test_stalled_equipment_session_is_a_fault_and_silence_goes_to_maintenance():
+def test_a_session_without_end_is_no_fault_and_silence_goes_to_maintenance():
     state, _ = detect_equipment(EquipmentState(), msg("eq-1", "session", 1, DAY, event="start", session_id="s1",
                                                        equipment_type="rower"), DAY, CTX)
-    state, f = equipment_tick("eq-1", state, DAY + 121_000, CTX)
-    assert f.alert_type == "equipment_fault"
-    state = replace(state, session_id=None)
+    assert equipment_tick("eq-1", state, DAY + 3600_000, CTX)[1] is None
     _, f = equipment_tick("eq-1", state, DAY + 48 * 3600_000 + 1, CTX)
     assert f.alert_type == "equipment_silent"
+
+
+def _power_and_count(state, counts, power=60, sid="s1"):
+    found = []
+    for seq, count in enumerate(counts, start=1):
+        state, f = detect_equipment(state, msg("eq-1", "telemetry", seq, DAY + seq * 1000, session_id=sid, elapsed_s=seq,
+                                               count=count, energy_kcal=1.0, power_w=power), DAY, CTX)
+        found.append(f)
+    return state, found
+
+
+def test_a_count_standing_still_under_power_is_a_fault_once_per_session():
+    state, found = _power_and_count(EquipmentState(), [5] * 100)
+    faults = [f for f in found if f is not None]
+    assert len(faults) == 1 and faults[0].alert_type == "equipment_fault" and found.index(faults[0]) == 60
+    _, found = _power_and_count(state, [5] * 100, sid="s2")   # the next session may say so again
+    assert sum(f is not None for f in found) == 1
+
+
+def test_a_count_that_moves_or_a_machine_at_rest_is_no_fault():
+    assert not any(_power_and_count(EquipmentState(), [n // 3 for n in range(200)])[1])   # slow strokes
+    assert not any(_power_and_count(EquipmentState(), [5] * 200, power=0)[1])           # nobody on it
+
+
+def test_a_claimed_session_is_judged_by_the_claimants_safe_maximum():
+    tel = dict(session_id="s1", elapsed_s=10, count=5, energy_kcal=1.0, heart_rate=122)
+    state = replace(EquipmentState(session_id="s1"), claimed_by="r-1")    # Wang Guilan, 80: limit 119
+    _, f = detect_equipment(state, msg("eq-1", "telemetry", 1, DAY, **tel), DAY, CTX)
+    assert f is not None and f.resident_id == "r-1" and "age 80" in f.detail
+    _, f = detect_equipment(EquipmentState(session_id="s1"), msg("eq-1", "telemetry", 1, DAY, **tel), DAY, CTX)
+    assert f is None                                                        # default age 70: limit 127
+
+
+def test_a_doctors_exercise_maximum_wins_over_the_age_rule():
+    directory = parse_community({**COMMUNITY, "residents": [{**COMMUNITY["residents"][0], "exercise_max_hr": 100}]})
+    ctx = RuleContext.of(AlertSettings(), directory)
+    tel = dict(session_id="s1", elapsed_s=10, count=5, energy_kcal=1.0, heart_rate=105)
+    _, f = detect_equipment(EquipmentState(), msg("eq-home", "telemetry", 1, DAY, **tel), DAY, ctx)
+    assert f is not None and "exercise maximum" in f.detail
 
 
 def test_every_watch_stream_has_its_detectors_listed():
