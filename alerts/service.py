@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -11,9 +12,10 @@ from alerts.directory import Directory, load_directory
 from alerts.dispatch import Dispatcher
 from alerts.engine import AlertEngine, Listener
 from alerts.lifecycle import Alert, AlertEvent, TransitionError
-from alerts.notifiers.base import Notifier
+from alerts.notifiers.base import Notification, Notifier
 from alerts.outbox import OutboxRow
 from alerts.store import Database, DeviceStateStore
+from alerts.vocabulary import Channel
 from gateway.models import DeviceMessage
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,11 @@ class AlertService:
         """A resident claimed an exercise session; overexertion during the rest of it is judged by their
         safe maximum and raised about them. False if the session is over."""
         return self.engine.session_claimed(device_id, session_id, resident_id)
+
+    def send_text(self, to: str, text: str, language: str) -> None:
+        """One SMS outside any alert (a one-time code, a record link), sent now and not retried: the person
+        is waiting for it and asks again if it does not come. Raises SendError if the provider refused it."""
+        self.dispatcher.notifier.send(Notification(f"text-{secrets.token_hex(8)}", Channel.SMS, to, text, language))
 
     def tick(self, now_ms: int) -> None:
         """Rules and deadlines every tick; device state saved and old rows pruned on their own intervals."""

@@ -19,7 +19,8 @@ from enum import StrEnum
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from gateway.db import Migration, Target, connect, migrate
+from dashboards.web_db import MIGRATIONS
+from gateway.db import Target, connect, migrate
 
 THROTTLE_AFTER = 10
 THROTTLE_S = 15 * 60
@@ -27,19 +28,6 @@ MIN_PASSWORD_CHARS = 10
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{2,40}$")
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{2,60}$")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, created_ms INTEGER NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0, throttled_until_ms INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_hash TEXT PRIMARY KEY, username TEXT NOT NULL REFERENCES accounts(username), csrf TEXT NOT NULL,
-    created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS api_tokens (
-    name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created_by TEXT NOT NULL,
-    created_ms INTEGER NOT NULL, revoked_ms INTEGER);
-"""
-# Numbered steps, applied in order at start; a later change to the schema is a new step, never an edit.
-MIGRATIONS = (Migration(1, lambda c: c.script(SCHEMA)),)
 
 
 class Role(StrEnum):
@@ -106,6 +94,7 @@ class AccountStore:
     """Safe to share between threads: one connection, serialised by a lock."""
 
     def __init__(self, target: Target, session_hours: float = 12.0) -> None:
+        self.target = target
         self._conn = connect(target)
         migrate(self._conn, "accounts", MIGRATIONS)
         self._lock = threading.Lock()

@@ -14,10 +14,12 @@ from dashboards.api import operator_router
 from dashboards.auth import NotLoggedIn, Operator, login_redirect, login_router
 from dashboards.config import WebSettings
 from dashboards.console import console_router
+from dashboards.exercise import exercise_router
 from dashboards.fleet import fleet_router
 from dashboards.live import Broadcaster
 from dashboards.metrics import Probe, ProcessStatus, monitoring_router
 from dashboards.pages import HERE, render
+from dashboards.record_links import RecordLinks
 from dashboards.webhooks import twilio_router
 from gateway.store import OperationalStore
 
@@ -31,9 +33,12 @@ def create_standby_app(probe: Probe, web: WebSettings) -> FastAPI:
 
 
 def create_app(service: AlertService, accounts: AccountStore, devices: OperationalStore, *, twilio_auth_token: str,
-               public_base_url: str, web: WebSettings | None = None, probe: Probe | None = None) -> FastAPI:
-    """`probe` tells monitoring how the process is doing; without one this is an active instance with no ingest."""
+               public_base_url: str, web: WebSettings | None = None, probe: Probe | None = None,
+               links: RecordLinks | None = None) -> FastAPI:
+    """`probe` tells monitoring how the process is doing; without one this is an active instance with no ingest.
+    `links` (residents' record links) defaults to a store beside the operator accounts."""
     web = web or WebSettings()
+    links = links or RecordLinks(accounts.target)
     app = FastAPI(title="Eldercare gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.accounts = accounts
     app.state.community_name = service.directory.community.name
@@ -68,5 +73,7 @@ def create_app(service: AlertService, accounts: AccountStore, devices: Operation
     app.include_router(monitoring_router(probe or (lambda: ProcessStatus(True, None)), service, web.metrics_networks))
     app.include_router(operator_router(service))
     app.include_router(twilio_router(service, twilio_auth_token, public_base_url))
+    app.include_router(exercise_router(service, devices, links, public_base_url=public_base_url,
+                                       phone_prefix=web.phone_prefix, cookie_secure=web.cookie_secure))
     return app
 

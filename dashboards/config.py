@@ -34,6 +34,10 @@ class WebSettings(BaseModel):
         default=200, ge=1, le=100_000,
         description="Alert cards the queue draws before 'Show all'; in a mass event the head of the queue is what gets worked",
     )
+    phone_prefix: str = Field(
+        default="+86", pattern=r"^\+[1-9][0-9]{0,3}$",
+        description="Country code put before a phone number a resident types without one (claiming exercise sessions)",
+    )
     metrics_networks: list[str] = Field(
         default=["127.0.0.0/8", "::1/128"],
         description="Networks that may read /metrics without a login (Prometheus' address); anyone else needs a login or token",

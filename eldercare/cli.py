@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--role", choices=["operator", "admin"], default="operator")
     rev = sub.add_parser("revoke-token", help="revoke a named API token at once")
     rev.add_argument("name")
+    links = sub.add_parser("revoke-record-links",
+                           help="stop a resident's exercise-record links at once (a lost phone, a forwarded SMS)")
+    links.add_argument("resident_id")
     acl = sub.add_parser("acl", help="print the production broker ACL for this topic prefix (no simulator account)")
     acl.set_defaults(func=None)
     return p
@@ -251,6 +254,22 @@ def _accounts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _revoke_record_links(settings: Settings, args: argparse.Namespace) -> int:
+    from dashboards.record_links import RecordLinks
+
+    directory = load_directory(settings.alerts.community_file)
+    if directory.resident(args.resident_id) is None:
+        print(f"eldercare-gateway: no resident {args.resident_id!r} in {settings.alerts.community_file}", file=sys.stderr)
+        return 2
+    links = RecordLinks(settings.accounts_database)
+    try:
+        n = links.revoke(args.resident_id, int(time.time() * 1000))
+    finally:
+        links.close()
+    print(f"{n} record link(s) of {args.resident_id} stopped; their next claim on a machine brings a new one")
+    return 0
+
+
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     store = OperationalStore(settings.store.database)
     if args.counts:
@@ -295,6 +314,8 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         return _dead_letters(settings, args)
     if args.command in ("create-admin", "create-token", "revoke-token"):
         return _accounts(settings, args)
+    if args.command == "revoke-record-links":
+        return _revoke_record_links(settings, args)
     if args.command == "acl":
         print(acl_text(settings.mqtt.topic_prefix), end="")
         return 0

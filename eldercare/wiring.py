@@ -84,17 +84,19 @@ def console_server(settings: Settings, service: AlertService, probe: ProcessProb
     """The operator console, the JSON API, Twilio's webhooks and monitoring."""
     from dashboards.accounts import AccountStore
     from dashboards.app import create_app
+    from dashboards.record_links import RecordLinks
     from gateway.store import OperationalStore
 
     accounts = AccountStore(settings.accounts_database, settings.web.session_hours)
-    devices = OperationalStore(settings.store.database)
+    links = RecordLinks(settings.accounts_database)
+    devices = OperationalStore(settings.store.database, settings.exercise.claim_ttl_s)
     app = create_app(service, accounts, devices,
                      twilio_auth_token=settings.alerts.twilio.auth_token.get_secret_value(),
-                     public_base_url=settings.alerts.public_base_url, web=settings.web, probe=probe)
+                     public_base_url=settings.alerts.public_base_url, web=settings.web, probe=probe, links=links)
     if not accounts.has_admin():
         log.warning("web: no admin account yet; create one with: eldercare-gateway create-admin USERNAME")
     return WebServer(settings, app, f"operator console at {settings.web.host}:{settings.web.port}/console",
-                     (accounts, devices))
+                     (accounts, links, devices))
 
 
 def standby_server(settings: Settings, probe: ProcessProbe) -> WebServer:

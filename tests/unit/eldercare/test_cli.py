@@ -6,11 +6,14 @@ import hashlib
 import io
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from eldercare.cli import main
 from gateway.store import OperationalStore
+
+REPO = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto_passwd") is None,
                                 reason="mosquitto_passwd not found: apt-get install mosquitto")
@@ -199,3 +202,17 @@ def test_an_unreachable_store_url_is_named_in_one_line_with_no_password(monkeypa
     err = capsys.readouterr().err
     assert err.startswith("eldercare-gateway: store.url: cannot connect to postgresql://gw@127.0.0.1:")
     assert "secret" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_residents_record_links_are_revoked_by_resident_id(web_db, monkeypatch, capsys):
+    from dashboards.record_links import RecordLinks
+
+    monkeypatch.setenv("ELDERCARE_ALERTS__COMMUNITY_FILE", str(REPO / "examples" / "community.toml"))
+    links = RecordLinks(web_db)
+    key = links.create("r-001", 0)
+    assert main(["revoke-record-links", "r-001"]) == 0
+    assert "1 record link(s) of r-001 stopped" in capsys.readouterr().out
+    assert links.resident_of(key) is None
+    assert main(["revoke-record-links", "r-999"]) == 2
+    assert "no resident 'r-999'" in capsys.readouterr().err
+    links.close()
