@@ -20,6 +20,7 @@ from dashboards.live import Broadcaster
 from dashboards.metrics import Probe, ProcessStatus, monitoring_router
 from dashboards.pages import HERE, render
 from dashboards.record_links import RecordLinks
+from dashboards.usage import usage_router
 from dashboards.webhooks import twilio_router
 from gateway.store import OperationalStore
 
@@ -70,6 +71,7 @@ def create_app(service: AlertService, accounts: AccountStore, devices: Operation
                                       queue_page_size=web.queue_page_size))
     app.include_router(fleet_router(service, devices, tile_url=web.tile_url, tile_datum=web.tile_datum))
     app.include_router(admin_router(accounts))
+    app.include_router(usage_router(service, devices))
     app.include_router(monitoring_router(probe or (lambda: ProcessStatus(True, None)), service, web.metrics_networks))
     app.include_router(operator_router(service))
     app.include_router(twilio_router(service, twilio_auth_token, public_base_url))
