@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from device_sim.reading import Reading, hour_of_day
@@ -66,13 +66,17 @@ def idle_gap_ms(rng: random.Random, start_time_s: float, t_ms: int) -> int:
 
 
 def session_readings(rng: random.Random, machine: EquipmentType, session_id: str, t0_ms: int, seconds: int,
-                     who: Exerciser) -> Iterator[Reading]:
-    """Start, one telemetry reading a second, end with the totals."""
+                     who: Exerciser, reboots: Sequence[int] = (), end: bool = True) -> Iterator[Reading]:
+    """Start, one telemetry reading a second, end with the totals. The machine counts from its last
+    reset: a reboot (at a time in `reboots`) keeps the session id and counts from 0 again. Without
+    `end` the session just stops, as when the machine loses its network as the user walks away."""
     prof = MACHINES[machine]
     rate = rng.uniform(*prof.count_per_min) / 60
     met = rng.uniform(*prof.met)
     yield Reading(t0_ms, EquipmentSession, {"event": "start", "session_id": session_id, "equipment_type": machine})
     hr, count_f, kcal = float(who.resting_hr + rng.randint(5, 15)), 0.0, 0.0
+    zero_s, zero_count, zero_kcal = 0, 0, 0.0          # the counters' values at the machine's last reset
+    pending = sorted(r for r in reboots if t0_ms < r <= t0_ms + seconds * 1000)
     reserve = who.max_hr - who.resting_hr
     totals: dict[str, float] = {"elapsed_s": 0, "count": 0, "energy_kcal": 0.0}
     for s in range(1, seconds + 1):
@@ -80,20 +84,24 @@ def session_readings(rng: random.Random, machine: EquipmentType, session_id: str
         count_f += rate * pace
         kcal_s = met * pace * who.weight_kg / 3600
         kcal += kcal_s
+        if pending and pending[0] <= t0_ms + s * 1000:
+            pending.pop(0)
+            zero_s, zero_count, zero_kcal = s - 1, int(count_f), kcal - kcal_s
         if who.overexerting:  # keeps pushing: the target climbs past the safe maximum
             target = who.resting_hr + reserve * (0.6 + 0.6 * s / seconds)
         else:
             target = who.resting_hr + reserve * prof.effort
         hr = target + (hr - target) * math.exp(-1 / 45)
-        count = int(count_f)
-        totals = {"elapsed_s": s, "count": count, "energy_kcal": round(kcal, 2)}
+        count = int(count_f) - zero_count
+        totals = {"elapsed_s": s - zero_s, "count": count, "energy_kcal": round(kcal - zero_kcal, 2)}
         if prof.metres_per_count is not None:
             totals["distance_m"] = round(count * prof.metres_per_count, 1)
         yield Reading(t0_ms + s * 1000, EquipmentTelemetry, {
             "session_id": session_id, **totals, "heart_rate": min(250, round(hr + rng.gauss(0, 1.5))),
             "power_w": round(kcal_s * KCAL_J * HUMAN_EFFICIENCY)})
-    yield Reading(t0_ms + seconds * 1000, EquipmentSession,
-                  {"event": "end", "session_id": session_id, "equipment_type": machine, **totals})
+    if end:
+        yield Reading(t0_ms + seconds * 1000, EquipmentSession,
+                      {"event": "end", "session_id": session_id, "equipment_type": machine, **totals})
 
 
 def _exerciser(rng: random.Random, overexerting: bool = False, age: int | None = None) -> Exerciser:
@@ -101,10 +109,15 @@ def _exerciser(rng: random.Random, overexerting: bool = False, age: int | None =
 
 
 def machine_readings(device_id: str, machine: EquipmentType, scenario: Scenario, seed: int) -> Iterator[Reading]:
-    """One machine's sessions over the scenario; an `overexert` event makes the session at its time."""
+    """One machine's sessions over the scenario. An `overexert` event makes the session at its time; a
+    `reboot` during a session restarts the machine's counters; an `abandon` stops the session running
+    at its time (or the next one) without `end`."""
     rng = random.Random(f"{seed}:{device_id}")
     duration_ms = round(scenario.duration_s * 1000)
-    scripted: list[Event] = [e for e in scenario.events_for(device_id) if e.action == "overexert"]
+    events = scenario.events_for(device_id)
+    scripted: list[Event] = [e for e in events if e.action == "overexert"]
+    abandons = [e.t_ms for e in events if e.action == "abandon"]
+    reboots = [e.t_ms for e in events if e.action == "reboot"]
     prof, t, n = MACHINES[machine], idle_gap_ms(rng, scenario.start_time_s, 0), 0
     while True:
         seconds = round(rng.uniform(*prof.session_min) * 60)
@@ -118,6 +131,10 @@ def machine_readings(device_id: str, machine: EquipmentType, scenario: Scenario,
         seconds = min(seconds, (duration_ms - t) // 1000 - 1)  # the scenario's end cuts a session short
         if seconds < 1:
             return
+        ends = True
+        if abandons and abandons[0] <= t + seconds * 1000:
+            cut = abandons.pop(0)   # between sessions: the next one is left half-way
+            seconds, ends = max(1, (cut - t) // 1000 if cut > t else seconds // 2), False
         n += 1
-        yield from session_readings(rng, machine, f"{device_id}-s{n:04d}", t, seconds, who)
+        yield from session_readings(rng, machine, f"{device_id}-s{n:04d}", t, seconds, who, reboots, ends)
         t += seconds * 1000 + idle_gap_ms(rng, scenario.start_time_s, t + seconds * 1000)

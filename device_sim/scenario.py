@@ -39,13 +39,13 @@ from device_sim.malformed import MALFORMED_KINDS
 from gateway.models import DeviceId, DeviceKind, EquipmentType
 
 WATCH_ACTIONS = frozenset({"sos", "fall", "service_call", "wander", "battery_low", "remove_watch", "lbs_drift"})
-EQUIPMENT_ACTIONS = frozenset({"overexert"})
+EQUIPMENT_ACTIONS = frozenset({"overexert", "abandon"})
 ANY_DEVICE_ACTIONS = frozenset({"silent", "duplicate", "out_of_order", "malformed", "reboot", "clock_jump"})
 # Which keys each action takes; any other key is a mistake worth reporting.
 ACTION_KEYS = {
     "sos": set(), "service_call": set(), "fall": {"confidence"},
     "wander": {"duration"}, "battery_low": {"level"}, "remove_watch": {"duration"}, "lbs_drift": {"duration"},
-    "overexert": {"age", "duration"}, "silent": {"duration"},
+    "overexert": {"age", "duration"}, "abandon": set(), "silent": {"duration"},
     "duplicate": set(), "out_of_order": {"back"}, "malformed": {"kind"},
     "reboot": set(), "clock_jump": {"ahead", "duration"},
 }
@@ -55,8 +55,8 @@ ACTION_NEEDS = {
     "clock_jump": {"ahead", "duration"},
 }
 # What people do to the gateway during a demo run, with the keys each takes and needs.
-OPERATION_KEYS = {"acknowledge": {"device"}, "restart_gateway": {"down"}}
-OPERATION_NEEDS = {"acknowledge": {"device"}}
+OPERATION_KEYS = {"acknowledge": {"device"}, "restart_gateway": {"down"}, "claim": {"device", "resident"}}
+OPERATION_NEEDS = {"acknowledge": {"device"}, "claim": {"device", "resident"}}
 _DEVICE_ID = TypeAdapter(DeviceId)
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -106,12 +106,14 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class Operation:
     """Something people do to the gateway at `at_s`: acknowledge `device`'s open alert, or restart the
-    gateway, which then stays down for `down_s` while the devices carry on. The demo runner does these."""
+    gateway, which then stays down for `down_s` while the devices carry on, or a `resident` claiming the
+    session `device` last told its display about (phone number, texted code). The demo runner does these."""
 
     at_s: float
     action: str
     device: str | None = None
     down_s: float = 0.0
+    resident: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +263,12 @@ def _operation(i: int, raw: object, kinds: dict[str, DeviceKind], duration_s: fl
     down_s = parse_duration(raw.get("down", 0), f"{where} down")
     if at_s + down_s >= duration_s:
         raise ScenarioError(f"{where}: the gateway must be back before the scenario's end ({duration_s:g} s)")
-    return Operation(at_s, action, device, down_s)
+    resident = raw.get("resident")
+    if action == "claim" and kinds[device or ""] != DeviceKind.EQUIPMENT:
+        raise ScenarioError(f"{where}: only a fitness machine's session can be claimed, not {device!r}'s")
+    if resident is not None and not isinstance(resident, str):
+        raise ScenarioError(f"{where}: resident must be a resident id (text), not {resident!r}")
+    return Operation(at_s, action, device, down_s, resident)
 
 
 def _operations(raw_ops: object, kinds: dict[str, DeviceKind], duration_s: float) -> tuple[Operation, ...]:

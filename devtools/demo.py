@@ -20,18 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from alerts.config import AlertSettings
+from alerts.directory import load_directory
 from dashboards.accounts import AccountStore, Role
 from device_sim.cli import run_start_ms
 from device_sim.scenario import Operation, Scenario, load_scenario
@@ -111,6 +118,39 @@ def _read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
+class MachineDisplays:
+    """What each fitness machine's screen shows: the claim notices the gateway sends on its `cmd` topic,
+    heard with the machine's own broker account (the ACL lets a device read only its own commands)."""
+
+    def __init__(self, broker: LocalMosquitto, passwords: Mapping[str, str], machines: Sequence[str]) -> None:
+        self.notices: dict[str, list[dict[str, Any]]] = {m: [] for m in machines}
+        self.clients: list[mqtt.Client] = []
+        for machine in machines:
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{machine}-display", protocol=mqtt.MQTTv5)
+            c.username_pw_set(machine, passwords[machine])
+            topic = f"eldercare/equipment/{machine}/cmd"
+            c.on_connect = lambda c, u, f, rc, p, topic=topic: c.subscribe(topic, qos=1)
+            c.on_message = lambda c, u, m, machine=machine: self.notices[machine].append(json.loads(m.payload))
+            c.connect("127.0.0.1", broker.port)
+            c.loop_start()
+            self.clients.append(c)
+
+    def last_session(self, machine: str) -> dict[str, Any] | None:
+        """The notice of the session the machine showed last, its closing one if it has closed."""
+        notices = self.notices.get(machine) or []
+        return notices[-1] if notices else None
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.disconnect()
+            c.loop_stop()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class Playback:
     """Plays a scenario onto the broker part by part, and does its operations in between."""
 
@@ -124,13 +164,14 @@ class Playback:
         alerts = AlertSettings.model_validate(gateway.settings["alerts"])
         self.grace_s, self.tick_s = alerts.restart_grace_s, alerts.tick_interval_s
         self.judged_after = 0.0  # monotonic time by which a restarted gateway has judged silence again
+        self.displays = MachineDisplays(broker, json.loads(passwords.read_text()), [m for m, _ in scenario.equipment])
 
     def run(self) -> None:
         at_s = 0.0
         for op in self.scenario.operations:
             self._play(at_s, op.at_s)
             self._settle()
-            {"acknowledge": self._acknowledge, "restart_gateway": self._restart}[op.action](op)
+            {"acknowledge": self._acknowledge, "restart_gateway": self._restart, "claim": self._claim}[op.action](op)
             at_s = op.at_s + op.down_s
         self._play(at_s, None)
         self._settle()
@@ -199,6 +240,42 @@ class Playback:
         self._say(op.at_s + op.down_s, "the gateway is back; the broker hands over what it kept")
         self._record(op, stopped_ms=stopped_ms, started_ms=int(time.time() * 1000))
 
+    def _claim(self, op: Operation) -> None:
+        """What a resident does at the machine: scan the code on its screen, give their phone number, type
+        the code the text message brings (here read from the dry-run log), and land on their record."""
+        assert op.device is not None and op.resident is not None   # parse_scenario makes sure of both
+        notice = self.displays.last_session(op.device)
+        resident = load_directory(Path(self.gateway.settings["alerts"]["community_file"])).resident(op.resident)
+        if notice is None or resident is None or resident.phone is None:
+            why = "no session shown" if notice is None else f"no resident {op.resident} with a phone"
+            self._say(op.at_s, f"nothing to claim on {op.device} ({why})")
+            self._record(op, claimed=False, why=why)
+            return
+        opener = urllib.request.build_opener(_NoRedirect)
+        opener.open(urllib.request.Request(f"{notice['url']}/phone", urllib.parse.urlencode(
+            {"phone": resident.phone}).encode()), timeout=10).read()
+        otp = self._texted_code(resident.phone)
+        try:
+            opener.open(urllib.request.Request(f"{notice['url']}/verify", urllib.parse.urlencode(
+                {"phone": resident.phone, "otp": otp}).encode()), timeout=10)
+            raise RuntimeError("the claim did not lead to the record")
+        except urllib.error.HTTPError as e:
+            if e.code != 303:
+                raise
+            record = f"http://127.0.0.1:{self.web_port}{e.headers['Location'].split('?')[0]}"
+        self._say(op.at_s, f"{resident.name} scans {op.device}'s code {notice['code']} and claims the session; "
+                           f"the exercise record: {record}")
+        self._record(op, claimed=True, code=notice["code"], resident=resident.id, record=record)
+
+    def _texted_code(self, phone: str) -> str:
+        """The one-time code in the newest text to `phone` (the dry run records it instead of sending it)."""
+        lines = (self.work / "notifications.jsonl").read_text(encoding="utf-8").splitlines()
+        texts = [json.loads(line)["text"] for line in lines if json.loads(line)["to"] == phone]
+        found = re.search(r"\b(\d{6})\b", texts[-1]) if texts else None
+        if found is None:
+            raise RuntimeError(f"no one-time code was texted to {phone}")
+        return found[1]
+
     def _api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:   # the API's JSON answer
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.web_port}{path}", method=method,
@@ -239,6 +316,11 @@ def _summary(work: Path, tsdb: LocalVictoriaMetrics, web_port: int) -> None:
     gw = _read_only(work / "gateway.db")
     for reason, count in gw.execute("SELECT reason, COUNT(*) FROM dead_letter GROUP BY reason ORDER BY reason"):
         print(f"  {reason:<16} {count}")
+    print("\n== Exercise sessions ==")
+    for closed_by, count, claimed in gw.execute(
+            "SELECT coalesce(closed_by, 'open'), COUNT(*), COUNT(resident_id) FROM exercise_session GROUP BY 1 ORDER BY 1"):
+        how = {"end": "ended by the machine", "idle": "closed as idle (no end)", "open": "still going"}[closed_by]
+        print(f"  {count:>3} {how}, {claimed} claimed by a resident")
     seen = gw.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
     tsdb.flush()
     print(f"\n== Stored ==\n  {seen} accepted messages; {_series_count(tsdb)} time series in VictoriaMetrics ({tsdb.url})")
@@ -275,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             playback = Playback(scenario, args.scenario, args.speed, work, broker, gateway, passwords, web_port, api_token)
             playback.run()
             _summary(work, tsdb, web_port)
+            playback.displays.close()
             if args.keep_running:
                 print("Everything keeps running, and the devices play the scenario again at real time; "
                       "Ctrl-C stops it all.", flush=True)

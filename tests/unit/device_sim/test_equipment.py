@@ -112,3 +112,45 @@ def test_an_overexerting_rower_climbs_past_220_minus_age():
 
 def test_every_machine_type_is_described():
     assert set(MACHINES) == set(EquipmentType)
+
+
+# -- the faults real machines have --------------------------------------------------------
+
+def _scripted(events: str) -> dict[str, list[list[tuple[int, dict]]]]:
+    scenario = parse_scenario('duration = "3h"\nstart_time = "06:00"\n[fleet]\nequipment = ["rower"]\n' + events)
+    return _sessions(scenario)
+
+
+def _session_at(sessions: list[list[tuple[int, dict]]], t_ms: int) -> list[tuple[int, dict]]:
+    return next(s for s in sessions if s[0][0] <= t_ms <= s[-1][0])
+
+
+def test_a_reboot_mid_session_keeps_the_session_and_counts_from_zero_again():
+    sessions = _scripted('[[events]]\nat = "45m"\ndevice = "rower-01"\naction = "reboot"\n')["rower-01"]
+    hit = _session_at(sessions, 45 * 60_000)   # the scenario is written so that the reboot falls inside one
+    telemetry = [(t, b) for t, b in hit if "event" not in b]
+    before = [b for t, b in telemetry if t < 45 * 60_000]
+    after = [b for t, b in telemetry if t >= 45 * 60_000]
+    assert before and after and {b["session_id"] for _, b in hit} == {hit[0][1]["session_id"]}
+    assert after[0]["elapsed_s"] == 1 and after[0]["count"] <= 1 and after[0]["count"] < before[-1]["count"]
+    assert [b["seq"] for b in after[:2]] == [1, 2]          # its message numbers start again too
+    end = hit[-1][1]
+    assert end["event"] == "end" and end["count"] == after[-1]["count"]   # totals since the reboot
+
+
+def test_an_abandoned_session_stops_without_an_end():
+    sessions = _scripted('[[events]]\nat = "45m"\ndevice = "rower-01"\naction = "abandon"\n')["rower-01"]
+    hit = next(s for s in sessions if s[-1][0] >= 45 * 60_000 - 1000)
+    assert hit[-1][1].get("event") != "end" and "event" not in hit[-1][1]
+    assert all(s[-1][1].get("event") == "end" for s in sessions if s is not hit)
+
+
+def test_the_fitness_scenario_exercises_every_fault_of_a_machine():
+    scenario = load_scenario("fitness")
+    actions = {e.action for e in scenario.events}
+    assert {"reboot", "abandon", "duplicate", "out_of_order", "overexert"} <= actions
+    assert any(op.action == "claim" for op in scenario.operations)
+    sessions = _sessions(scenario, seed=1)   # the seed `device_sim run` and the demo play
+    for e in scenario.events:
+        if e.action in ("reboot", "duplicate", "out_of_order"):   # each lands inside a session
+            assert any(s[0][0] <= e.t_ms <= s[-1][0] for s in sessions[e.device]), e
