@@ -122,5 +122,14 @@ def chart_svg(ws: Sequence[Week], width: int = 340, height: int = 180) -> str:
             parts.append(f'<text x="{x + bar / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="10">{total}</text>')
         parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - 6}" text-anchor="middle" font-size="10" fill="#444">'
                      f'{w.monday.day}/{w.monday.month}</text>')
+    kinds = [k for k in MACHINES if any(k in w.by_type and w.by_type[k].minutes for w in ws)]
+    x = float(left)
+    for kind in kinds:   # the legend: which colour is which machine, in the bars' stacking order
+        name = escape(machine_name(kind))
+        parts.append(f'<rect x="{x:.1f}" y="{height + 6}" width="10" height="10" fill="{COLOURS[kind]}"/>'
+                     f'<text x="{x + 14:.1f}" y="{height + 15}" font-size="11">{name}</text>')
+        x += 24 + 6.5 * len(name)
     parts.append("</svg>")
+    if kinds:
+        parts[0] = parts[0].replace(f"0 0 {width} {height}", f"0 0 {width} {height + 22}")
     return "".join(parts)
