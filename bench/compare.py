@@ -32,8 +32,9 @@ Modes:
             when 40 % of the stream is published, and started again at once
 
 The clock stops when every message is in the store, or at the last change of
-the store's count once it has not changed for --idle-s seconds (kill mode
-always waits for that). "msg/s" is distinct messages in VictoriaMetrics
+the store's count once it has not changed for --idle-s seconds (30; kill mode
+always waits for that; Node-RED's per-message flow was seen to stall for over
+10 s and then finish, while its InfluxDB client retried failed writes). "msg/s" is distinct messages in VictoriaMetrics
 divided by that time. Lost and doubled come from VictoriaMetrics' export of
 the `<stream>_seq` series: a message is lost when no point carries its
 (device, seq), doubled once for each further point with its (device, seq) at
@@ -482,7 +483,7 @@ class Result:
 
 
 def run_one(ctx: Context, stream: list[tuple[str, bytes]], expected: Mapping[str, int], name: str, mode: str,
-            idle_s: float, max_s: float) -> Result:
+            idle_s: float, max_s: float, keep_logs: Path | None = None) -> Result:
     vm_reset(ctx.tsdb)
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-{mode}-", dir=ctx.work))
     consumer = make_consumer(name, ctx, workdir)
@@ -525,7 +526,7 @@ def run_one(ctx: Context, stream: list[tuple[str, bytes]], expected: Mapping[str
             pub_end = time.monotonic()
 
         # Wait for the end: everything stored, or no change for idle_s after the publisher finished.
-        last_n, last_change, capped = -1, t0, False
+        last_n, last_change, capped, stall = -1, t0, False, 0.0
         while True:
             if isinstance(consumer, Bare):   # it ends itself: all received, or idle for 10 s
                 if consumer.done.wait(0.25):
@@ -538,6 +539,8 @@ def run_one(ctx: Context, stream: list[tuple[str, bytes]], expected: Mapping[str
             n = vm_count(ctx.tsdb)
             now = time.monotonic()
             if n != last_n:
+                if last_n > 0:
+                    stall = max(stall, now - last_change)
                 last_n, last_change = n, now
             if mode != "kill" and n >= total:
                 end = now
@@ -555,12 +558,22 @@ def run_one(ctx: Context, stream: list[tuple[str, bytes]], expected: Mapping[str
         usage.close()
         for client_id in consumer.client_ids:
             end_session(ctx.broker, client_id)
+        if keep_logs is not None and consumer.log.exists():
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(consumer.log, keep_logs / f"{workdir.name}.log")
     seconds = max(end - t0, 1e-3)
     notes = []
     if mode == "kill":
         notes.append(f"restart took {restart_s:.1f} s")
     if capped:
         notes.append(f"stopped after {max_s:.0f} s")
+    if stall > 5:
+        notes.append(f"store stalled up to {stall:.0f} s")
+    if consumer.log.exists():
+        errors = sum(1 for line in consumer.log.read_text(errors="replace").splitlines()
+                     if "[error]" in line or " ERROR: " in line)
+        if errors:
+            notes.append(f"{errors:,} errors logged")
     if isinstance(consumer, Bare):
         return Result(name, mode, consumer.received / seconds, seconds, cpu, usage.peak_rss / 2**20, consumer.received,
                       None, None, capped, notes)
@@ -668,8 +681,11 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated consumers (default: all)")
     ap.add_argument("--mode", choices=("live", "drain", "both"), default="both")
     ap.add_argument("--kill", action="store_true", help="also: kill -9 each consumer at 40 %% of a live stream")
-    ap.add_argument("--idle-s", type=float, default=10.0, help="a consumer is done when the store has not changed this long")
+    ap.add_argument("--idle-s", type=float, default=30.0,
+                    help="a consumer is done when the store has not changed this long (Node-RED's per-message flow "
+                         "stalls for over 10 s while its client retries failed writes)")
     ap.add_argument("--max-s", type=float, default=900.0, help="stop waiting for one consumer after this long")
+    ap.add_argument("--keep-logs", type=Path, default=None, help="copy each consumer's log into this directory")
     ap.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md and the chart alone")
     args = ap.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CONSUMERS)
@@ -697,7 +713,7 @@ def main() -> None:
                         if mode == "kill" and name == "bare":
                             continue   # it stores nothing, so there is nothing to count after a crash
                         say(f"repeat {rep + 1}/{args.repeats}, {mode}: {name}")
-                        r = run_one(ctx, stream, expected, name, mode, args.idle_s, args.max_s)
+                        r = run_one(ctx, stream, expected, name, mode, args.idle_s, args.max_s, args.keep_logs)
                         results.append(r)
                         lost = "" if r.lost is None else f", lost {r.lost:,}, doubled {r.doubled:,}"
                         say(f"  {name} {mode}: {r.rate:,.0f} msg/s over {r.seconds:.1f} s, CPU {r.cpu_s:.1f} s, "
