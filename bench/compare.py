@@ -580,7 +580,11 @@ def run_one(ctx: Context, stream: list[tuple[str, bytes]], expected: Mapping[str
     t = tally(expected, vm_points(ctx.tsdb))
     if t.unknown:
         notes.append(f"{t.unknown} points with an unpublished seq")
-    return Result(name, mode, t.stored / seconds, seconds, cpu, usage.peak_rss / 2**20, t.stored, t.lost, t.doubled,
+    if mode == "drain" and not consumer.persistent and t.stored == 0:
+        notes.append("clean session: the broker kept no backlog for it")
+    # Stopped before it finished: what it had not written yet is not a loss it would have had.
+    lost = None if capped else t.lost
+    return Result(name, mode, t.stored / seconds, seconds, cpu, usage.peak_rss / 2**20, t.stored, lost, t.doubled,
                   capped, notes)
 
 
@@ -615,9 +619,9 @@ def summarize(results: list[Result]) -> dict[tuple[str, str], dict[str, object]]
         out[key] = {
             "rate": _median([r.rate for r in rs]),
             "cpu_s": _median([r.cpu_s for r in rs]),
-            "us_per_msg": _median([r.cpu_s / r.stored * 1e6 if r.stored else float("nan") for r in rs]),
+            "us_per_msg": _median([r.cpu_s / r.stored * 1e6 for r in rs if r.stored] or [float("nan")]),
             "rss_mib": _median([r.rss_mib for r in rs]),
-            "lost": None if rs[0].lost is None else [r.lost for r in rs],
+            "lost": None if all(r.lost is None for r in rs) else [r.lost for r in rs],
             "doubled": None if rs[0].doubled is None else [r.doubled for r in rs],
             "capped": any(r.capped for r in rs),
             "notes": sorted({n for r in rs for n in r.notes}),
@@ -629,7 +633,11 @@ def _runs(values: object) -> str:
     if values is None:
         return "n/a"
     assert isinstance(values, list)
-    return " / ".join(f"{v:,}" for v in values)
+    return " / ".join("n/a" if v is None else f"{v:,}" for v in values)
+
+
+def _us(value: object) -> str:
+    return "n/a" if not isinstance(value, float) or value != value else f"{value:,.0f}"
 
 
 def table(summary: Mapping[tuple[str, str], Mapping[str, object]], mode: str, names: list[str]) -> str:
@@ -640,7 +648,7 @@ def table(summary: Mapping[tuple[str, str], Mapping[str, object]], mode: str, na
         if s is None:
             continue
         notes = list(s["notes"])  # type: ignore[call-overload]
-        rows.append(f"| {LABELS[name]} | {s['rate']:,.0f} | {s['cpu_s']:.1f} | {s['us_per_msg']:,.0f} | "
+        rows.append(f"| {LABELS[name]} | {s['rate']:,.0f} | {s['cpu_s']:.1f} | {_us(s['us_per_msg'])} | "
                     f"{s['rss_mib']:,.0f} | {_runs(s['lost'])} | {_runs(s['doubled'])} | {'; '.join(notes)} |")
     return "\n".join(rows)
 
@@ -715,7 +723,7 @@ def main() -> None:
                         say(f"repeat {rep + 1}/{args.repeats}, {mode}: {name}")
                         r = run_one(ctx, stream, expected, name, mode, args.idle_s, args.max_s, args.keep_logs)
                         results.append(r)
-                        lost = "" if r.lost is None else f", lost {r.lost:,}, doubled {r.doubled:,}"
+                        lost = "" if r.doubled is None else f", lost {_runs([r.lost])}, doubled {r.doubled:,}"
                         say(f"  {name} {mode}: {r.rate:,.0f} msg/s over {r.seconds:.1f} s, CPU {r.cpu_s:.1f} s, "
                             f"peak RSS {r.rss_mib:,.0f} MiB, stored {r.stored:,}{lost} {'; '.join(r.notes)}")
 
