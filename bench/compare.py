@@ -52,8 +52,17 @@ What the script installs when missing (neither is a project dependency):
                                                  into bench/peers/nodered/node_modules (git-ignored)
     python3 -m venv var/peers/mqtt2influxdb && var/peers/mqtt2influxdb/bin/pip install mqtt2influxdb==2.0.6
 
-SOS latency through Node-RED (issue 12, item 2) is not measured here yet; see
-the report of the branch that added this file.
+SOS latency through Node-RED (issue 12, item 2) is not measured yet. Nothing
+found so far makes it impossible; it did not fit in the session that wrote
+this harness. What is known: there is no Twilio node whose base URL can be
+pointed at the stand-in (devtools/twilio_standin.py), so the flow would be
+mqtt in (eldercare/+/+/sos, QoS 1) -> function (form body To, From, Twiml) ->
+http request (POST ${TWILIO_URL}/2010-04-01/Accounts/<sid>/Calls.json, basic
+auth from flows_cred.json, Content-Type application/x-www-form-urlencoded,
+which Prism checks against Twilio's spec), running in the same Node-RED as the
+batched telemetry flow fed at 80 % of the gateway's ceiling, and timed from
+publish to the recording proxy's received_at exactly as bench/sos_latency.py
+times the gateway. Prism comes from the main checkout's .tools (PRISM_BIN).
 """
 from __future__ import annotations
 
