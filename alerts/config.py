@@ -172,6 +172,10 @@ class AlertSettings(BaseModel):
     equipment_silent_s: float = Field(
         default=48 * 3600, gt=0, description="Equipment silent this long raises a yellow maintenance alert",
     )
+    sensor_fault_readings: int = Field(
+        default=3, ge=1, le=1000,
+        description="Equipment readings in a row refused as out of range (a broken sensor) before an equipment fault",
+    )
     counter_stuck_readings: int = Field(
         default=60, ge=5, le=3600,
         description="Readings in a row with power reported and the count standing still before an equipment fault",

@@ -28,11 +28,13 @@ from alerts.rules import (
     detect_button,
     detect_equipment,
     equipment_tick,
+    refused_reading,
     watch_seen,
     watch_tick,
 )
 from alerts.vocabulary import AlertType
 from gateway.models import DeviceKind, DeviceMessage
+from gateway.observer import Refusal
 
 DeviceState: TypeAlias = WatchState | EquipmentState
 _S = TypeVar("_S", WatchState, EquipmentState)
@@ -138,6 +140,16 @@ class Detection:
                 found.append(f)
         staged.watches[m.device_id] = state
         return found
+
+    def refused(self, r: Refusal, now_ms: int) -> list[Finding]:
+        """A registered machine's reading refused for a value out of range (call with `lock` held)."""
+        machine = self.equipment.get(r.device_id)
+        if r.kind != DeviceKind.EQUIPMENT or r.reason != "invalid_field" or machine is None:
+            return []
+        machine, f = refused_reading(r.device_id, machine, r.detail, now_ms, self.ctx)
+        self.equipment[r.device_id] = machine
+        self._dirty.add(r.device_id)
+        return [f] if f else []
 
     def session_claimed(self, device_id: str, session_id: str, resident_id: str) -> bool:
         """A resident claimed the machine's session: if it is still going on, their safe maximum applies

@@ -24,6 +24,7 @@ from alerts.store import AlertStore, Database, DeviceStateStore
 from alerts.vocabulary import AlertState, AlertType, Audience, Channel, Escalation, OutboxStatus, Severity
 from gateway.db import Connection
 from gateway.models import DeviceMessage
+from gateway.observer import Refusal
 
 log = logging.getLogger(__name__)
 Listener = Callable[[AlertEvent], None]
@@ -75,6 +76,15 @@ class AlertEngine:
     def session_claimed(self, device_id: str, session_id: str, resident_id: str) -> bool:
         with self.detection.lock:
             return self.detection.session_claimed(device_id, session_id, resident_id)
+
+    def observe_refused(self, refusals: Sequence[Refusal], now_ms: int) -> int:
+        """Readings ingest refused: a machine whose sensor gives impossible values needs maintenance."""
+        queued = 0
+        with self.detection.lock, self._changes():
+            for r in refusals:
+                for f in self.detection.refused(r, now_ms):
+                    queued += self._raise(f, now_ms)
+        return queued
 
     def observe_clock_skew(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
         """Messages whose device time is too far ahead: ingest dead-letters them, but a press among them is

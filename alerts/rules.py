@@ -92,6 +92,8 @@ class EquipmentState:
     last_count: int = -1      # the newest reading's count, and for how many readings it stood still under power
     stuck_run: int = 0
     stuck_fired: bool = False
+    refused_run: int = 0      # readings refused as impossible since the last good one
+    sensor_fired: bool = False
     heard: bool = True
     quiet_until_ms: int = 0
 
@@ -296,7 +298,7 @@ def safe_max_hr(resident: Resident | None, ctx: RuleContext) -> tuple[float, str
 
 def _new_session(state: EquipmentState, session_id: str | None) -> EquipmentState:
     return replace(state, session_id=session_id, claimed_by=None, over_limit=False, last_count=-1, stuck_run=0,
-                   stuck_fired=False)
+                   stuck_fired=False, refused_run=0, sensor_fired=False)
 
 
 def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx: RuleContext) -> EquipmentResult:
@@ -314,6 +316,7 @@ def detect_equipment(state: EquipmentState, msg: DeviceMessage, now_ms: int, ctx
         return state, None
     if p.session_id != state.session_id:   # its start was missed, or came late
         state = _new_session(state, p.session_id)
+    state = replace(state, refused_run=0)
     state, stuck = _count_stuck(state, p, msg, ctx)
     if stuck is not None or p.heart_rate is None:
         return state, stuck
@@ -338,6 +341,18 @@ def _count_stuck(state: EquipmentState, p: EquipmentTelemetry, msg: DeviceMessag
     f = Finding(AlertType.EQUIPMENT_FAULT, Severity.YELLOW, msg.device_id, p.ts,
                 detail=f"count stuck at {p.count} for {run} readings while {p.power_w} W reported")
     return replace(state, stuck_fired=True), f
+
+
+def refused_reading(device_id: str, state: EquipmentState, detail: str, now_ms: int, ctx: RuleContext) -> EquipmentResult:
+    """A machine's reading refused for a value no sensor could give (heart rate 0, power 5,000 W): after
+    `sensor_fault_readings` in a row, a fault for maintenance, once per session."""
+    run = state.refused_run + 1
+    state = replace(state, last_seen_ms=now_ms, silent_fired=False, heard=True, refused_run=run)
+    if run < ctx.settings.sensor_fault_readings or state.sensor_fired:
+        return state, None
+    f = Finding(AlertType.EQUIPMENT_FAULT, Severity.YELLOW, device_id, now_ms,
+                detail=f"{run} readings in a row out of range: {detail}")
+    return replace(state, sensor_fired=True), f
 
 
 def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: RuleContext) -> EquipmentResult:

@@ -17,6 +17,7 @@ from alerts.outbox import OutboxRow
 from alerts.store import Database, DeviceStateStore
 from alerts.vocabulary import Channel
 from gateway.models import DeviceMessage
+from gateway.observer import Refusal
 
 log = logging.getLogger(__name__)
 _PRUNE_INTERVAL_MS = 3_600_000
@@ -50,6 +51,9 @@ class AlertService:
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
         self._wake_if(self.engine.observe(messages, now_ms))
+
+    def observe_refused(self, refusals: Sequence[Refusal], now_ms: int) -> None:
+        self._wake_if(self.engine.observe_refused(refusals, now_ms))
 
     def observe_clock_skew(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
         self._wake_if(self.engine.observe_clock_skew(messages, now_ms))

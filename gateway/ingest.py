@@ -35,12 +35,15 @@ from gateway.exercise_store import SessionNews
 from gateway.lineprotocol import to_line
 from gateway.models import DeviceKind, DeviceMessage
 from gateway.mqtt_edge import Received
-from gateway.observer import MessageObserver
+from gateway.observer import MessageObserver, Refusal
 from gateway.sink import SinkRejected
 from gateway.store import DeadLetter, OperationalStore
-from gateway.topics import Topics
+from gateway.topics import TopicError, Topics
 
 log = logging.getLogger(__name__)
+
+# Dead-letter reasons that mean a device said something wrong (as opposed to who or where it said it).
+_SAID_WRONGLY = frozenset({"invalid_field", "missing_field", "bad_json", "not_an_object", "too_large"})
 
 _T = TypeVar("_T")
 
@@ -150,6 +153,17 @@ class IngestPipeline:
         keep = self.settings.dead_letter_payload_bytes
         return DeadLetter(r.received_ms, r.topic, reason, detail, bytes(r.payload[:keep]), len(r.payload))
 
+    def _refusal(self, d: DeadLetter) -> Refusal | None:
+        """A dead letter as the observer sees it: only what a known kind of device said wrongly on its own
+        topic (not strangers, unknown streams or the gateway's own refusals)."""
+        if d.reason not in _SAID_WRONGLY:
+            return None
+        try:
+            where = self.topics.parse(d.topic)
+        except TopicError:
+            return None
+        return Refusal(where.device_id, where.kind, d.reason, d.detail)
+
     def judge(self, batch: Sequence[Received]) -> Judged:
         """Steps 1 and 2 (pure CPU apart from registry misses and one dedup query)."""
         now_ms = int(self.clock() * 1000)
@@ -191,6 +205,10 @@ class IngestPipeline:
         fresh, dead = judged.fresh, judged.dead
         if judged.clock_ahead and self.observer is not None:
             self.observer.observe_clock_skew(judged.clock_ahead, judged.now_ms)
+        if dead and self.observer is not None:
+            refusals = [r for d in dead if (r := self._refusal(d)) is not None]
+            if refusals:
+                self.observer.observe_refused(refusals, judged.now_ms)
         if fresh:
             if self.observer is not None:
                 self.observer.observe(fresh, judged.now_ms)

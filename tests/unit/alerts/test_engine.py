@@ -414,3 +414,19 @@ def test_a_watch_sending_only_from_a_clock_ahead_is_not_reported_silent(service)
         service.observe_clock_skew([msg("w1", "status", minute + 1, now + 8 * 3_600_000, battery=80, worn=True)], now)
         service.tick(now)
     assert [a.alert_type for a in service.alerts()] == ["device_clock_wrong"]
+
+
+def test_a_machine_sending_impossible_readings_is_a_fault_for_maintenance_and_a_watch_or_stranger_is_not(tmp_path):
+    from gateway.models import DeviceKind
+    from gateway.observer import Refusal
+
+    svc = make_service(tmp_path, clock=FakeClock())
+    svc.observe([msg("eq-9", "session", 1, DAY, event="start", session_id="s", equipment_type="rower")], DAY)
+    bad = Refusal("eq-9", DeviceKind.EQUIPMENT, "invalid_field", "field 'heart_rate': Input should be <= 250")
+    for n in range(3):
+        svc.observe_refused([bad, Refusal("w1", DeviceKind.WATCH, "invalid_field", "lat"),
+                             Refusal("stranger", DeviceKind.EQUIPMENT, "invalid_field", "x")], DAY + n)
+    [alert] = svc.alerts()
+    assert alert.alert_type == "equipment_fault" and alert.subject == "eq-9" and "heart_rate" in alert.detail
+    assert rows(svc, alert.id) == [("0", DUTY["maintenance"], "sms", "pending")]
+    svc.close()

@@ -324,3 +324,21 @@ def test_every_watch_stream_has_its_detectors_listed():
     from gateway.models import STREAMS, DeviceKind
 
     assert set(WATCH_DETECTORS) == {cls for (kind, _), cls in STREAMS.items() if kind == DeviceKind.WATCH}
+
+
+def test_readings_refused_as_out_of_range_are_a_sensor_fault_after_three_in_a_row():
+    from alerts.rules import refused_reading
+
+    state, found = EquipmentState(session_id="s1"), []
+    for _ in range(2):
+        state, f = refused_reading("eq-1", state, "field 'power_w': too large", DAY, CTX)
+        found.append(f)
+    # a good reading in between: the sensor recovered, the count starts again
+    state, _ = _power_and_count(state, [1, 2])
+    for _ in range(5):
+        state, f = refused_reading("eq-1", state, "field 'power_w': too large", DAY, CTX)
+        found.append(f)
+    assert [f is not None for f in found] == [False, False, False, False, True, False, False]
+    fault = next(f for f in found if f)
+    assert fault.alert_type == "equipment_fault" and fault.severity == "yellow"
+    assert "out of range" in fault.detail and "power_w" in fault.detail

@@ -39,9 +39,13 @@ class RecordingSink:
 class RecordingObserver:
     def __init__(self) -> None:
         self.calls: list[tuple[list, int]] = []
+        self.refused: list = []
 
     def observe(self, messages, now_ms):
         self.calls.append((list(messages), now_ms))
+
+    def observe_refused(self, refusals, now_ms):
+        self.refused.extend(refusals)
 
     @property
     def keys(self) -> list[tuple[str, int, int]]:
@@ -292,3 +296,16 @@ def test_a_message_from_a_clock_far_ahead_is_dead_lettered_as_ts_in_future_and_s
     assert [m.payload.seq for m in observer.skewed] == [1]
     assert observer.keys == [("w1", late_by_nine, 2)]   # within the allowed skew: accepted as usual
     assert store.last_state("w1")["health_ts"] == late_by_nine
+
+
+def test_readings_a_device_got_wrong_are_shown_to_the_alert_engine_and_nothing_else_is(store, sink, observer):
+    p = pipeline(store, sink, observer)
+    p.handle([received("eldercare/equipment/rower-01/telemetry",
+                       b'{"ts": 1767225600001, "seq": 1, "session_id": "s1", "elapsed_s": 5, "count": 2,'
+                       b' "energy_kcal": 1.0, "power_w": 9000}'),
+              received(HEALTH, b"{not json", mid=2),
+              received("eldercare/watch/w1/toaster", b'{"ts": 1767225600001, "seq": 3}', mid=3),
+              received("not/a/device/topic/at/all", b"{}", mid=4)])
+    assert [(r.device_id, r.kind, r.reason) for r in observer.refused] == [
+        ("rower-01", DeviceKind.EQUIPMENT, "invalid_field"), ("w1", DeviceKind.WATCH, "bad_json")]
+    assert "power_w" in observer.refused[0].detail
