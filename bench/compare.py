@@ -90,7 +90,7 @@ import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ingest import messages
+from bench.ingest import messages, publish_acknowledged
 from bench.report import record
 from devtools.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 
@@ -254,20 +254,7 @@ def publish(broker: LocalMosquitto, stream: list[tuple[str, bytes]], at_fraction
     c.max_inflight_messages_set(200)
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
-    start = time.monotonic()
-    mark = int(len(stream) * at_fraction)
-    infos = []
-    for n, (topic, payload) in enumerate(stream):
-        if n == mark and then is not None:
-            then()
-        infos.append(c.publish(topic, payload, qos=1))
-        if len(infos) == 20_000:   # message ids are 16-bit: stay well below 65,535 unacknowledged
-            for info in infos:
-                info.wait_for_publish(120)
-            infos.clear()
-    for info in infos:
-        info.wait_for_publish(120)
-    elapsed = time.monotonic() - start
+    elapsed = publish_acknowledged(c, stream, int(len(stream) * at_fraction), then)
     c.disconnect()
     c.loop_stop()
     return elapsed

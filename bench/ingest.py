@@ -92,9 +92,20 @@ def fill(broker, creds, count: int, devices: int) -> float:
     c.max_inflight_messages_set(200)
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
+    elapsed = publish_acknowledged(c, messages(count, devices))
+    c.disconnect()
+    c.loop_stop()
+    return count / elapsed
+
+
+def publish_acknowledged(c: mqtt.Client, stream, mark: int = -1, then=None) -> float:
+    """Publish (topic, payload) pairs at QoS 1 and wait for every PUBACK; `then()` runs before the `mark`-th.
+    Returns the seconds it took."""
     start = time.perf_counter()
     infos = []
-    for topic, payload in messages(count, devices):
+    for n, (topic, payload) in enumerate(stream):
+        if n == mark and then is not None:
+            then()
         infos.append(c.publish(topic, payload, qos=1))
         if len(infos) == 20_000:  # MQTT message ids are 16-bit: keep well below 65,535 unacknowledged
             for info in infos:
@@ -102,10 +113,7 @@ def fill(broker, creds, count: int, devices: int) -> float:
             infos.clear()
     for info in infos:
         info.wait_for_publish(120)
-    elapsed = time.perf_counter() - start
-    c.disconnect()
-    c.loop_stop()
-    return count / elapsed
+    return time.perf_counter() - start
 
 
 def bare_subscriber(broker, count: int) -> float:

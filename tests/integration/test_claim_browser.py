@@ -14,8 +14,8 @@ from playwright.sync_api import expect
 from devtools.localservices import free_port
 from gateway.models import DeviceKind, EquipmentType
 from tests.fixtures.browser import screenshot
-from tests.fixtures.gateway_proc import Publisher, connected_client, register, subscribe, wait_until
-from tests.integration.test_exercise_sessions import session_stream
+from tests.fixtures.gateway_proc import Publisher, register, wait_until
+from tests.integration.test_exercise_sessions import machine_display, session_stream
 from tests.unit.exercise_support import exercise, workout
 
 MACHINE = "rower-01"          # "Rower by the east gate" in examples/community.toml
@@ -37,10 +37,7 @@ def test_a_resident_claims_her_session_on_her_phone_and_nobody_can_claim_it_agai
                                "alerts": {"public_base_url": base}})
     register(gateway.store, MACHINE, kind=DeviceKind.EQUIPMENT)
     device = mosquitto.add_device(MACHINE)
-    heard: list[dict] = []
-    display = connected_client(mosquitto, device, f"{MACHINE}-display",
-                               on_message=lambda c, u, m: heard.append(json.loads(m.payload)))
-    subscribe(display, f"eldercare/equipment/{MACHINE}/cmd")
+    display, heard = machine_display(mosquitto, device, MACHINE)
     gateway.start()
     # Earlier weeks of her record, and one session whose claim window closed long ago.
     now = int(time.time() * 1000)

@@ -15,6 +15,15 @@ from tests.fixtures.gateway_proc import Publisher, connected_client, register, s
 MACHINE = "rower-07"
 
 
+def machine_display(broker, credentials, machine: str) -> tuple[object, list[dict]]:
+    """The machine's screen: a client on its own account that keeps every command the gateway sends it."""
+    heard: list[dict] = []
+    display = connected_client(broker, credentials, f"{machine}-display",
+                               on_message=lambda c, u, m: heard.append(json.loads(m.payload)))
+    subscribe(display, f"eldercare/equipment/{machine}/cmd")
+    return display, heard
+
+
 def session_stream(sid: str, t0: int, seconds: int, first_seq: int = 1, reboot_at: int | None = None,
                    end: bool = True) -> list[tuple[str, dict]]:
     """start, a reading a second (a stroke every 2 s), end with the machine's own totals. At `reboot_at`
@@ -43,10 +52,7 @@ def test_a_gateway_killed_mid_session_and_a_machine_rebooting_mid_session_give_o
     gateway = gateway_process({"exercise": {"claim_url": "https://gw.example.test/c/"}})
     register(gateway.store, MACHINE, kind=DeviceKind.EQUIPMENT)
     device = mosquitto.add_device(MACHINE)
-    heard: list[dict] = []
-    display = connected_client(mosquitto, device, f"{MACHINE}-display",
-                               on_message=lambda c, u, m: heard.append(json.loads(m.payload)))
-    subscribe(display, f"eldercare/equipment/{MACHINE}/cmd")
+    display, heard = machine_display(mosquitto, device, MACHINE)
     gateway.start()
 
     t0 = int(time.time() * 1000) - 900_000
