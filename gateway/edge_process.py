@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from gateway.config import MqttSettings
-from gateway.mqtt_edge import MqttSession, Received
+from gateway.mqtt_edge import MqttSession, Protocol, Received
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,12 @@ _GENERATION_STRIDE = 1_000_000  # keeps connection numbers unique across child r
 
 
 def _child(settings: MqttSettings, client_id: str, subscriptions: list[str], conn: Connection,
-           first_connection: int) -> None:
+           first_connection: int, protocol: Protocol = "5") -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
-    session = MqttSession(settings, client_id, subscriptions, inbox)
+    session = MqttSession(settings, client_id, subscriptions, inbox, protocol=protocol)
     session.connection = first_connection
     send_lock = threading.Lock()
     stop = threading.Event()
@@ -84,8 +84,9 @@ class ChildProcessSession:
     child_main = staticmethod(_child)
 
     def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str],
-                 inbox: queue.SimpleQueue[Received]) -> None:
+                 inbox: queue.SimpleQueue[Received], protocol: Protocol = "5") -> None:
         self.settings = settings
+        self.protocol = protocol
         self.client_id = client_id
         self.subscriptions = subscriptions
         self.inbox = inbox
@@ -104,7 +105,7 @@ class ChildProcessSession:
         proc = self._ctx.Process(
             target=self.child_main, name=f"mqtt-{self.client_id}", daemon=True,
             args=(self.settings, self.client_id, self.subscriptions, child_end,
-                  self._generation * _GENERATION_STRIDE),
+                  self._generation * _GENERATION_STRIDE, self.protocol),
         )
         self._proc = proc
         proc.start()

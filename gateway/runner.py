@@ -93,11 +93,12 @@ class Gateway:
             inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
             client_id = f"{settings.mqtt.client_id}-{lane}"
             session: Session
+            protocol = settings.mqtt.telemetry_protocol if lane == "telemetry" else "5"
             if lane == "telemetry" and ing.network_process:
-                session = ChildProcessSession(settings.mqtt, client_id, subscriptions, inbox)
+                session = ChildProcessSession(settings.mqtt, client_id, subscriptions, inbox, protocol)
             else:
                 session = MqttSession(settings.mqtt, client_id, subscriptions, inbox,
-                                      status_topic if lane == "critical" else None)
+                                      status_topic if lane == "critical" else None, protocol)
                 if lane == "critical":
                     self._commands = session
             pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip,

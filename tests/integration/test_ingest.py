@@ -208,3 +208,35 @@ def test_a_retained_sos_is_never_replayed_as_a_new_press_but_a_live_one_still_co
     pub.wait_all()
     wait_until(lambda: gateway.store.already_seen([("w-retained", old + 10, 3)]) != set(), 30, "the live press")
     pub.close()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_a_retained_reading_is_not_replayed_into_the_telemetry_session_whichever_mqtt_version(
+        gateway_process, mosquitto, protocol):
+    """A watch whose status was retained long ago would otherwise look heard at every gateway start (and its
+    stale reading judged again after the dedup window). MQTT 3.1.1 cannot refuse retained messages at
+    subscribe time, so the edge acknowledges and drops the ones the broker marks as retained."""
+    gateway = gateway_process({"mqtt": {"telemetry_protocol": protocol}})
+    register(gateway.store, "w-stale", "w-marker")
+    pub = Publisher(mosquitto, mosquitto.add_device("w-stale"), client_id="w-stale")
+    old = int(time.time() * 1000) - 3_600_000
+    pub.publish("eldercare/watch/w-stale/status", {"ts": old, "seq": 1, "battery": 50, "worn": True}, retain=True)
+    pub.wait_all()
+    gateway.start()
+    marker = Publisher(mosquitto, mosquitto.add_device("w-marker"), client_id="w-marker")
+    marker.publish("eldercare/watch/w-marker/status", {"ts": old + 5, "seq": 1, "battery": 80, "worn": True})
+    marker.wait_all()
+    marker.close()
+    wait_until(lambda: gateway.store.already_seen([("w-marker", old + 5, 1)]) != set(), 30, "the marker")
+    assert gateway.store.already_seen([("w-stale", old, 1)]) == set()
+    # A live message with the retain flag is a message like any other.
+    pub.publish("eldercare/watch/w-stale/status", {"ts": old + 10, "seq": 2, "battery": 49, "worn": True}, retain=True)
+    pub.wait_all()
+    pub.close()
+    wait_until(lambda: gateway.store.already_seen([("w-stale", old + 10, 2)]) != set(), 30, "the live reading")
+    assert gateway.store.seen_count() == 2
+    gateway.stop()
+    # The stale message was acknowledged: a restart does not receive it again as a queued message.
+    gateway.start()
+    time.sleep(1)
+    assert gateway.store.seen_count() == 2

@@ -32,7 +32,7 @@ class RecordingSession:
 
     made: ClassVar[list[RecordingSession]] = []
 
-    def __init__(self, settings, client_id, subscriptions, inbox) -> None:
+    def __init__(self, settings, client_id, subscriptions, inbox, protocol="5") -> None:
         self.inbox = inbox
         self.connection = 0
         self.connected = threading.Event()
@@ -111,7 +111,7 @@ def test_the_child_leaves_without_acknowledging_when_the_parent_is_gone(child_en
 
 # ---- the parent end -----------------------------------------------------------------------------
 
-def stand_in_child(settings, client_id, subscriptions, conn, first_connection) -> None:
+def stand_in_child(settings, client_id, subscriptions, conn, first_connection, protocol="5") -> None:
     """A child process speaking the pipe protocol: connects, delivers two messages, echoes acks back.
 
     With client id "dies-once" the first generation exits right after delivering,
