@@ -93,54 +93,58 @@ class Telemetry(threading.Thread):
 def test_kill_9_of_the_active_three_times_loses_and_doubles_nothing(mosquitto, victoria, postgres_url, tmp_path):
     active = _gateway(tmp_path, "gw-a", mosquitto, victoria, postgres_url)
     standby = _gateway(tmp_path, "gw-b", mosquitto, victoria, postgres_url)
-    register(active.store, *WATCHES, *TRACKERS)
-    accounts = {watch: mosquitto.add_device(watch) for watch in WATCHES}   # before any thread publishes
-    active.start()
-    standby.start_as_standby()
-    assert _ready(active) == (200, "active") and _ready(standby) == (503, "standby")
+    try:
+        register(active.store, *WATCHES, *TRACKERS)
+        accounts = {watch: mosquitto.add_device(watch) for watch in WATCHES}   # before any thread publishes
+        active.start()
+        standby.start_as_standby()
+        assert _ready(active) == (200, "active") and _ready(standby) == (503, "standby")
 
-    def press(watch: str) -> None:
-        pub = Publisher(mosquitto, accounts[watch], client_id=watch)
-        pub.publish(f"eldercare/watch/{watch}/sos", {"ts": int(time.time() * 1000), "seq": 1, "lat": 31.23, "lon": 121.47})
-        pub.wait_all()
-        pub.close()
+        def press(watch: str) -> None:
+            pub = Publisher(mosquitto, accounts[watch], client_id=watch)
+            pub.publish(f"eldercare/watch/{watch}/sos", {"ts": int(time.time() * 1000), "seq": 1, "lat": 31.23, "lon": 121.47})
+            pub.wait_all()
+            pub.close()
 
-    rng = random.Random(11)
-    in_gaps, spread = WATCHES[:KILLS], WATCHES[KILLS:]   # one press right after each kill, the rest over the run
-    presser = threading.Thread(target=lambda: [press(w) for w in spread if not time.sleep(rng.uniform(0.2, 0.6))],
-                               daemon=True)
-    telemetry = Telemetry(mosquitto)
-    telemetry.start()
-    presser.start()
-    both = (active, standby)   # the roles swap; the pair stays
-    takeovers, rings = [], []
-    for watch in in_gaps:
-        time.sleep(rng.uniform(0.5, 2.5))   # a moment of the run, telemetry and presses in flight
-        active.kill9()
-        killed_at = time.monotonic()
-        press(watch)   # published while no gateway is active
-        wait_until(lambda s=standby: _ready(s) == (200, "active"), 30, "the standby to take over")
-        takeovers.append(time.monotonic() - killed_at)
-        wait_until(lambda w=watch: w in _first_calls(both, postgres_url), 30, f"the first call for {watch}")
-        rings.append(time.monotonic() - killed_at)
-        active.start_as_standby()   # the killed one comes back and waits
-        active, standby = standby, active
+        rng = random.Random(11)
+        in_gaps, spread = WATCHES[:KILLS], WATCHES[KILLS:]   # one press right after each kill, the rest over the run
+        presser = threading.Thread(target=lambda: [press(w) for w in spread if not time.sleep(rng.uniform(0.2, 0.6))],
+                                   daemon=True)
+        telemetry = Telemetry(mosquitto)
+        telemetry.start()
+        presser.start()
+        both = (active, standby)   # the roles swap; the pair stays
+        takeovers, rings = [], []
+        for watch in in_gaps:
+            time.sleep(rng.uniform(0.5, 2.5))   # a moment of the run, telemetry and presses in flight
+            active.kill9()
+            killed_at = time.monotonic()
+            press(watch)   # published while no gateway is active
+            wait_until(lambda s=standby: _ready(s) == (200, "active"), 30, "the standby to take over")
+            takeovers.append(time.monotonic() - killed_at)
+            wait_until(lambda w=watch: w in _first_calls(both, postgres_url), 30, f"the first call for {watch}")
+            rings.append(time.monotonic() - killed_at)
+            active.start_as_standby()   # the killed one comes back and waits
+            active, standby = standby, active
 
-    presser.join(60)
-    published = telemetry.finish()
-    wait_until(lambda: active.store.seen_count() >= published + SOS_PRESSES, 60, "every message in the store")
-    wait_until(lambda: len(_first_calls(both, postgres_url)) >= SOS_PRESSES, 60, "every SOS's first call")
-    print(f"takeover after kill -9: {[f'{t:.1f}' for t in takeovers]} s; SOS in the gap rang after "
-          f"{[f'{t:.1f}' for t in rings]} s")
+        presser.join(60)
+        published = telemetry.finish()
+        wait_until(lambda: active.store.seen_count() >= published + SOS_PRESSES, 60, "every message in the store")
+        wait_until(lambda: len(_first_calls(both, postgres_url)) >= SOS_PRESSES, 60, "every SOS's first call")
+        print(f"takeover after kill -9: {[f'{t:.1f}' for t in takeovers]} s; SOS in the gap rang after "
+              f"{[f'{t:.1f}' for t in rings]} s")
 
-    assert active.store.seen_count() == published + SOS_PRESSES   # each telemetry message and each SOS, once
-    assert victoria.wait_for_samples('{__name__="location_seq"}', published) == published
-    calls = _first_calls(both, postgres_url)
-    assert sorted(calls) == sorted(WATCHES) and set(calls.values()) == {1}, calls   # one first call per SOS
-    with psycopg.connect(postgres_url, autocommit=True) as db:
-        alerts = db.execute("SELECT count(*), count(DISTINCT subject) FROM alerts WHERE alert_type = 'sos'").fetchone()
-    assert alerts == (SOS_PRESSES, SOS_PRESSES)
-    assert _ready(standby) == (503, "standby")
+        assert active.store.seen_count() == published + SOS_PRESSES   # each telemetry message and each SOS, once
+        assert victoria.wait_for_samples('{__name__="location_seq"}', published) == published
+        calls = _first_calls(both, postgres_url)
+        assert sorted(calls) == sorted(WATCHES) and set(calls.values()) == {1}, calls   # one first call per SOS
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            alerts = db.execute("SELECT count(*), count(DISTINCT subject) FROM alerts WHERE alert_type = 'sos'").fetchone()
+        assert alerts == (SOS_PRESSES, SOS_PRESSES)
+        assert _ready(standby) == (503, "standby")
+    finally:   # both processes, whichever role each ended in
+        active.stop()
+        standby.stop()
 
 
 OUTAGE_S = 30
