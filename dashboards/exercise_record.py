@@ -51,11 +51,14 @@ class Totals:
     energy_kcal: float = 0.0
 
     def add(self, s: ExerciseSession) -> None:
-        self.sessions += 1
-        self.seconds += s.elapsed_s
-        self.reps += s.reps
-        self.distance_m += s.distance_m
-        self.energy_kcal += s.energy_kcal
+        self.absorb(Totals(1, s.elapsed_s, s.reps, s.distance_m, s.energy_kcal))
+
+    def absorb(self, other: Totals) -> None:
+        self.sessions += other.sessions
+        self.seconds += other.seconds
+        self.reps += other.reps
+        self.distance_m += other.distance_m
+        self.energy_kcal += other.energy_kcal
 
     @property
     def minutes(self) -> int:
@@ -71,11 +74,7 @@ class Week:
     def all(self) -> Totals:
         t = Totals()
         for x in self.by_type.values():
-            t.sessions += x.sessions
-            t.seconds += x.seconds
-            t.reps += x.reps
-            t.distance_m += x.distance_m
-            t.energy_kcal += x.energy_kcal
+            t.absorb(x)
         return t
 
 

@@ -24,6 +24,7 @@ from alerts.lifecycle import Alert
 from alerts.service import AlertService
 from alerts.vocabulary import AlertType
 from dashboards.auth import Admin
+from dashboards.exercise_record import local_midnight_ms
 from dashboards.heatmap import DAYS, HOURS, render_heatmap
 from dashboards.pages import render
 from dashboards.views import type_label
@@ -61,18 +62,17 @@ class Periods:
         return Span(min(self.window.since_ms, self.last_week.since_ms), max(self.window.until_ms, self.this_week.until_ms))
 
 
-def _midnight(day: date, zone: ZoneInfo) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1000)
-
-
 def periods(now_ms: int, tz: str, weeks: int) -> Periods:
     """Local midnights, so a day that gains or loses an hour to summer time is still one day."""
     zone = ZoneInfo(tz)
     today = datetime.fromtimestamp(now_ms / 1000, zone).date()
     monday = today - timedelta(days=today.weekday())
-    return Periods(Span(_midnight(today - timedelta(days=7 * weeks - 1), zone), _midnight(today + timedelta(days=1), zone)),
-                   Span(_midnight(monday - timedelta(days=7), zone), _midnight(monday, zone)),
-                   Span(_midnight(monday, zone), _midnight(monday + timedelta(days=7), zone)))
+
+    def days(first: date, count: int) -> Span:
+        return Span(local_midnight_ms(first, zone), local_midnight_ms(first + timedelta(days=count), zone))
+
+    return Periods(days(today - timedelta(days=7 * weeks - 1), 7 * weeks), days(monday - timedelta(days=7), 7),
+                   days(monday, 7))
 
 
 @dataclass(frozen=True, slots=True)
