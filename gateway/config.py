@@ -44,8 +44,9 @@ class MqttSettings(_Section):
     )
     telemetry_protocol: Literal["5", "3.1.1"] = Field(
         default="3.1.1",
-        description="MQTT version of the telemetry session: 3.1.1 costs paho about half the CPU per message; "
-                    "the critical session (SOS, fall, service call) always uses 5",
+        description="MQTT version of the telemetry session: 3.1.1 is the gateway's own receive-only client "
+                    "(about a sixth of paho's CPU per message), 5 is paho's; the critical session (SOS, fall, "
+                    "service call) always uses paho with 5",
     )
     receive_maximum: int = Field(
         default=2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway",

@@ -23,7 +23,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from gateway.config import MqttSettings
-from gateway.mqtt_edge import MqttSession, Protocol, Received
+from gateway.mqtt_edge import Protocol, Received
+from gateway.mqtt_receiver import receiving_session
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def _child(settings: MqttSettings, client_id: str, subscriptions: list[str], con
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
-    session = MqttSession(settings, client_id, subscriptions, inbox, protocol=protocol)
+    session = receiving_session(settings, client_id, subscriptions, inbox, protocol)
     session.connection = first_connection
     send_lock = threading.Lock()
     stop = threading.Event()

@@ -1,21 +1,16 @@
-"""The MQTT edge: one persistent MQTT session (v5, or 3.1.1 for telemetry), paho's messages converted and queued.
+"""The MQTT edge: one persistent MQTT v5 session through paho, its messages converted and queued.
 
 The network thread only converts a paho message into a `Received` and puts
 it on the inbox. The inbox needs no bound of its own: messages are
 acknowledged only once handled, and the broker stops sending when
-`receive_maximum` of them await an ack (MQTT v5 flow control; for a 3.1.1
-session Mosquitto's `max_inflight_messages`), so that is the most the inbox
-ever holds; the backlog waits in the broker, which is sized for it.
-Acknowledgement comes from the ingest thread.
+`receive_maximum` of them await an ack (MQTT v5 flow control), so that is
+the most the inbox ever holds; the backlog waits in the broker, which is
+sized for it. Acknowledgement comes from the ingest thread.
 
-MQTT 3.1.1 costs paho about half the CPU per message of v5 (it parses no
-properties), and telemetry is most of the traffic. It keeps what the gateway
-needs: a persistent session (`clean_session=False`; the broker's
-`persistent_client_expiration` bounds it), QoS 1 and manual acknowledgement.
-It has no subscription option to refuse retained messages, so a retained
-message sent because of the subscription (the RETAIN flag, which a broker
-sets only then) is acknowledged and dropped here, as v5's
-RETAIN_DO_NOT_SEND would not have sent it.
+The critical session (SOS, fall, service call) uses this, as it also
+publishes (the gateway's status, commands to devices). Telemetry, nearly
+all of the traffic, goes through the leaner `mqtt_receiver` unless
+`[mqtt] telemetry_protocol` asks for v5.
 """
 from __future__ import annotations
 
@@ -49,9 +44,12 @@ log = logging.getLogger(__name__)
 Protocol = Literal["5", "3.1.1"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Received:
-    """One message as it came off the wire, with what is needed to acknowledge it."""
+    """One message as it came off the wire, with what is needed to acknowledge it.
+
+    A value nothing changes; not `frozen`, as one is made for every message and a frozen
+    dataclass costs five times as much to make."""
 
     topic: str
     payload: bytes | bytearray  # paho hands either
@@ -65,9 +63,8 @@ class MqttSession:
     """A persistent session that subscribes on every connect and reconnects by itself."""
 
     def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str], inbox: queue.SimpleQueue[Received],
-                 status_topic: str | None = None, protocol: Protocol = "5") -> None:
+                 status_topic: str | None = None) -> None:
         self.settings = settings
-        self.protocol = protocol
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
         self.inbox = inbox
@@ -80,11 +77,7 @@ class MqttSession:
         self._client = self._new_client()
 
     def _new_client(self) -> mqtt.Client:
-        if self.protocol == "5":
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True)
-        else:
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
-                            clean_session=False, manual_ack=True)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True)
         c.username_pw_set(self.settings.username, self.settings.password.get_secret_value())
         if self.settings.tls is not None:
             c.tls_set_context(self.settings.tls.context())
@@ -114,11 +107,8 @@ class MqttSession:
         log.info("%s: connected (session present: %s)", self.client_id, flags.session_present)
         # No retained messages on (re)subscribing: a retained device message is an old reading or an old press,
         # and replayed after the dedup window it would raise a fresh alert. Live messages still arrive.
-        if self.protocol == "5":
-            client.subscribe([(t, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
-                              for t in self.subscriptions])
-        else:
-            client.subscribe([(t, 1) for t in self.subscriptions])
+        client.subscribe([(t, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+                          for t in self.subscriptions])
         if self.status_topic:
             client.publish(self.status_topic, orjson.dumps({"state": "online", "session": self.client_id}), qos=1, retain=True)
         self.connected.set()
@@ -130,11 +120,8 @@ class MqttSession:
             log.warning("%s: disconnected: %s", self.client_id, reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        r = Received(message.topic, message.payload, message.mid, message.qos, int(time.time() * 1000), self.connection)
-        if message.retain:   # 3.1.1 only (v5 asks for none): an old message replayed because we subscribed
-            self._acks.append(r)
-            return
-        self.inbox.put(r)
+        self.inbox.put(Received(message.topic, message.payload, message.mid, message.qos, int(time.time() * 1000),
+                                self.connection))
 
     # -- control (any thread) ---------------------------------------------
 
@@ -180,9 +167,6 @@ class MqttSession:
             self._thread.join(timeout=10)
 
     def _connect(self) -> None:
-        if self.protocol != "5":   # the session is persistent (clean_session=False) and has no properties
-            self._client.connect(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
-            return
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's Properties.__init__ is unannotated
         props.SessionExpiryInterval = self.settings.session_expiry_s
         props.ReceiveMaximum = self.settings.receive_maximum

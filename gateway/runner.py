@@ -15,6 +15,7 @@ from gateway.edge_process import ChildProcessSession
 from gateway.ingest import IngestPipeline, IngestWorker
 from gateway.models import CRITICAL_STREAMS
 from gateway.mqtt_edge import MqttSession, Received
+from gateway.mqtt_receiver import receiving_session
 from gateway.observer import MessageObserver
 from gateway.sink import TimeSeriesSink
 from gateway.store import OperationalStore
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Session(Protocol):
-    """What a lane needs of its MQTT session: MqttSession, or ChildProcessSession running one in a child."""
+    """What a lane needs of its MQTT session: MqttSession, MqttReceiver, or ChildProcessSession running one in a child."""
 
     connected: threading.Event
 
@@ -93,14 +94,13 @@ class Gateway:
             inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
             client_id = f"{settings.mqtt.client_id}-{lane}"
             session: Session
-            protocol = settings.mqtt.telemetry_protocol if lane == "telemetry" else "5"
-            if lane == "telemetry" and ing.network_process:
+            protocol = settings.mqtt.telemetry_protocol
+            if lane == "critical":
+                session = self._commands = MqttSession(settings.mqtt, client_id, subscriptions, inbox, status_topic)
+            elif ing.network_process:
                 session = ChildProcessSession(settings.mqtt, client_id, subscriptions, inbox, protocol)
             else:
-                session = MqttSession(settings.mqtt, client_id, subscriptions, inbox,
-                                      status_topic if lane == "critical" else None, protocol)
-                if lane == "critical":
-                    self._commands = session
+                session = receiving_session(settings.mqtt, client_id, subscriptions, inbox, protocol)
             pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip,
                                       announce=self.notices)
             self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger)))

@@ -28,7 +28,7 @@ WAIT_S = 20
 # ---- the child end ------------------------------------------------------------------------------
 
 class RecordingSession:
-    """Stands in for MqttSession inside `_child`: delivers what the test gives it, records acks."""
+    """Stands in for the receiving session inside `_child`: delivers what the test gives it, records acks."""
 
     made: ClassVar[list[RecordingSession]] = []
 
@@ -54,7 +54,7 @@ class RecordingSession:
 def child_end(monkeypatch):
     """`_child` running in a thread; yields (parent's end of the pipe, the session, the thread)."""
     RecordingSession.made.clear()
-    monkeypatch.setattr(edge_process, "MqttSession", RecordingSession)
+    monkeypatch.setattr(edge_process, "receiving_session", RecordingSession)
     monkeypatch.setattr(edge_process.signal, "signal", lambda *a: None)  # only the main thread may set handlers
     parent, child = mp.Pipe()
     thread = threading.Thread(target=edge_process._child, args=(SETTINGS, "c", ["t/#"], child, 5_000_000), daemon=True)
