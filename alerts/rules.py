@@ -51,12 +51,16 @@ class Finding:
 
 
 def replace(state: _State, **changes: Any) -> _State:
-    """dataclasses.replace for the rule states, about three times faster: it runs for every message."""
+    """dataclasses.replace for the rule states, faster: it runs several times for every message.
+
+    The states are values: no rule changes one, each returns a new one made here. They are not
+    `frozen` only because a frozen dataclass builds each instance field by field through
+    `object.__setattr__` (6 us for a WatchState against 2.3 us)."""
     cls = type(state)
     return cls(*[changes[f] if f in changes else getattr(state, f) for f in _FIELDS[cls]])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WatchState:
     last_seen_ms: int = 0
     worn: bool = False
@@ -82,7 +86,7 @@ class WatchState:
     quiet_until_ms: int = 0          # silence is not judged before this (after a restart, while backlogs drain)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EquipmentState:
     last_seen_ms: int = 0
     session_id: str | None = None

@@ -1,8 +1,10 @@
 """Ingest: from received bytes to durably handled messages, one batch at a time.
 
 For each batch, in this order:
-1. judge every message (decode), reject unknown devices;
-2. drop keys already committed and repeats within the batch;
+1. judge every message (decode), reject unknown devices; this needs nothing
+   of earlier batches, so it runs while the batch before is committed;
+2. drop keys already committed and repeats within the batch (after every
+   earlier batch is committed, so a key in two batches is recognised);
 3. let the observer (alert engine) see the new messages: first, so an SOS
    becomes an alert without waiting for the time-series write, and even if
    the time-series store rejects its point;
@@ -119,16 +121,15 @@ class DeviceRegistry:
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """A batch after judging: what is new, what goes to dead-letter, and which of those came from a clock ahead."""
+    """A batch after judging: what may be new (dedup has not looked yet), what goes to dead-letter,
+    and which of those came from a clock ahead."""
 
     now_ms: int
-    fresh: list[DeviceMessage]
-    fresh_raw: list[Received]
+    candidates: list[tuple[Received, DeviceMessage]]
     dead: list[DeadLetter]
     clock_ahead: list[DeviceMessage] = field(default_factory=list)
     received: int = 0      # counted into the stats once committed, so a batch judged again is not counted twice
     ignored: int = 0
-    duplicates: int = 0
 
 
 class IngestPipeline:
@@ -165,9 +166,9 @@ class IngestPipeline:
         return Refusal(where.device_id, where.kind, d.reason, d.detail)
 
     def judge(self, batch: Sequence[Received]) -> Judged:
-        """Steps 1 and 2 (pure CPU apart from registry misses and one dedup query)."""
+        """Step 1: pure CPU apart from registry misses."""
         now_ms = int(self.clock() * 1000)
-        ignored = duplicates = 0
+        ignored = 0
         candidates: list[tuple[Received, DeviceMessage]] = []
         dead: list[DeadLetter] = []
         clock_ahead: list[DeviceMessage] = []
@@ -187,28 +188,32 @@ class IngestPipeline:
                 clock_ahead.append(result)
             else:
                 candidates.append((r, result))
+        return Judged(now_ms, candidates, dead, clock_ahead, len(batch), ignored)
 
+    def _new(self, candidates: list[tuple[Received, DeviceMessage]]) -> tuple[list[DeviceMessage], list[Received]]:
+        """Step 2: the candidates whose keys were never committed, each once."""
         seen = self.store.already_seen([m.key for _, m in candidates]) if candidates else set()
         fresh: list[DeviceMessage] = []
         fresh_raw: list[Received] = []
         for r, m in candidates:
             if m.key in seen:
-                duplicates += 1
                 continue
             seen.add(m.key)
             fresh.append(m)
             fresh_raw.append(r)
-        return Judged(now_ms, fresh, fresh_raw, dead, clock_ahead, len(batch), ignored, duplicates)
+        return fresh, fresh_raw
 
     def commit(self, judged: Judged) -> None:
-        """Steps 3 to 5: observer, sink, store. Raises if any fails; then the store commits nothing."""
-        fresh, dead = judged.fresh, judged.dead
+        """Steps 2 to 5: dedup, observer, sink, store. Raises if any fails; then the store commits nothing."""
+        fresh, fresh_raw = self._new(judged.candidates)
+        dead = judged.dead
         if judged.clock_ahead and self.observer is not None:
             self.observer.observe_clock_skew(judged.clock_ahead, judged.now_ms)
         if dead and self.observer is not None:
             refusals = [r for d in dead if (r := self._refusal(d)) is not None]
             if refusals:
                 self.observer.observe_refused(refusals, judged.now_ms)
+        accepted = fresh
         if fresh:
             if self.observer is not None:
                 self.observer.observe(fresh, judged.now_ms)
@@ -216,16 +221,16 @@ class IngestPipeline:
                 self.sink.write([to_line(m) for m in fresh])
             except SinkRejected as e:
                 # Keep the bytes: nothing valid is lost, an operator can replay them.
-                dead = dead + [self._dead(r, "sink_rejected", str(e)) for r in judged.fresh_raw]
-                fresh = []
-        news = self.store.commit_batch(fresh, dead, judged.now_ms)
+                dead = dead + [self._dead(r, "sink_rejected", str(e)) for r in fresh_raw]
+                accepted = []
+        news = self.store.commit_batch(accepted, dead, judged.now_ms)
         if news and self.announce is not None:
             self.announce(news)
         stats = self.stats
         stats.received += judged.received
         stats.ignored += judged.ignored
-        stats.duplicates += judged.duplicates
-        stats.accepted += len(fresh)
+        stats.duplicates += len(judged.candidates) - len(fresh)
+        stats.accepted += len(accepted)
         stats.dead_letters.update(d.reason for d in dead)
 
     def handle(self, batch: Sequence[Received]) -> None:
@@ -236,9 +241,9 @@ class IngestWorker:
     """Drains one session's inbox in batches and acknowledges what was handled.
 
     Two threads: the judge thread decodes batch N+1 while the commit thread
-    writes batch N (SQLite and HTTP release the GIL, so the two overlap on
-    two cores). Batch N+1's dedup check waits until batch N is committed, so
-    a key in both is still recognised.
+    checks dedup for and writes batch N (SQLite and HTTP release the GIL, so
+    the two overlap). Dedup is the commit thread's first step, so it sees
+    every earlier batch committed and a key in two batches is recognised.
     """
 
     def __init__(self, name: str, inbox: queue.SimpleQueue[Received], pipeline: IngestPipeline,
@@ -250,7 +255,6 @@ class IngestWorker:
         self.batch_size = batch_size
         self.linger_s = linger_ms / 1000
         self._handoff: queue.Queue[tuple[list[Received], Judged]] = queue.Queue(maxsize=1)
-        self._committed = threading.Semaphore(1)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._batch_messages = BATCH_MESSAGES.labels(name)
@@ -290,7 +294,6 @@ class IngestWorker:
             batch = self._next_batch()
             if not batch:
                 continue
-            self._committed.acquire()  # the previous batch is committed: dedup can see it
             try:
                 judged = self._until_done(functools.partial(self.pipeline.judge, batch), f"judging {len(batch)}")
             except Exception:
@@ -308,7 +311,6 @@ class IngestWorker:
             except Exception:
                 return
             self.ack(batch)
-            self._committed.release()
             self.lag_s = max(0.0, time.time() - batch[0].received_ms / 1000)
             self._batch_messages.observe(len(batch))
             self._ack_delay.observe(self.lag_s)
