@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -57,7 +58,11 @@ def replace(state: _State, **changes: Any) -> _State:
     `frozen` only because a frozen dataclass builds each instance field by field through
     `object.__setattr__` (6 us for a WatchState against 2.3 us)."""
     cls = type(state)
-    return cls(*[changes[f] if f in changes else getattr(state, f) for f in _FIELDS[cls]])
+    read, position = _FIELDS[cls]
+    values = list(read(state))
+    for name, value in changes.items():
+        values[position[name]] = value
+    return cls(*values)
 
 
 @dataclass(slots=True)
@@ -372,4 +377,8 @@ def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: Rule
 
 
 # Field order for replace(), computed once per state class.
-_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in (WatchState, EquipmentState)}
+# Per state class: one getter for all its fields in order, and each field's position.
+_FIELDS: dict[type, tuple[Callable[[Any], tuple[Any, ...]], dict[str, int]]] = {
+    cls: (attrgetter(*(names := [f.name for f in fields(cls)])), {name: i for i, name in enumerate(names)})
+    for cls in (WatchState, EquipmentState)
+}

@@ -9,7 +9,7 @@ in s, distance in m, energy in kcal, power in W, heart rate in bpm).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal, Self
 
@@ -183,20 +183,23 @@ STREAMS: dict[tuple[DeviceKind, str], type[DevicePayload]] = {
 CRITICAL_STREAMS: frozenset[str] = frozenset(c.stream for c in PAYLOAD_TYPES if c.critical)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeviceMessage:
-    """A validated message: who sent it, on which stream, and what it says."""
+    """A validated message: who sent it, on which stream, and what it says.
+
+    A value nothing changes (the payload is frozen); the class is not, as one is made per message
+    and a frozen dataclass costs several times as much to make."""
 
     device_id: str
     kind: DeviceKind
     payload: DevicePayload
+    # The idempotency key: a redelivery repeats `ts` and `seq` exactly, a rebooted watch restarts
+    # `seq` at 1 with a newer `ts`, so its messages are new data and never "duplicates".
+    key: tuple[str, int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.device_id, self.payload.ts, self.payload.seq)
 
     @property
     def stream(self) -> str:
         return self.payload.stream
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        """The idempotency key: a redelivery repeats `ts` and `seq` exactly, a rebooted watch restarts
-        `seq` at 1 with a newer `ts`, so its messages are new data and never "duplicates"."""
-        return (self.device_id, self.payload.ts, self.payload.seq)

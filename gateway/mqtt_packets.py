@@ -9,6 +9,7 @@ makes a select and several recv calls per packet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 CONNACK, PUBLISH, SUBACK, PINGRESP = 2, 3, 9, 13
 PINGREQ = b"\xc0\x00"
@@ -69,8 +70,9 @@ def puback(packet_id: int) -> bytes:
     return b"\x40\x02" + packet_id.to_bytes(2, "big")
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(NamedTuple):
+    """A PUBLISH as received (a tuple: one is made per message, and a tuple is the cheapest to make)."""
+
     topic: str
     payload: bytes
     packet_id: int   # 0 at QoS 0

@@ -223,9 +223,9 @@ class MqttReceiver:
         received_ms = int(time.time() * 1000)
         connection = self.connection
         put = self.inbox.put
-        for p in publishes:
-            r = Received(p.topic, p.payload, p.packet_id, p.qos, received_ms, connection)
-            if p.retain:   # an old message replayed because we subscribed
+        for topic, payload, packet_id, qos, retain in publishes:
+            r = Received(topic, payload, packet_id, qos, received_ms, connection)
+            if retain:   # an old message replayed because we subscribed
                 self._acks.append(r)
             else:
                 put(r)

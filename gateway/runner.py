@@ -77,8 +77,10 @@ class Gateway:
 
         status_topic = self.topics.gateway_status(settings.instance)
 
+        gateway_topics = f"{prefix}/gateway/"   # this instance's status and its peers'
+
         def not_device_data(topic: str) -> bool:
-            return topic == status_topic or self.topics.is_command(topic) or topic.startswith(f"{prefix}/gateway/")
+            return topic.startswith(gateway_topics) or self.topics.is_command(topic)
 
         ing = settings.ingest
         self.lanes: list[tuple[Session, IngestWorker]] = []
