@@ -52,17 +52,10 @@ What the script installs when missing (neither is a project dependency):
                                                  into bench/peers/nodered/node_modules (git-ignored)
     python3 -m venv var/peers/mqtt2influxdb && var/peers/mqtt2influxdb/bin/pip install mqtt2influxdb==2.0.6
 
-SOS latency through Node-RED (issue 12, item 2) is not measured yet. Nothing
-found so far makes it impossible; it did not fit in the session that wrote
-this harness. What is known: there is no Twilio node whose base URL can be
-pointed at the stand-in (devtools/twilio_standin.py), so the flow would be
-mqtt in (eldercare/+/+/sos, QoS 1) -> function (form body To, From, Twiml) ->
-http request (POST ${TWILIO_URL}/2010-04-01/Accounts/<sid>/Calls.json, basic
-auth from flows_cred.json, Content-Type application/x-www-form-urlencoded,
-which Prism checks against Twilio's spec), running in the same Node-RED as the
-batched telemetry flow fed at 80 % of the gateway's ceiling, and timed from
-publish to the recording proxy's received_at exactly as bench/sos_latency.py
-times the gateway. Prism comes from the main checkout's .tools (PRISM_BIN).
+SOS latency through Node-RED (issue 12, item 2) is measured by bench/sos_latency.py
+(--consumer nodered), with bench/peers/nodered/flow-sos.json: this harness's NodeRed
+consumer runs it, the batched telemetry flow plus mqtt in (eldercare/watch/+/sos) ->
+function -> http request to the Twilio stand-in.
 """
 from __future__ import annotations
 
@@ -411,9 +404,10 @@ class NodeRed(Consumer):
     client_ids = ("bench-nodered",)
     stop_timeout_s = 15.0
 
-    def __init__(self, ctx: Context, workdir: Path, flow: str) -> None:
+    def __init__(self, ctx: Context, workdir: Path, flow: str, env: Mapping[str, str] | None = None) -> None:
         self.name = f"nodered-{flow}"
         self.flow = NODERED / f"flow-{flow}.json"
+        self.env = dict(env or {})   # more ${...} and env.get() values for the flow (bench/sos_latency.py: Twilio's)
         super().__init__(ctx, workdir)
 
     def start(self, on_spawn: Callable[[int], None]) -> None:
@@ -426,7 +420,7 @@ class NodeRed(Consumer):
         creds |= {n["id"]: {"token": "bench"} for n in flow if n["type"] == "influxdb"}
         (user_dir / "flows_cred.json").write_text(json.dumps(creds))   # credentialSecret false: read as plain JSON
         env = {"NODE_RED_PORT": str(free_port()), "MQTT_PORT": str(self.ctx.broker.port),
-               "MQTT_CLIENT_ID": "bench-nodered", "VM_URL": self.ctx.tsdb.url}
+               "MQTT_CLIENT_ID": "bench-nodered", "VM_URL": self.ctx.tsdb.url} | self.env
         offset = self._spawn(["node", str(NODERED / "node_modules" / "node-red" / "red.js"), "--settings",
                               str(NODERED / "settings.js"), "--userDir", str(user_dir), "flows.json"], env, on_spawn,
                              cwd=NODERED)
