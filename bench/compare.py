@@ -10,7 +10,7 @@ Consumers, each a process of its own (its CPU and memory are its process
 group's, sampled from /proc every 0.2 s):
 
     bare                 a paho subscriber that only counts (bench/peers/bare_subscriber.py),
-                         MQTT v5, persistent session; it stores nothing
+                         MQTT 3.1.1 (paho's cheaper client), persistent session; it stores nothing
     gateway              `python -m eldercare run`, auto-registration on, alert engine inside,
                          SQLite operational store
     nodered-per-message  Node-RED 4.1.8 + node-red-contrib-influxdb 0.7.0: mqtt in (QoS 1, JSON,
