@@ -11,8 +11,9 @@ together). It keeps everything the delivery guarantee needs:
 - QoS 1 with acknowledgement only when ingest asks (`ack`), and only on the
   connection that delivered the message: after a reconnect the broker
   redelivers the rest and dedup recognises them;
-- keepalive (PINGREQ when idle, and a connection that stays silent for one
-  and a half keepalives is dropped), reconnect with jittered backoff, TLS;
+- keepalive (`Liveness`: a PINGREQ when nothing was sent or nothing heard
+  for a keepalive, and a ping unanswered for one drops the connection),
+  reconnect with jittered backoff, TLS;
 - a retained message sent because of the subscription (the broker marks
   only those RETAIN) is acknowledged and dropped: 3.1.1 cannot refuse them
   at subscribe time as v5 does, and an old reading replayed after the dedup
@@ -34,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from gateway import mqtt_packets as mp
 from gateway.backoff import Backoff, jitter_down_to_half
@@ -52,6 +54,40 @@ class BrokerRefused(Exception):
 
 class _Gone(Exception):
     """The connection ended or went silent."""
+
+
+@dataclass(slots=True)
+class Liveness:
+    """When the session pings the broker and when it gives the connection up (monotonic seconds).
+
+    A ping is due when nothing was sent for a keepalive (the broker drops a client silent for one and a
+    half) and also when nothing was heard for one: a broker that has handed over its whole queue sends
+    nothing while the gateway is still sending acknowledgements, and only a ping tells a quiet broker
+    from a dead connection. The connection is given up when a ping goes unanswered for a keepalive.
+    """
+
+    keepalive_s: float
+    last_sent: float
+    last_heard: float = field(init=False)
+    ping_sent: float | None = None
+
+    def __post_init__(self) -> None:
+        self.last_heard = self.last_sent
+
+    def ping_due(self, now: float) -> bool:
+        if self.ping_sent is not None:
+            return False
+        return now - self.last_sent >= self.keepalive_s or now - self.last_heard >= self.keepalive_s
+
+    def pinged(self, now: float) -> None:
+        self.ping_sent = self.last_sent = now
+
+    def heard(self, now: float) -> None:
+        self.last_heard = now
+        self.ping_sent = None
+
+    def dead(self, now: float) -> bool:
+        return self.ping_sent is not None and now - self.ping_sent > self.keepalive_s
 
 
 class MqttReceiver:
@@ -162,24 +198,24 @@ class MqttReceiver:
 
     def _serve(self, sock: socket.socket, reader: mp.PacketReader) -> None:
         keepalive = self.settings.keepalive_s
-        last_sent = last_heard = time.monotonic()
+        live = Liveness(keepalive, time.monotonic())
         pending = b""   # written bytes the socket did not take yet
         while not self._stop.is_set():
             now = time.monotonic()
-            if now - last_heard > 1.5 * keepalive:
-                raise _Gone(f"nothing from the broker for {now - last_heard:.0f} s")
-            if not pending and now - last_sent >= keepalive:
+            if live.dead(now):
+                raise _Gone(f"no answer from the broker to a ping for {keepalive} s")
+            if not pending and live.ping_due(now):
                 pending = mp.PINGREQ
+                live.pinged(now)
             pending += self._drain_acks()
             if pending:
                 pending = self._write(sock, pending)
-                last_sent = now
+                live.last_sent = now
             # An SSL socket may hold decrypted bytes that select cannot see.
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
                 readable: list[socket.socket] = [sock]
             else:
-                wait_s = max(0.0, min(keepalive - (now - last_sent), 1.0))
-                readable, _, _ = select.select([sock, self._wake_r], [sock] if pending else [], [], wait_s)
+                readable, _, _ = select.select([sock, self._wake_r], [sock] if pending else [], [], 1.0)
             if self._wake_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)
@@ -190,7 +226,7 @@ class MqttReceiver:
                     continue
                 if not data:
                     raise _Gone("the broker closed the connection")
-                last_heard = time.monotonic()
+                live.heard(time.monotonic())
                 self._take(*reader.feed(data))
 
     def _drain_acks(self) -> bytes:
