@@ -35,6 +35,7 @@ message the broker acknowledged.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import re
 import statistics
 import sys
@@ -61,7 +62,8 @@ CHART = REPO / "docs" / "bench" / "scale.png"
 MIX = cadence_mix(FIELD_CADENCE_S)
 MIB = 2**20
 IDLE_S = 5.0            # seconds of nothing coming in after startup, for the idle CPU share
-LOAD_GRACE_S = 120.0    # beyond its duration, how long a load run may take to finish before the phase gives up
+LOAD_GRACE_S = 60.0     # beyond its duration, how long a load run may take before it is stopped; also the catch-up
+TARGET_MINUTES = 10     # the issue's city run and backlog
 METRIC = re.compile(r'^(eldercare_[a-z_]+)\{([^}]*)\} (\S+)$')
 
 
@@ -124,6 +126,7 @@ class Sample:
     cpu_share: float    # of one core, over the interval before
     rss: int
     m: Metrics
+    others: dict[str, float]    # the broker's and the time-series store's CPU shares, over the same interval
 
 
 @dataclass
@@ -137,6 +140,9 @@ class Phase:
     load_end: float             # monotonic: the load's last PUBACK (without a load: when sampling began)
     done_at: float | None       # monotonic: the gateway had received all of it (None: not within the bound)
     lag_p99_bucket_s: float | None
+    received_rate: float        # messages/s the gateway received while the load ran
+    received: int               # messages the gateway received in the phase
+    others_share: dict[str, float]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -152,6 +158,11 @@ class WatchedGateway:
     def __init__(self, work: Path, broker: LocalMosquitto, tsdb: LocalVictoriaMetrics) -> None:
         self.web_port = free_port()
         self.usage = Usage()
+        self.others: dict[str, Usage] = {}
+        for name, service in (("broker", broker), ("VictoriaMetrics", tsdb)):
+            assert service.proc is not None
+            self.others[name] = Usage()
+            self.others[name].watch(service.proc.pid)
         self.service = LocalGateway(work / "gateway", {
             "instance": "scale",
             "mqtt": {"port": broker.port, "password": broker.gateway.password, "client_id": "scale-gw"},
@@ -176,7 +187,8 @@ class WatchedGateway:
 
     def close(self) -> None:
         self.stop()
-        self.usage.close()
+        for usage in (self.usage, *self.others.values()):
+            usage.close()
 
     def metrics(self) -> Metrics:
         deadline = time.monotonic() + 30
@@ -203,28 +215,42 @@ class WatchedGateway:
         t0 = time.monotonic()
         first = self.metrics()
         last_t, last_cpu = t0, self.usage.cpu_s()
+        last_others = {k: u.cpu_s() for k, u in self.others.items()}
         self.usage.peak_rss = self.usage.rss
 
         def sample() -> Metrics:
-            nonlocal last_t, last_cpu
+            nonlocal last_t, last_cpu, last_others
             m = self.metrics()
             now, cpu = time.monotonic(), self.usage.cpu_s()
-            samples.append(Sample(now - t0, (cpu - last_cpu) / max(now - last_t, 1e-6), self.usage.rss, m))
-            last_t, last_cpu = now, cpu
+            others = {k: u.cpu_s() for k, u in self.others.items()}
+            dt = max(now - last_t, 1e-6)
+            samples.append(Sample(now - t0, (cpu - last_cpu) / dt, self.usage.rss, m,
+                                  {k: (v - last_others[k]) / dt for k, v in others.items()}))
+            last_t, last_cpu, last_others = now, cpu, others
             return m
+
+        def show(m: Metrics) -> None:
+            x = samples[-1]
+            others = "  ".join(f"{k} {v:5.0%}" for k, v in x.others.items())
+            say(f"  {name}: {x.t:5.0f} s  received {m.received:>10,}  inbox {m.inbox:>7,}  lag {m.lag_s:6.2f} s  "
+                f"CPU {x.cpu_share:5.0%}  RSS {x.rss / MIB:6,.0f} MiB  ({others})")
 
         while thread is not None and thread.is_alive() and time.monotonic() - t0 < bound_s:
             time.sleep(1)
-            m = sample()
-            say(f"  {name}: {samples[-1].t:5.0f} s  received {m.received:>10,}  inbox {m.inbox:>7,}  "
-                f"lag {m.lag_s:6.2f} s  CPU {samples[-1].cpu_share:6.1%}  RSS {samples[-1].rss / MIB:7,.0f} MiB")
+            show(sample())
         loaded = len(samples)
         load_end = time.monotonic()
-        if thread is not None:
-            thread.join(max(0.0, t0 + bound_s - load_end))
-            if "report" not in result:
-                raise RuntimeError(f"{name}: the load did not finish within {bound_s:.0f} s")
+        notes = []
+        if thread is not None and thread.is_alive():
+            # The simulator fell behind: stop its workers (this process's only multiprocessing children).
+            for worker in mp.active_children():
+                worker.terminate()
+            thread.join(15)
+            notes.append(f"{name}: the simulator fell behind its rate and was stopped after {bound_s:.0f} s")
+            idle_s = idle_s or 10.0
         report = result.get("report")
+        in_load = [x for x in samples[:loaded] if x.m.received > first.received]
+        received_rate = ((in_load[-1].m.received - first.received) / in_load[-1].t) if in_load else 0.0
         # Catch-up: until the gateway has everything, bounded.
         done_at: float | None = None
         still, still_since = -1, time.monotonic()
@@ -239,18 +265,18 @@ class WatchedGateway:
             if (idle_s and now - still_since > idle_s) or now - load_end > catch_up_max_s:
                 break
             if load is None:
-                say(f"  {name}: {samples[-1].t:5.0f} s  received {m.received:>10,}  inbox {m.inbox:>7,}  "
-                    f"lag {m.lag_s:6.2f} s  CPU {samples[-1].cpu_share:6.1%}  RSS {samples[-1].rss / MIB:7,.0f} MiB")
+                show(m)
             time.sleep(1 if load is None else 0.2)
         # CPU share over the seconds the gateway had messages coming in (not the simulator's start-up).
         window = samples[:loaded] if load is not None else samples
         busy = [s for s in window if s.m.received > first.received] or window
-        notes = []
         if done_at is None:
             notes.append(f"had received {samples[-1].m.received - first.received:,} of the expected at the end")
         return Phase(name, samples, report, statistics.fmean(s.cpu_share for s in busy) if busy else 0.0,
                      self.usage.peak_rss, samples[-1].rss, load_end, done_at,
-                     bucket_percentile(first.ack_buckets, samples[-1].m.ack_buckets, 99), notes)
+                     bucket_percentile(first.ack_buckets, samples[-1].m.ack_buckets, 99), received_rate,
+                     samples[-1].m.received - first.received,
+                     {k: statistics.fmean(x.others[k] for x in busy) for k in self.others} if busy else {}, notes)
 
 
 # ---- one size --------------------------------------------------------------------------------------------------------
@@ -281,6 +307,21 @@ def load_for(broker: LocalMosquitto, devices: int, rate: float, duration_s: floa
     return lambda: run_load(port=broker.port, username=broker.simulator.username, password=broker.simulator.password,
                             devices=devices, rate=rate, duration=duration_s, processes=1 if rate < 2000 else 2,
                             mix=MIX)
+
+
+def bounded(load: Callable[[], LoadReport], bound_s: float) -> LoadReport | None:
+    """Run the load; if it has not finished within `bound_s`, stop its workers (this process's only
+    multiprocessing children) and return None."""
+    result: dict[str, LoadReport] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("report", load()), daemon=True)
+    thread.start()
+    thread.join(bound_s)
+    if thread.is_alive():
+        for worker in mp.active_children():
+            worker.terminate()
+        thread.join(15)
+        return None
+    return result.get("report")
 
 
 def register(path: Path, devices: int) -> float:
@@ -332,7 +373,7 @@ def run_size(devices: int, args: argparse.Namespace, largest: bool) -> SizeResul
                 say(f"  up in {startup_s:.1f} s, RSS {startup_rss / MIB:,.0f} MiB, idle CPU {idle:.0%}")
                 rate = cadence_rate(devices, FIELD_CADENCE_S)
                 fld = phase_with_load(gw, f"field cadence, {devices:,}", broker, devices, rate, args.field_s)
-                heard = min(devices, fld.load.published if fld.load else 0)
+                heard = min(devices, fld.received)
                 out = SizeResult(devices, register_s, startup_s, startup_rss, idle, fld, heard)
                 if largest:
                     out.city = phase_with_load(gw, f"city, {devices:,}", broker, devices, args.city_rate,
@@ -342,12 +383,17 @@ def run_size(devices: int, args: argparse.Namespace, largest: bool) -> SizeResul
                     backlog_n = round(args.city_rate * args.backlog_minutes * 60)
                     say(f"backlog: publishing {backlog_n:,} messages ({args.backlog_minutes:g} min at "
                         f"{args.city_rate:,.0f} msg/s) at up to {args.backlog_rate:,.0f} msg/s while it is down")
-                    out.backlog = load_for(broker, devices, args.backlog_rate, backlog_n / args.backlog_rate)()
-                    say(f"  published {out.backlog.published:,} in {out.backlog.elapsed_s:.0f} s; starting it again")
+                    out.backlog = bounded(load_for(broker, devices, args.backlog_rate, backlog_n / args.backlog_rate),
+                                          backlog_n / args.backlog_rate + LOAD_GRACE_S)
+                    if out.backlog is None:
+                        say("  the simulator fell behind and was stopped: the drain waits for the received count to "
+                            "stand still")
+                    else:
+                        say(f"  published {out.backlog.published:,} in {out.backlog.elapsed_s:.0f} s")
                     out.restart_at = time.monotonic()
                     out.restart_s = gw.start()
                     say(f"  up again in {out.restart_s:.1f} s; draining")
-                    backlog = out.backlog.published
+                    backlog = out.backlog.published if out.backlog else 2**62
                     out.drain = gw.run("drain", None, 0, lambda m: m.received >= backlog and m.inbox == 0,
                                        catch_up_max_s=args.drain_max_s, idle_s=30)
                     say(f"  drained in {secs(out.drain_s)} from the spawn")
@@ -371,18 +417,24 @@ def per_device(delta: float, devices: int) -> str:
 
 
 def size_table(results: list[SizeResult]) -> str:
-    rows = ["| watches | register (one transaction) | startup | RSS after startup | idle CPU | field rate | CPU share | "
+    rows = ["| watches | register (one transaction) | startup | RSS after startup | idle CPU | field rate asked / received | "
+            "CPU share | broker / VictoriaMetrics CPU | "
             "peak RSS | RSS gained per device heard | gateway lag max | catch-up after load |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         f = r.field
-        asked = f.load.requested_rate if f.load else 0.0
+        asked = cadence_rate(r.devices, FIELD_CADENCE_S)
         rows.append(f"| {r.devices:,} | {r.register_s:.1f} s | {r.startup_s:.1f} s | {mib(r.startup_rss)} | "
                     f"{r.idle_cpu_share:.0%} | "
-                    f"{asked:,.0f} msg/s | {f.cpu_share:.0%} | {mib(f.peak_rss)} | "
+                    f"{asked:,.0f} / {f.received_rate:,.0f} msg/s | {f.cpu_share:.0%} | {others(f)} | "
+                    f"{mib(f.peak_rss)} | "
                     f"{per_device(f.final_rss - r.startup_rss, r.heard)} ({r.heard:,} heard) | "
                     f"{max(f.lags, default=0):.2f} s | {secs(f.catch_up_s)} |")
     return "\n".join(rows)
+
+
+def others(p: Phase) -> str:
+    return " / ".join(f"{v:.0%}" for v in p.others_share.values())
 
 
 def marginal(results: list[SizeResult]) -> str:
@@ -420,7 +472,7 @@ def chart(results: list[SizeResult], city: Phase | None, title: str) -> bool:
         lx.set_ylim(bottom=0)
         cx.set_ylim(bottom=0)
         lx.legend(loc="upper right", fontsize=8)
-        rate = city.load.requested_rate if city.load else 0
+        rate = city.load.requested_rate if city.load else city.received_rate
         cx.set_title(f"city rate: {rate:,.0f} msg/s from {results[-1].devices:,} watches", fontsize=9)
         cx.set_xlabel("s")
         cx.set_ylabel("CPU share, %")
@@ -436,11 +488,13 @@ def summary_rows(results: list[SizeResult], args: argparse.Namespace) -> list[tu
     rows.append(("RSS per registered watch (after startup, smallest to largest size)", marginal(results)))
     big = results[-1]
     c = big.city
-    if c is not None and c.load is not None:
+    if c is not None:
         p99 = "n/a" if c.lag_p99_bucket_s is None else f"≤ {c.lag_p99_bucket_s:g} s"
         rows += [
-            (f"city: asked / achieved from {big.devices:,} watches for {args.city_minutes:g} min",
-             f"{c.load.requested_rate:,.0f} / {c.load.achieved_rate:,.0f} msg/s"),
+            (f"city: asked / simulator achieved / gateway received, from {big.devices:,} watches for "
+             f"{args.city_minutes:g} min", f"{args.city_rate:,.0f} / "
+             f"{f'{c.load.achieved_rate:,.0f}' if c.load else 'stopped, fell behind'} / {c.received_rate:,.0f} msg/s"),
+            ("city: broker / VictoriaMetrics CPU share of one core", others(c)),
             ("city: gateway CPU share of one core (target < 50 %), mean / p95 of seconds",
              f"{c.cpu_share:.0%} / {percentile([s.cpu_share for s in c.samples], 95):.0%}"),
             ("city: gateway lag p99 / max of 1 s samples (target < 1 s)",
@@ -449,12 +503,12 @@ def summary_rows(results: list[SizeResult], args: argparse.Namespace) -> list[tu
             ("city: catch-up after the last PUBACK", secs(c.catch_up_s)),
             ("city: peak / final RSS (target < 1 GiB)", f"{mib(c.peak_rss)} / {mib(c.final_rss)}"),
         ]
-    if big.backlog is not None and big.drain is not None:
+    if big.drain is not None:
         d, b = big.drain, big.backlog
         received = d.samples[-1].m.received if d.samples else 0
         rows += [
             (f"backlog: {args.backlog_minutes:g} min of city traffic queued while the gateway was down",
-             f"{b.published:,} messages"),
+             f"{b.published:,} messages" if b else "the simulator fell behind and was stopped: count unknown"),
             ("backlog: restart to both lanes connected", secs(big.restart_s)),
             ("backlog: drain, from the spawn until all of it received and the inbox empty", secs(big.drain_s)),
             ("backlog: drain rate (received / drain time)",
@@ -476,6 +530,7 @@ def main() -> None:
     ap.add_argument("--backlog-rate", type=float, default=None,
                     help="how fast the backlog is published while the gateway is down (default 3 x the city rate)")
     ap.add_argument("--drain-max-s", type=float, default=1200.0, help="stop waiting for the drain after this long")
+    ap.add_argument("--why-shorter", default="", help="for BENCHMARKS.md, when the run is shorter than the target")
     ap.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md and the chart alone")
     args = ap.parse_args()
     sizes = sorted({int(n.replace("_", "")) for n in args.devices.split(",") if n.strip()})
@@ -506,6 +561,9 @@ def main() -> None:
         "0.2 s for peaks; CPU share is user + system time of the group per second of wall time while the load ran. "
         "Lag is the gateway's arrival-to-acknowledgement time; the catch-up is what the broker still held when the "
         "simulator stopped. Broker, VictoriaMetrics and the simulator share the 2 cores with the gateway.")
+    if args.city_minutes < TARGET_MINUTES or args.backlog_minutes < TARGET_MINUTES:
+        notes.append(f"This run is shorter than the target's {TARGET_MINUTES} minutes (city {args.city_minutes:g} min, "
+                     f"backlog {args.backlog_minutes:g} min): {args.why_shorter or 'no reason given (--why-shorter)'}.")
     notes += [n for r in results for p in (r.field, r.city, r.drain) if p is not None for n in p.notes]
     record("Scale", command, rows, notes="\n\n".join(notes))
 
