@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -400,6 +401,9 @@ def run_size(devices: int, args: argparse.Namespace, largest: bool) -> SizeResul
                 return out
             finally:
                 gw.close()
+                if args.keep_logs is not None and gw.service.log_file.exists():
+                    args.keep_logs.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(gw.service.log_file, args.keep_logs / f"gateway-{devices}.log")
 
 
 # ---- output ----------------------------------------------------------------------------------------------------------
@@ -531,6 +535,7 @@ def main() -> None:
                     help="how fast the backlog is published while the gateway is down (default 3 x the city rate)")
     ap.add_argument("--drain-max-s", type=float, default=1200.0, help="stop waiting for the drain after this long")
     ap.add_argument("--why-shorter", default="", help="for BENCHMARKS.md, when the run is shorter than the target")
+    ap.add_argument("--keep-logs", type=Path, default=None, help="copy each size's gateway log into this directory")
     ap.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md and the chart alone")
     args = ap.parse_args()
     sizes = sorted({int(n.replace("_", "")) for n in args.devices.split(",") if n.strip()})
