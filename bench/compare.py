@@ -60,11 +60,9 @@ function -> http request to the Twilio stand-in.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -83,7 +81,9 @@ import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.charts import pyplot, save
 from bench.ingest import messages, publish_acknowledged
+from bench.procs import Usage, kill_group, say, stop_group
 from bench.report import record
 from devtools.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 
@@ -103,13 +103,6 @@ LABELS = {
     "mqtt2influxdb": f"mqtt2influxdb {M2I_VERSION}",
 }
 KILL_AT = 0.4
-_T0 = time.monotonic()
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f} s] {text}", file=sys.stderr, flush=True)
-
-
 # ---- counting what reached the store -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -179,58 +172,6 @@ def vm_count(tsdb: LocalVictoriaMetrics) -> int:
     return int(float(result[0]["value"][1])) if result else 0
 
 
-# ---- CPU and memory of a process group -----------------------------------------------------------------------------
-
-class Usage:
-    """CPU seconds and peak RSS of every process in the watched sessions (each consumer starts its own)."""
-
-    TICK = os.sysconf("SC_CLK_TCK")
-    PAGE = os.sysconf("SC_PAGE_SIZE")
-
-    def __init__(self) -> None:
-        self.sessions: set[int] = set()
-        self.ticks: dict[tuple[int, int], int] = {}   # (pid, start time) -> utime + stime last seen
-        self.peak_rss = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def watch(self, pid: int) -> None:
-        with self._lock:
-            self.sessions.add(pid)
-        self.sample()
-
-    def sample(self) -> None:
-        rss = 0
-        with self._lock:
-            for entry in os.scandir("/proc"):
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    stat = Path(entry.path, "stat").read_text()
-                    fields = stat[stat.rindex(")") + 2:].split()
-                    if int(fields[3]) not in self.sessions:
-                        continue
-                    self.ticks[int(entry.name), int(fields[19])] = int(fields[11]) + int(fields[12])
-                    rss += int(Path(entry.path, "statm").read_text().split()[1]) * self.PAGE
-                except (OSError, ValueError, IndexError):
-                    continue   # the process left between listing and reading
-            self.peak_rss = max(self.peak_rss, rss)
-
-    def cpu_s(self) -> float:
-        self.sample()
-        return sum(self.ticks.values()) / self.TICK
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            self.sample()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 # ---- MQTT: publishing the stream, ending sessions ------------------------------------------------------------------
 
 def _client(creds, client_id: str) -> mqtt.Client:
@@ -266,26 +207,6 @@ def end_session(broker: LocalMosquitto, client_id: str) -> None:
 
 
 # ---- consumers -----------------------------------------------------------------------------------------------------
-
-def kill_group(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGKILL the process group this harness started for a consumer (its leader's pid is the group id)."""
-    if proc is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def stop_group(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
-    """SIGTERM the leader, SIGKILL the group if it has not left in time, or if children outlived it."""
-    if proc is None:
-        return
-    if proc.poll() is None:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout_s)
-    kill_group(proc)
-
 
 def _wait_for_log(path: Path, offset: int, needles: tuple[str, ...], proc: subprocess.Popen[bytes],
                   what: str, timeout_s: float = 90) -> None:
@@ -645,12 +566,8 @@ def table(summary: Mapping[tuple[str, str], Mapping[str, object]], mode: str, na
 
 def chart(summary: Mapping[tuple[str, str], Mapping[str, object]], modes: list[str], names: list[str],
           title: str) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say("matplotlib is not installed (it is in the dev extra: pip install -e '.[dev]'): no chart")
+    plt = pyplot()
+    if plt is None:
         return False
     shown = [m for m in modes if m != "kill"]
     killed = [n for n in names if summary.get((n, "kill"), {}).get("lost") is not None]
@@ -674,11 +591,7 @@ def chart(summary: Mapping[tuple[str, str], Mapping[str, object]], modes: list[s
     ax.set_ylabel("messages/s into VictoriaMetrics (bare: received)")
     ax.set_title(title, fontsize=9)
     ax.legend()
-    fig.tight_layout()
-    CHART.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(CHART, dpi=110)
-    plt.close(fig)
-    say(f"chart written to {CHART}")
+    save(plt, fig, CHART)
     return True
 
 

@@ -208,6 +208,14 @@ def test_a_registered_device_can_be_looked_up(store):
     assert store.device_ids() == {"w1"}
 
 
+def test_devices_registered_in_bulk_are_all_there_and_keep_an_earlier_label(store):
+    store.register_device("w1", DeviceKind.WATCH, now_ms=T0, label="Mrs. Jansen, room 12")
+    store.register_devices((f"w{i}" for i in range(1, 1001)), DeviceKind.WATCH, now_ms=T0 + 1)
+    assert len(store.device_ids()) == 1000
+    assert store.device("w1") == Device("w1", DeviceKind.WATCH, "Mrs. Jansen, room 12", T0)
+    assert store.device("w1000") == Device("w1000", DeviceKind.WATCH, None, T0 + 1)
+
+
 def test_an_unregistered_device_is_not_found(store):
     assert store.device("w9") is None
 
