@@ -198,6 +198,12 @@ class AlertSettings(BaseModel):
         description="Notifications sent at the same time, most urgent first; one slot is always kept free for red alerts",
     )
     tick_interval_s: float = Field(default=1.0, gt=0, le=60, description="How often deadlines and silence rules are checked")
+    silence_sweep_s: float = Field(
+        default=30.0, gt=0, le=600,
+        description="Every device's silence and other time rules are checked at least this often: each tick checks "
+                    "a share of the devices (all of them while there are fewer than 10,000), so a million watches "
+                    "cost a thirtieth of a full scan per second",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:8000", pattern=r"^https?://",
         description="Public URL Twilio reaches the webhooks at (signatures are checked against it)",

@@ -10,6 +10,7 @@ as JSON (`saved`, `restore`).
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -71,15 +72,22 @@ class SilenceFinding(Generic[_S]):
 AnySilenceFinding: TypeAlias = SilenceFinding[WatchState] | SilenceFinding[EquipmentState]
 
 
-def _tick(table: dict[str, _S], states: list[tuple[str, _S]],
+def _tick(table: dict[str, _S], device_ids: Iterable[str],
           rule: Callable[[str, _S, int, RuleContext], tuple[_S, Finding | None]],
           now_ms: int, ctx: RuleContext) -> list[SilenceFinding[_S]]:
     found: list[SilenceFinding[_S]] = []
-    for d, old in states:
+    for d in device_ids:
+        old = table.get(d)   # one read of a dict the message path replaces entries of: atomic under the GIL
+        if old is None:
+            continue
         new, f = rule(d, old, now_ms, ctx)
         if f is not None:
             found.append(SilenceFinding(table, d, old, new, f))
     return found
+
+
+# Below this many devices every tick checks them all.
+_SWEEP_FLOOR = 10_000
 
 
 def _revive(cls: type[_S], saved: str, quiet_until_ms: int) -> _S:
@@ -99,6 +107,10 @@ class Detection:
         self.lock = threading.Lock()
         self._dirty: set[str] = set()          # devices whose state changed since it was last saved
         self._clock_runs: dict[str, int] = {}  # messages in a row from a device whose clock runs ahead
+        # The silence sweep in progress: the devices known when it began, and how far it has got.
+        self._sweep_watches: list[str] = []
+        self._sweep_machines: list[str] = []
+        self._sweep_at = 0
 
     # -- messages (call with `lock` held) ---------------------------------------------
 
@@ -187,13 +199,25 @@ class Detection:
     # -- the tick ----------------------------------------------------------------
 
     def scan_silence(self, now_ms: int) -> list[AnySilenceFinding]:
-        """Silence and other time-driven rules over every device, without holding the lock during the scan:
-        an SOS never waits for it."""
-        with self.lock:
-            watches, equipment = list(self.watches.items()), list(self.equipment.items())
+        """Silence and other time-driven rules over the next share of the devices, without holding the lock
+        during the scan: an SOS never waits for it.
+
+        A sweep goes through every device known when it began, a share per tick, so that it takes at
+        most `silence_sweep_s`; the thresholds these rules judge are minutes long. A fleet under
+        `_SWEEP_FLOOR` is swept whole on every tick."""
+        if self._sweep_at >= len(self._sweep_watches) + len(self._sweep_machines):
+            with self.lock:
+                self._sweep_watches, self._sweep_machines = list(self.watches), list(self.equipment)
+            self._sweep_at = 0
+        total = len(self._sweep_watches) + len(self._sweep_machines)
+        share = max(_SWEEP_FLOOR, math.ceil(total * self.settings.tick_interval_s / self.settings.silence_sweep_s))
+        start, end = self._sweep_at, self._sweep_at + share
+        self._sweep_at = end
+        watches, n = self._sweep_watches, len(self._sweep_watches)
         found: list[AnySilenceFinding] = []
-        found.extend(_tick(self.watches, watches, watch_tick, now_ms, self.ctx))
-        found.extend(_tick(self.equipment, equipment, equipment_tick, now_ms, self.ctx))
+        found.extend(_tick(self.watches, watches[start:end], watch_tick, now_ms, self.ctx))
+        found.extend(_tick(self.equipment, self._sweep_machines[max(0, start - n):max(0, end - n)], equipment_tick,
+                           now_ms, self.ctx))
         return found
 
     def still_true(self, found: list[AnySilenceFinding]) -> list[AnySilenceFinding]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from alerts.config import AlertSettings
 from alerts.detection import Detection
 from alerts.directory import parse_community
+from alerts.rules import EquipmentState, WatchState
 from alerts.vocabulary import AlertType
 from tests.unit.alert_support import COMMUNITY, DAY, msg
 
@@ -55,3 +56,42 @@ def test_saved_state_is_restored_with_a_restart_grace_and_unheard_devices_are_ma
     again.restore(rows, [("w1", "watch"), ("w2", "watch")], DAY + 1000)
     assert again.watches["w1"].last_seen_ms == DAY and again.watches["w1"].quiet_until_ms == DAY + 61_000
     assert again.watches["w2"].heard is False
+
+
+def _silent_fleet(d: Detection, watches: int, machines: int = 0) -> int:
+    """Worn watches (and machines) last heard at DAY; returns a time at which all of them are silent."""
+    for n in range(watches):
+        d.watches[f"w{n}"] = WatchState(last_seen_ms=DAY, worn=True, worn_changed_ms=DAY)
+    for n in range(machines):
+        d.equipment[f"m{n}"] = EquipmentState(last_seen_ms=DAY)
+    return DAY + 7 * 24 * 3_600_000
+
+
+def test_a_small_fleet_is_swept_whole_on_every_tick():
+    d = detection(silence_sweep_s=30)
+    later = _silent_fleet(d, 50)
+    assert len({s.device_id for s in d.scan_silence(later)}) == 50
+    assert len({s.device_id for s in d.scan_silence(later)}) == 50   # not applied: still silent next tick
+
+
+def test_a_large_fleet_is_swept_a_share_per_tick_and_every_device_within_the_sweep():
+    """25,000 watches and 5,000 machines, a tick a second, a sweep of at most 3 s: 10,000 devices per tick."""
+    d = detection(tick_interval_s=1, silence_sweep_s=3)
+    later = _silent_fleet(d, 25_000, 5_000)
+    ticks = [d.scan_silence(later) for _ in range(3)]
+    assert [len(t) for t in ticks] == [10_000, 10_000, 10_000]
+    seen = [s.device_id for t in ticks for s in t]
+    assert len(set(seen)) == 30_000   # each device once per sweep, the machines after the watches
+    assert {s.finding.alert_type for s in ticks[2]} >= {AlertType.WATCH_SILENT, AlertType.EQUIPMENT_SILENT}
+    assert len(d.scan_silence(later)) == 10_000   # the next sweep starts over
+
+
+def test_a_device_known_after_a_sweep_began_is_in_the_next_one():
+    d = detection(tick_interval_s=1, silence_sweep_s=2)
+    later = _silent_fleet(d, 20_000)
+    first = d.scan_silence(later)
+    d.watches["late"] = d.watches["w0"]
+    second = d.scan_silence(later)
+    assert "late" not in {s.device_id for s in first + second}
+    next_sweep = d.scan_silence(later) + d.scan_silence(later)
+    assert "late" in {s.device_id for s in next_sweep}
