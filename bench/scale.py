@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.charts import pyplot, save
 from bench.procs import Usage, say, stop_group
 from bench.report import record
+from bench.sos_latency import percentile
 from device_sim.load import FIELD_CADENCE_S, LoadReport, cadence_mix, cadence_rate, device_id, run_load
 from devtools.localservices import LocalGateway, LocalMosquitto, LocalVictoriaMetrics, free_port
 from gateway.models import DeviceKind
@@ -66,11 +67,6 @@ IDLE_S = 5.0            # seconds of nothing coming in after startup, for the id
 LOAD_GRACE_S = 60.0     # beyond its duration, how long a load run may take before it is stopped; also the catch-up
 TARGET_MINUTES = 10     # the city run and backlog
 METRIC = re.compile(r'^(eldercare_[a-z_]+)\{([^}]*)\} (\S+)$')
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 # ---- what the gateway says about itself -----------------------------------------------------------------------------

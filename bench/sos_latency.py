@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +67,10 @@ def last_ingest_ceiling() -> float | None:
     return float(m.group(1).replace(",", "")) if m else None
 
 
-def percentile(values: list[float], p: float) -> float:
-    """The value at rank p % of the sorted values (nearest rank, no interpolation)."""
+def percentile(values: Sequence[float], p: float) -> float:
+    """The value at rank p % of the sorted values (nearest rank, no interpolation); NaN for none."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 @dataclass(frozen=True)

@@ -177,13 +177,11 @@ class MqttReceiver:
             if connack.refusal:
                 raise BrokerRefused(connack.refusal)
             sock.sendall(mp.subscribe(_SUBSCRIBE_ID, self.subscriptions))
-            sock.settimeout(None)
             sock.setblocking(False)
         except BaseException:
             self._close(sock)
             raise
         self.connection += 1
-        self._acks.clear()   # their mids belong to the previous connection
         log.info("%s: connected (session present: %s)", self.client_id, connack.session_present)
         self.connected.set()
         return sock, reader, (publishes, controls[1:])
@@ -191,7 +189,6 @@ class MqttReceiver:
     @staticmethod
     def _close(sock: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            sock.setblocking(True)
             sock.settimeout(1)
             sock.sendall(mp.DISCONNECT)
         sock.close()

@@ -96,13 +96,13 @@ class Gateway:
             inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
             client_id = f"{settings.mqtt.client_id}-{lane}"
             session: Session
-            protocol = settings.mqtt.telemetry_protocol
             if lane == "critical":
                 session = self._commands = MqttSession(settings.mqtt, client_id, subscriptions, inbox, status_topic)
             elif ing.network_process:
-                session = ChildProcessSession(settings.mqtt, client_id, subscriptions, inbox, protocol)
+                session = ChildProcessSession(settings.mqtt, client_id, subscriptions, inbox,
+                                              settings.mqtt.telemetry_protocol)
             else:
-                session = receiving_session(settings.mqtt, client_id, subscriptions, inbox, protocol)
+                session = receiving_session(settings.mqtt, client_id, subscriptions, inbox, settings.mqtt.telemetry_protocol)
             pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip,
                                       announce=self.notices)
             self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger)))

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from bench.scale import bucket_percentile, parse_metrics, percentile
+from bench.scale import bucket_percentile, parse_metrics
+from bench.sos_latency import percentile
 
 TEXT = """\
 # HELP eldercare_messages_total Device messages by lane
