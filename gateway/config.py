@@ -49,7 +49,9 @@ class MqttSettings(_Section):
                     "service call) always uses paho with 5",
     )
     receive_maximum: int = Field(
-        default=2000, ge=10, le=65535, description="QoS 1 messages the broker may have in flight to the gateway",
+        default=2000, ge=10, le=65535,
+        description="QoS 1 messages received and not yet acknowledged, per session: MQTT 5 tells the broker; the 3.1.1 "
+                    "telemetry session stops reading until ingest acknowledges some, so a backlog waits in the broker",
     )
     tls_ca_file: FilePath | None = Field(
         default=None,

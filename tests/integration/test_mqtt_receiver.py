@@ -180,3 +180,29 @@ def take_available(inbox: queue.SimpleQueue[Received]) -> list[Received]:
             batch.append(inbox.get_nowait())
         except queue.Empty:
             return batch
+
+
+def test_a_backlog_waits_in_the_broker_while_receive_maximum_messages_are_unacknowledged(mosquitto, receivers):
+    """A restart after an outage: the broker holds 3,000 messages of 1 KiB. Unacknowledged, the receiver holds about
+    receive_maximum of them (plus at most what one read brought); acknowledging lets the rest through, all of them,
+    in order, with no reconnect."""
+    first, _ = receivers(mosquitto)
+    assert first.connected.wait(WAIT_S)
+    first.stop()
+    total, window = 3_000, 100
+    filler = b" " * 1000
+    publish(mosquitto, [(TOPIC, b'{"seq":%d}' % i + filler) for i in range(total)])
+    receiver, inbox = receivers(mosquitto, receive_maximum=window)
+    held = take(inbox, total, wait_s=2)
+    assert window <= len(held) < 600, f"{len(held)} messages held unacknowledged with a window of {window}"
+    assert receiver.unacked == len(held)
+    got = list(held)
+    deadline = time.monotonic() + 60
+    while len(got) < total and time.monotonic() < deadline:
+        receiver.ack(held)
+        held = take_available(inbox)
+        assert receiver.unacked <= len(held) + 600
+        got.extend(held)
+    receiver.ack(held)
+    assert [int(r.payload[7:r.payload.index(b"}")]) for r in got] == list(range(total))
+    assert {r.connection for r in got} == {receiver.connection}
