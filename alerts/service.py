@@ -155,9 +155,11 @@ class AlertService:
     def events(self, alert_id: int) -> list[AlertEvent]:
         return self.engine.alerts.events(alert_id)
 
-    def start(self) -> None:
+    def start(self, registered: Iterable[tuple[str, str]] | None = None) -> None:
+        """Restore rule state for the registered devices (`registered`, or else read through the callable
+        given at construction) and start the dispatch and tick threads."""
         now = self._now_ms()
-        self.engine.restore(self.registered(), now)
+        self.engine.restore(self.registered() if registered is None else registered, now)
         self._saved_ms = now
         self.dispatcher.start()
         self._stop.clear()

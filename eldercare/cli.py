@@ -102,8 +102,10 @@ def _run(settings: Settings) -> int:
     if stop.is_set():
         return 0
     alerts = build_observer(settings, directory)
+    gateway = Gateway(settings, observer=alerts)   # built, not started: nothing is received yet
     # The dispatcher starts first: it settles rows a crash left mid-send before new messages arrive.
-    alerts.start()
+    # The rules read the registry ingest loaded, rather than a second copy of a million device ids.
+    alerts.start(gateway.registry.known())
     web = console_server(settings, alerts, probe) if settings.web.enabled else None
     if web:
         try:
@@ -112,7 +114,6 @@ def _run(settings: Settings) -> int:
             print(f"eldercare-gateway: {e}", file=sys.stderr)
             alerts.close()
             return 2
-    gateway = Gateway(settings, observer=alerts)
     gateway.store.fence = lock.check if lock else None
     probe.gateway = gateway
     gateway.start()

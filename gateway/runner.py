@@ -12,7 +12,7 @@ from typing import Protocol
 from gateway.claim_notice import ClaimNotices
 from gateway.config import CoreSettings
 from gateway.edge_process import ChildProcessSession
-from gateway.ingest import IngestPipeline, IngestWorker
+from gateway.ingest import DeviceRegistry, IngestPipeline, IngestWorker
 from gateway.models import CRITICAL_STREAMS
 from gateway.mqtt_edge import MqttSession, Received
 from gateway.mqtt_receiver import receiving_session
@@ -83,6 +83,7 @@ class Gateway:
             return topic.startswith(gateway_topics) or self.topics.is_command(topic)
 
         ing = settings.ingest
+        self.registry = DeviceRegistry(self.store, ing.auto_register)
         self.lanes: list[tuple[Session, IngestWorker]] = []
         self._commands: MqttSession | None = None   # the critical lane's session also sends commands to devices
         self.notices = ClaimNotices(self.topics, settings.exercise.claim_url, self._send_command)
@@ -104,7 +105,7 @@ class Gateway:
             else:
                 session = receiving_session(settings.mqtt, client_id, subscriptions, inbox, settings.mqtt.telemetry_protocol)
             pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip,
-                                      announce=self.notices)
+                                      announce=self.notices, registry=self.registry)
             self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger)))
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None

@@ -393,6 +393,17 @@ def test_a_registered_watch_never_heard_since_start_is_reported(tmp_path):
     service.close()
 
 
+def test_devices_given_to_start_are_restored_never_heard_instead_of_reading_the_callable(tmp_path):
+    service = make_service(tmp_path)
+    service.registered = lambda: pytest.fail("start read the registry a second time")
+    service.start([("w1", "watch")])
+    service.stop()
+    service.tick(DAY + 900_001)
+    [alert] = service.alerts()
+    assert alert.alert_type == "watch_silent" and alert.device_id == "w1"
+    service.close()
+
+
 def test_prune_forgets_old_processed_keys_and_resolved_alerts_past_the_audit_retention(tmp_path):
     service = make_service(tmp_path, audit_retention_days=400, processed_window_h=24)
     _press(service, 1, DAY)

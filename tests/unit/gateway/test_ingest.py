@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import IngestSettings
-from gateway.ingest import IngestPipeline
+from gateway.ingest import DeviceRegistry, IngestPipeline
 from gateway.models import DeviceKind
 from gateway.mqtt_edge import Received
 from gateway.sink import SinkRejected
@@ -182,6 +182,18 @@ def test_a_watch_publishing_as_equipment_is_dead_lettered_as_kind_mismatch(store
     assert (letter.reason, letter.detail) == ("kind_mismatch", "device 'w1' is registered as watch, not equipment")
     assert letter.topic == "eldercare/equipment/w1/telemetry"
     assert sink.lines == [] and observer.calls == []
+
+
+def test_lanes_sharing_a_registry_know_what_either_auto_registered(store, sink):
+    registry = DeviceRegistry(store, auto_register=True)
+    critical, telemetry = (IngestPipeline(Topics(), store, sink, IngestSettings(auto_register=True),
+                                          clock=lambda: NOW_MS / 1000, registry=registry) for _ in range(2))
+    telemetry.handle([heart_rate(1, device_id="w9")])
+    assert ("w9", DeviceKind.WATCH) in registry.known()
+    store.db.execute("DELETE FROM devices WHERE device_id = 'w9'")   # the shared cache answers, not the store
+    critical.handle([heart_rate(2, device_id="w9")])
+    assert critical.stats.accepted == 1 and store.device("w9") is None
+    assert sorted(registry.known()) == [("w1", DeviceKind.WATCH), ("w9", DeviceKind.WATCH)]
 
 
 def test_auto_register_does_not_let_a_registered_device_change_its_kind(store, sink):
