@@ -1,8 +1,6 @@
 """Each rule on its own: pure functions of state, message and time."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from alerts.config import AlertSettings
@@ -253,7 +251,7 @@ def test_a_registered_watch_never_heard_is_reported_after_the_grace():
 
 
 def test_silence_is_not_judged_while_a_restart_backlog_drains():
-    state = replace(reporting(60, 10), quiet_until_ms=DAY + 3_600_000)
+    state = reporting(60, 10)._replace(quiet_until_ms=DAY + 3_600_000)
     assert watch_tick("w1", state, DAY + 3_599_999, CTX)[1] is None
     assert watch_tick("w1", state, DAY + 3_600_000, CTX)[1] is not None
 
@@ -304,7 +302,7 @@ def test_a_count_that_moves_or_a_machine_at_rest_is_no_fault():
 
 def test_a_claimed_session_is_judged_by_the_claimants_safe_maximum():
     tel = dict(session_id="s1", elapsed_s=10, count=5, energy_kcal=1.0, heart_rate=122)
-    state = replace(EquipmentState(session_id="s1"), claimed_by="r-1")    # Wang Guilan, 80: limit 119
+    state = EquipmentState(session_id="s1")._replace(claimed_by="r-1")    # Wang Guilan, 80: limit 119
     _, f = detect_equipment(state, msg("eq-1", "telemetry", 1, DAY, **tel), DAY, CTX)
     assert f is not None and f.resident_id == "r-1" and "age 80" in f.detail
     _, f = detect_equipment(EquipmentState(session_id="s1"), msg("eq-1", "telemetry", 1, DAY, **tel), DAY, CTX)
