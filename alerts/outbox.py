@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alerts.store import Database
-from alerts.vocabulary import Channel, OutboxStatus, Severity
+from alerts.vocabulary import AlertState, Channel, Escalation, OutboxStatus, Severity
 
 _COLS = "id, alert_id, step, recipient, channel, language, text, status, attempts, due_ms, provider_id, delivery, last_error"
 # Steps of the escalation plan are numbers; follow-ups are named.
@@ -75,6 +75,18 @@ class Outbox:
         with self.db.transaction() as c:
             rows = c.execute("SELECT status, delivery FROM outbox WHERE alert_id=? AND step=?", (alert_id, str(step))).fetchall()
         return rows
+
+    def running_outcomes(self) -> dict[int, list[tuple[str, str | None]]]:
+        """(status, delivery) of every attempt of each running alert's current step, by alert id, in one query."""
+        with self.db.transaction() as c:
+            rows = c.execute(
+                "SELECT o.alert_id, o.status, o.delivery FROM outbox o JOIN alerts a ON a.id = o.alert_id"
+                " AND o.step = CAST(a.step AS TEXT) WHERE a.escalation=? AND a.state=?",
+                (Escalation.RUNNING, AlertState.OPEN)).fetchall()
+        out: dict[int, list[tuple[str, str | None]]] = {}
+        for alert_id, status, delivery in rows:
+            out.setdefault(alert_id, []).append((status, delivery))
+        return out
 
     def claim(self, attempt_id: int, now_ms: int) -> bool:
         """Mark a pending row `sending` (committed before the request goes out); False if someone else has it."""

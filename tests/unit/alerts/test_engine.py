@@ -85,6 +85,21 @@ def test_deadline_moves_the_plan_to_the_next_step(service):
     assert "escalated" in [e.kind for e in service.events(alert.id)]
 
 
+def test_a_tick_takes_a_transaction_only_for_running_alerts_due_to_move_on(service, monkeypatch):
+    service.observe([msg("w1", "sos", 1, DAY)], DAY)
+    service.observe([msg("w1", "fall", 2, DAY + 30_000)], DAY + 30_000)
+    sos, fall = sorted(service.alerts(), key=lambda a: a.opened_ms)
+    reevaluated: list[int] = []
+    real = service.engine.reevaluate
+    monkeypatch.setattr(service.engine, "reevaluate", lambda alert_id, now: reevaluated.append(alert_id) or real(alert_id, now))
+    service.tick(DAY + 60_000)                     # the press's deadline passed, the fall's not yet
+    assert reevaluated == [sos.id]
+    service.engine.db.conn.execute("UPDATE outbox SET status='failed' WHERE alert_id=?", (fall.id,))
+    service.tick(DAY + 61_000)                     # every attempt of the fall's step failed: it moves on now
+    assert reevaluated == [sos.id, fall.id]
+    assert service.alert(fall.id).step == 1 and service.alert(sos.id).step == 1
+
+
 def test_plan_runs_out_and_says_so(tmp_path):
     service = make_service(tmp_path, red_repeat_rounds=0)
     service.observe([msg("w1", "sos", 1, DAY)], DAY)
