@@ -66,8 +66,12 @@ class StateTable(Generic[_S]):
     def __setitem__(self, device_id: str, state: _S) -> None:
         self._rows[device_id] = tuple(state)
 
-    def setdefault(self, device_id: str, state: _S) -> None:
-        self._rows.setdefault(device_id, tuple(state))
+    def setdefault_all(self, device_ids: Iterable[str], state: _S) -> None:
+        """`state` for each of these devices that has none: one tuple shared by all of them (they are values),
+        not a million copies of 'never heard'."""
+        row, rows = tuple(state), self._rows
+        for device_id in device_ids:
+            rows.setdefault(device_id, row)
 
     def update(self, states: dict[str, _S]) -> None:
         rows = self._rows
@@ -294,14 +298,16 @@ class Detection:
         (device_id, kind). Silence is not judged for `restart_grace_s`, while the broker hands over what the
         devices sent while the gateway was away."""
         quiet_until = now_ms + int(self.settings.restart_grace_s * 1000)
+        registered = list(registered)
         with self.lock:
+            # Registered devices first: a saved state then replaces the value and keeps the registry's id
+            # string as the key, rather than a second copy of a million ids.
+            self.watches.setdefault_all((d for d, kind in registered if kind == DeviceKind.WATCH),
+                                        WatchState(last_seen_ms=now_ms, heard=False))
+            self.equipment.setdefault_all((d for d, kind in registered if kind != DeviceKind.WATCH),
+                                          EquipmentState(last_seen_ms=now_ms, heard=False))
             for device_id, kind, state in saved:
                 if kind == DeviceKind.WATCH:
                     self.watches[device_id] = _revive(WatchState, state, quiet_until)
                 else:
                     self.equipment[device_id] = _revive(EquipmentState, state, quiet_until)
-            for device_id, kind in registered:
-                if kind == DeviceKind.WATCH:
-                    self.watches.setdefault(device_id, WatchState(last_seen_ms=now_ms, heard=False))
-                else:
-                    self.equipment.setdefault(device_id, EquipmentState(last_seen_ms=now_ms, heard=False))

@@ -236,9 +236,11 @@ class DeviceStateStore:
                           " ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, state = excluded.state,"
                           " updated_ms = excluded.updated_ms", [(*s, now_ms) for s in states])
 
-    def load(self) -> list[tuple[str, str, str]]:
+    def load(self) -> Iterator[tuple[str, str, str]]:
+        """Every saved (device_id, kind, state as JSON), read as it is used: at a million devices the whole
+        list at once held a few hundred MiB that the process kept after the restore."""
         with self.lock:
-            return self.conn.execute("SELECT device_id, kind, state FROM device_state").fetchall()
+            yield from self.conn.execute("SELECT device_id, kind, state FROM device_state")
 
     def close(self) -> None:
         with self.lock:

@@ -1,6 +1,8 @@
 """Detection: rules over per-device state, staged until the caller's transaction committed."""
 from __future__ import annotations
 
+import tracemalloc
+
 from alerts.config import AlertSettings
 from alerts.detection import Detection
 from alerts.directory import parse_community
@@ -56,6 +58,24 @@ def test_saved_state_is_restored_with_a_restart_grace_and_unheard_devices_are_ma
     again.restore(rows, [("w1", "watch"), ("w2", "watch")], DAY + 1000)
     assert again.watches["w1"].last_seen_ms == DAY and again.watches["w1"].quiet_until_ms == DAY + 61_000
     assert again.watches["w2"].heard is False
+
+
+def test_a_restore_shares_one_never_heard_state_and_keys_states_by_the_registrys_own_id_strings():
+    d = detection()
+    d.apply(d.run([msg("w-000001", "status", 1, DAY, battery=80, worn=True)], DAY))
+    _, saved = d.take_changed()
+    registered = [("".join(["w-", f"{i:06d}"]), "watch") for i in range(100_000)]   # strings of their own
+    again = detection()
+    tracemalloc.start()
+    try:
+        again.restore(saved, registered, DAY + 1000)
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert used < 8 * 2**20, f"{used / 2**20:.1f} MiB for 100,000 devices never heard"   # a state each: over 20 MiB
+    assert again.watches["w-000001"].last_seen_ms == DAY and again.watches["w-000002"].heard is False
+    [key] = [k for k in again.watches if k == "w-000001"]
+    assert key is registered[1][0]
 
 
 def _silent_fleet(d: Detection, watches: int, machines: int = 0) -> int:
