@@ -22,6 +22,7 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -339,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=REPO_ROOT / "var" / "demo", help="where the demo keeps its data")
     ap.add_argument("--keep-running", action="store_true", help="after the summary, keep everything up until Ctrl-C")
     args = ap.parse_args(argv)
+    # Ctrl-C stops it all, however it was started: a shell's background job, nohup or a CI runner starts
+    # programs with SIGINT ignored, the setting is inherited, and Python then raises no KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     scenario = load_scenario(args.scenario)
     shutil.rmtree(args.workdir, ignore_errors=True)

@@ -157,9 +157,10 @@ def _first_minute_in_the_console(base: str, login: str, chromium, tmp_path) -> N
 
 def test_keep_running_prints_the_console_login_keeps_devices_moving_and_ctrl_c_stops_everything(tmp_path, chromium):
     work = tmp_path / "demo"
+    # Started with SIGINT ignored, as a background job, nohup or a CI runner starts it: Ctrl-C must still stop it.
     proc = subprocess.Popen([sys.executable, "-m", "devtools.demo", "--speed", "0", "--workdir", str(work),
                              "--keep-running"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines: list[str] = []
     try:
         while not any("Everything keeps running" in line for line in lines):
