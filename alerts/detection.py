@@ -141,7 +141,7 @@ def _revive(cls: type[_S], saved: str, quiet_until_ms: int) -> _S:
     """A state saved as JSON (fields it no longer has are dropped), quiet until `quiet_until_ms`."""
     names = set(cls._fields)
     values: dict[str, Any] = {k: v for k, v in orjson.loads(saved).items() if k in names}
-    return with_changes(cls(**values), quiet_until_ms=quiet_until_ms)
+    return cls(**(values | {"quiet_until_ms": quiet_until_ms}))
 
 
 class Detection:

@@ -27,12 +27,11 @@ class AlertService:
     """Implements gateway.observer.MessageObserver; `start()` runs the dispatch and tick threads."""
 
     def __init__(self, engine: AlertEngine, dispatcher: Dispatcher, settings: AlertSettings,
-                 clock: Callable[[], float] = time.time, registered: Callable[[], Iterable[tuple[str, str]]] = tuple) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.settings = settings
         self.clock = clock
-        self.registered = registered  # (device_id, kind) of every registered device, read at start
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._saved_ms = self._pruned_ms = 0
@@ -155,11 +154,11 @@ class AlertService:
     def events(self, alert_id: int) -> list[AlertEvent]:
         return self.engine.alerts.events(alert_id)
 
-    def start(self, registered: Iterable[tuple[str, str]] | None = None) -> None:
-        """Restore rule state for the registered devices (`registered`, or else read through the callable
-        given at construction) and start the dispatch and tick threads."""
+    def start(self, registered: Iterable[tuple[str, str]] = ()) -> None:
+        """Restore rule state, with a 'never heard' state for each registered (device_id, kind) not saved
+        (ingest's registry: `Gateway.registry.known()`), and start the dispatch and tick threads."""
         now = self._now_ms()
-        self.engine.restore(self.registered() if registered is None else registered, now)
+        self.engine.restore(registered, now)
         self._saved_ms = now
         self.dispatcher.start()
         self._stop.clear()
@@ -189,7 +188,7 @@ class AlertService:
 
 def build_alert_service(settings: AlertSettings, notifier: Notifier, clock: Callable[[], float] = time.time,
                         directory: Directory | None = None,
-                        registered: Callable[[], Iterable[tuple[str, str]]] = tuple, database_url: str = "") -> AlertService:
+                        database_url: str = "") -> AlertService:
     """Opens the database and the community file; threads start with `start()`.
 
     `database_url` (the gateway's `[store] url`) puts alerts, outbox and device rule state in PostgreSQL
@@ -198,4 +197,4 @@ def build_alert_service(settings: AlertSettings, notifier: Notifier, clock: Call
     directory = directory or load_directory(settings.community_file)
     engine = AlertEngine(settings, directory, Database(database_url or settings.db_path),
                          DeviceStateStore(database_url or settings.device_state_path))
-    return AlertService(engine, Dispatcher(engine, notifier, settings, clock), settings, clock, registered)
+    return AlertService(engine, Dispatcher(engine, notifier, settings, clock), settings, clock)

@@ -159,8 +159,8 @@ def gateway_run(broker, tsdb, workdir: Path, count: int, devices: int, store_url
     for d in range(devices):
         store.register_device(f"bench-{d}", DeviceKind.WATCH, now)
     alerts = build_observer(settings)  # the alert engine sees every message, as in production
-    alerts.start()
     gateway = Gateway(settings, observer=alerts)
+    alerts.start(gateway.registry.known())
     telemetry = next(worker for _, worker in gateway.lanes if worker.name == "telemetry")
     start = time.perf_counter()
     gateway.start()

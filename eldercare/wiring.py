@@ -20,17 +20,9 @@ def build_observer(settings: Settings, directory: Directory | None = None) -> Al
     """The alert engine with its notifier (Twilio when configured, otherwise dry-run); call `start()`.
     `directory`: the community file already loaded (a standby loads it while it waits)."""
     from alerts.notifiers.factory import build_notifier
-    from gateway.store import OperationalStore
 
-    def registered() -> list[tuple[str, str]]:
-        store = OperationalStore(settings.store.database)
-        try:
-            return store.registered_devices()
-        finally:
-            store.close()
-
-    return build_alert_service(settings.alerts, build_notifier(settings.alerts), registered=registered,
-                               database_url=settings.store.url, directory=directory)
+    return build_alert_service(settings.alerts, build_notifier(settings.alerts), database_url=settings.store.url,
+                               directory=directory)
 
 
 class ProcessProbe:

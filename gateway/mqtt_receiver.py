@@ -271,14 +271,15 @@ class MqttReceiver:
         received_ms = int(time.time() * 1000)
         connection = self.connection
         put = self.inbox.put
+        unacked = 0
         for topic, payload, packet_id, qos, retain in publishes:
             r = Received(topic, payload, packet_id, qos, received_ms, connection)
-            if qos:
-                self.unacked += 1
+            unacked += qos > 0
             if retain:   # an old message replayed because we subscribed
                 self._acks.append(r)
             else:
                 put(r)
+        self.unacked += unacked
 
 
 def receiving_session(settings: MqttSettings, client_id: str, subscriptions: list[str],

@@ -408,9 +408,8 @@ def test_a_registered_watch_never_heard_since_start_is_reported(tmp_path):
     service.close()
 
 
-def test_devices_given_to_start_are_restored_never_heard_instead_of_reading_the_callable(tmp_path):
+def test_devices_given_to_start_are_restored_as_never_heard(tmp_path):
     service = make_service(tmp_path)
-    service.registered = lambda: pytest.fail("start read the registry a second time")
     service.start([("w1", "watch")])
     service.stop()
     service.tick(DAY + 900_001)
