@@ -34,6 +34,7 @@ from alerts.rules import (
     watch_tick,
     with_changes,
 )
+from alerts.store import SavedState
 from alerts.vocabulary import AlertType
 from gateway.models import DeviceKind, DeviceMessage
 from gateway.observer import Refusal
@@ -59,6 +60,10 @@ class StateTable(Generic[_S]):
     def get(self, device_id: str) -> _S | None:
         row = self._rows.get(device_id)
         return None if row is None else self._make(row)
+
+    def values_of(self, device_id: str) -> tuple[Any, ...]:
+        """The state's values, as kept (to save them without making the state object)."""
+        return self._rows[device_id]
 
     def __getitem__(self, device_id: str) -> _S:
         return self._make(self._rows[device_id])
@@ -137,11 +142,21 @@ def _tick(table: StateTable[_S], device_ids: Iterable[str],
 _SWEEP_FLOOR = 10_000
 
 
-def _revive(cls: type[_S], saved: str, quiet_until_ms: int) -> _S:
-    """A state saved as JSON (fields it no longer has are dropped), quiet until `quiet_until_ms`."""
+# What a saved state's JSON array holds, by kind: DeviceStateStore keeps it beside the states.
+LAYOUTS: dict[str, tuple[str, ...]] = {DeviceKind.WATCH.value: WatchState._fields,
+                                       DeviceKind.EQUIPMENT.value: EquipmentState._fields}
+
+
+def _revive(cls: type[_S], saved: SavedState, quiet_until_ms: int) -> _S:
+    """A saved state, quiet until `quiet_until_ms`. Saved by this version, its values are taken as they
+    are; saved by another (fields added or gone since) or as an object, they are taken by name."""
+    values = orjson.loads(saved.state)
+    if saved.fields == cls._fields:
+        values[cls._fields.index("quiet_until_ms")] = quiet_until_ms
+        return cls._make(values)
+    by_name: dict[str, Any] = values if saved.fields is None else dict(zip(saved.fields, values, strict=True))
     names = set(cls._fields)
-    values: dict[str, Any] = {k: v for k, v in orjson.loads(saved).items() if k in names}
-    return cls(**(values | {"quiet_until_ms": quiet_until_ms}))
+    return cls(**({k: v for k, v in by_name.items() if k in names} | {"quiet_until_ms": quiet_until_ms}))
 
 
 class Detection:
@@ -278,22 +293,25 @@ class Detection:
     # -- across restarts ---------------------------------------------------------------
 
     def take_changed(self) -> tuple[set[str], list[tuple[str, str, str]]]:
-        """The devices changed since the last save and their (device_id, kind, state as JSON) rows.
+        """The devices changed since the last save and their (device_id, kind, values as a JSON array)
+        rows, in `LAYOUTS`' order.
 
         Only the swap happens under the lock: states are immutable, so they are serialised after it
         is released and an SOS never waits for thousands of devices to be written out."""
+        watch, machine = DeviceKind.WATCH.value, DeviceKind.EQUIPMENT.value
         with self.lock:
             dirty, self._dirty = self._dirty, set()
-            states = [(d, DeviceKind.WATCH.value, self.watches[d]) if d in self.watches
-                      else (d, DeviceKind.EQUIPMENT.value, self.equipment[d]) for d in dirty]
-        return dirty, [(d, kind, orjson.dumps(state._asdict()).decode()) for d, kind, state in states]
+            watches, equipment = self.watches, self.equipment
+            states = [(d, watch, watches.values_of(d)) if d in watches else (d, machine, equipment.values_of(d))
+                      for d in dirty]
+        return dirty, [(d, kind, orjson.dumps(values).decode()) for d, kind, values in states]
 
     def not_saved(self, dirty: set[str]) -> None:
         """The save of these devices failed: they are saved next time."""
         with self.lock:
             self._dirty |= dirty
 
-    def restore(self, saved: Iterable[tuple[str, str, str]], registered: Iterable[tuple[str, str]], now_ms: int) -> None:
+    def restore(self, saved: Iterable[SavedState], registered: Iterable[tuple[str, str]], now_ms: int) -> None:
         """State as saved before the last stop, and a fresh 'never heard' state for every other registered
         (device_id, kind). Silence is not judged for `restart_grace_s`, while the broker hands over what the
         devices sent while the gateway was away."""
@@ -306,8 +324,8 @@ class Detection:
                                         WatchState(last_seen_ms=now_ms, heard=False))
             self.equipment.setdefault_all((d for d, kind in registered if kind != DeviceKind.WATCH),
                                           EquipmentState(last_seen_ms=now_ms, heard=False))
-            for device_id, kind, state in saved:
-                if kind == DeviceKind.WATCH:
-                    self.watches[device_id] = _revive(WatchState, state, quiet_until)
+            for state in saved:
+                if state.kind == DeviceKind.WATCH:
+                    self.watches[state.device_id] = _revive(WatchState, state, quiet_until)
                 else:
-                    self.equipment[device_id] = _revive(EquipmentState, state, quiet_until)
+                    self.equipment[state.device_id] = _revive(EquipmentState, state, quiet_until)

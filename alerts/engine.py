@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from alerts import escalation, lifecycle, wording
 from alerts.config import AlertSettings
-from alerts.detection import Detection
+from alerts.detection import LAYOUTS, Detection
 from alerts.directory import Directory, Plan, Resident
 from alerts.lifecycle import Alert, AlertEvent
 from alerts.notifiers import twilio
@@ -246,7 +246,7 @@ class AlertEngine:
         """Save the rule state of devices heard since the last save; returns how many."""
         dirty, rows = self.detection.take_changed()
         try:
-            self.device_states.save(rows, now_ms)
+            self.device_states.save(rows, LAYOUTS, now_ms)
         except BaseException:
             self.detection.not_saved(dirty)
             raise

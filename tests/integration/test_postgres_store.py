@@ -33,7 +33,7 @@ def test_an_sos_through_the_gateway_process_is_stored_with_its_outbox_row_in_pos
     wait_until(lambda: rows(postgres_url, "SELECT device_id, ts, seq FROM seen") == [(WATCH, now, 1)], 10,
                "the gateway store to record the message")
     assert sorted(rows(postgres_url, "SELECT component, version FROM schema_version")) == [
-        ("alerts", 3), ("device_state", 1), ("gateway", GATEWAY_SCHEMA)]
+        ("alerts", 3), ("device_state", 2), ("gateway", GATEWAY_SCHEMA)]
     gateway.stop()
     watch.close()
     assert not (tmp_path / "gateway.db").exists() and not (tmp_path / "alerts.db").exists()

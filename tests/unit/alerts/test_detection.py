@@ -4,15 +4,21 @@ from __future__ import annotations
 import tracemalloc
 
 from alerts.config import AlertSettings
-from alerts.detection import Detection
+from alerts.detection import LAYOUTS, Detection
 from alerts.directory import parse_community
 from alerts.rules import EquipmentState, WatchState
+from alerts.store import SavedState
 from alerts.vocabulary import AlertType
 from tests.unit.alert_support import COMMUNITY, DAY, msg
 
 
 def detection(**settings) -> Detection:
     return Detection(AlertSettings(**settings), parse_community(COMMUNITY))
+
+
+def as_saved(rows: list[tuple[str, str, str]]) -> list[SavedState]:
+    """take_changed's rows as DeviceStateStore.load gives them back."""
+    return [SavedState(device_id, kind, state, LAYOUTS[kind]) for device_id, kind, state in rows]
 
 
 def test_state_moves_only_when_the_staged_verdict_is_applied():
@@ -55,7 +61,7 @@ def test_saved_state_is_restored_with_a_restart_grace_and_unheard_devices_are_ma
     d.apply(d.run([msg("w1", "status", 1, DAY, battery=80, worn=True)], DAY))
     _, rows = d.take_changed()
     again = detection(restart_grace_s=60)
-    again.restore(rows, [("w1", "watch"), ("w2", "watch")], DAY + 1000)
+    again.restore(as_saved(rows), [("w1", "watch"), ("w2", "watch")], DAY + 1000)
     assert again.watches["w1"].last_seen_ms == DAY and again.watches["w1"].quiet_until_ms == DAY + 61_000
     assert again.watches["w2"].heard is False
 
@@ -68,7 +74,7 @@ def test_a_restore_shares_one_never_heard_state_and_keys_states_by_the_registrys
     again = detection()
     tracemalloc.start()
     try:
-        again.restore(saved, registered, DAY + 1000)
+        again.restore(as_saved(saved), registered, DAY + 1000)
         used, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -76,6 +82,30 @@ def test_a_restore_shares_one_never_heard_state_and_keys_states_by_the_registrys
     assert again.watches["w-000001"].last_seen_ms == DAY and again.watches["w-000002"].heard is False
     [key] = [k for k in again.watches if k == "w-000001"]
     assert key is registered[1][0]
+
+
+def test_a_state_is_saved_as_an_array_of_its_values_and_restored_whole():
+    d = detection()
+    d.apply(d.run([msg("w1", "status", 1, DAY, battery=80, worn=True), msg("m1", "session", 1, DAY, session_id="s1",
+                                                                           event="start", equipment_type="rower")], DAY))
+    _, rows = d.take_changed()
+    assert sorted((device_id, kind, state[0]) for device_id, kind, state in rows) == [
+        ("m1", "equipment", "["), ("w1", "watch", "[")]
+    again = detection(restart_grace_s=60)
+    again.restore(as_saved(rows), [], DAY + 1000)
+    assert again.watches["w1"] == d.watches["w1"]._replace(quiet_until_ms=DAY + 61_000)
+    assert again.equipment["m1"] == d.equipment["m1"]._replace(quiet_until_ms=DAY + 61_000)
+
+
+def test_a_state_saved_by_another_version_is_restored_by_field_name():
+    """An object (saved before arrays), and an array whose fields were since added to and removed."""
+    d = detection(restart_grace_s=60)
+    d.restore([
+        SavedState("w1", "watch", '{"last_seen_ms": 5000, "worn": true, "gone_since": 7}', None),
+        SavedState("w2", "watch", "[6000, 3, true]", ("last_seen_ms", "gone_since", "battery_fired")),
+    ], [], DAY)
+    assert d.watches["w1"] == WatchState(last_seen_ms=5000, worn=True, quiet_until_ms=DAY + 60_000)
+    assert d.watches["w2"] == WatchState(last_seen_ms=6000, battery_fired=True, quiet_until_ms=DAY + 60_000)
 
 
 def _silent_fleet(d: Detection, watches: int, machines: int = 0) -> int:

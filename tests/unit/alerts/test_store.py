@@ -10,7 +10,7 @@ import pytest
 from alerts.lifecycle import open_alert
 from alerts.outbox import Outbox
 from alerts.rules import Finding
-from alerts.store import SCHEMA_VERSION, AlertStore, Database
+from alerts.store import SCHEMA_VERSION, AlertStore, Database, DeviceStateStore, SavedState
 from alerts.vocabulary import AlertState, AlertType, Channel, Severity
 from tests.fixtures.postgres import database
 from tests.unit.alert_support import DAY, DUTY
@@ -101,3 +101,31 @@ def test_starting_twice_keeps_the_alerts_and_applies_no_migration_again(tmp_path
     assert [a.id for a in AlertStore(again).unresolved()] == [alert_id]
     assert again.conn.dialect.version(again.conn, "alerts") == SCHEMA_VERSION
     again.close()
+
+
+def test_device_states_saved_as_objects_by_version_1_are_read_back_and_new_ones_carry_their_fields(tmp_path):
+    path = tmp_path / "device_state.db"
+    with sqlite3.connect(path) as c:
+        c.executescript("CREATE TABLE device_state (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,"
+                        " updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
+                        """INSERT INTO device_state VALUES ('w1', 'watch', '{"last_seen_ms": 5}', 1000);"""
+                        "PRAGMA user_version = 1;")
+    states = DeviceStateStore(path)
+    try:
+        states.save([("w2", "watch", "[6, true]")], {"watch": ("last_seen_ms", "worn"), "equipment": ("x",)}, 2000)
+        assert sorted(states.load()) == [SavedState("w1", "watch", '{"last_seen_ms": 5}', None),
+                                         SavedState("w2", "watch", "[6, true]", ("last_seen_ms", "worn"))]
+    finally:
+        states.close()
+
+
+def test_device_states_are_replaced_and_each_keeps_the_fields_it_was_saved_with(tmp_path, store_backend):
+    """A newer version saves some devices with more fields; the others are still read with their own."""
+    states = DeviceStateStore(database(tmp_path, "device_state.db"))
+    try:
+        states.save([("w1", "watch", "[1]"), ("w2", "watch", "[2]")], {"watch": ("last_seen_ms",)}, 1000)
+        states.save([("w1", "watch", "[3, 4]")], {"watch": ("last_seen_ms", "cadence_ms")}, 2000)
+        assert sorted(states.load()) == [SavedState("w1", "watch", "[3, 4]", ("last_seen_ms", "cadence_ms")),
+                                         SavedState("w2", "watch", "[2]", ("last_seen_ms",))]
+    finally:
+        states.close()
