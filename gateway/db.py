@@ -83,6 +83,11 @@ class Dialect:
     def lock_migrations(self, conn: Connection) -> None:
         """BEGIN IMMEDIATE already serialises writers."""
 
+    def checkpoint_after(self, conn: Connection, pages: int) -> None:
+        """This connection's commits copy the write-ahead log back into the database once it holds `pages`
+        pages (0: never; SQLite's own default is 1,000)."""
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+
     def matching_keys(self, conn: Connection, table: str, keys: Sequence[Key]) -> set[Key]:
         # A join against json_each walks the keys and probes the primary key for each;
         # SQLite plans a row-value IN (VALUES ...) as a table scan.
@@ -132,6 +137,9 @@ class PostgresDialect(Dialect):
     def set_version(self, conn: Connection, component: str, version: int) -> None:
         conn.execute("INSERT INTO schema_version (component, version) VALUES (?, ?)"
                      " ON CONFLICT (component) DO UPDATE SET version = excluded.version", (component, version))
+
+    def checkpoint_after(self, conn: Connection, pages: int) -> None:
+        """The server checkpoints on its own."""
 
     def lock_migrations(self, conn: Connection) -> None:
         # Two processes starting against an empty database must not both create the tables.

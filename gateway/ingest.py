@@ -146,7 +146,7 @@ class IngestPipeline:
                  observer: MessageObserver | None = None, skip: Callable[[str], bool] | None = None,
                  clock: Callable[[], float] = time.time,
                  announce: Callable[[Sequence[SessionNews]], None] | None = None,
-                 registry: DeviceRegistry | None = None) -> None:
+                 registry: DeviceRegistry | None = None, checkpoint_pages: int | None = None) -> None:
         self.topics = topics
         self.store = store
         self.sink = sink
@@ -157,6 +157,9 @@ class IngestPipeline:
         self.announce = announce
         self.registry = registry or DeviceRegistry(store, settings.auto_register)
         self.stats = IngestStats()
+        # When the committing thread's own commits checkpoint the store (OperationalStore.checkpoint_after);
+        # None: the store's default. Set on the first commit, as the connection is the committing thread's.
+        self._checkpoint_pages = checkpoint_pages
 
     def _dead(self, r: Received, reason: str, detail: str) -> DeadLetter:
         keep = self.settings.dead_letter_payload_bytes
@@ -213,6 +216,9 @@ class IngestPipeline:
 
     def commit(self, judged: Judged) -> None:
         """Steps 2 to 5: dedup, observer, sink, store. Raises if any fails; then the store commits nothing."""
+        if self._checkpoint_pages is not None:
+            self.store.checkpoint_after(self._checkpoint_pages)
+            self._checkpoint_pages = None
         fresh, fresh_raw = self._new(judged.candidates)
         dead = judged.dead
         if judged.clock_ahead and self.observer is not None:

@@ -201,6 +201,11 @@ class OperationalStore:
             db = self._local.db = self._connect()
         return db
 
+    def checkpoint_after(self, pages: int) -> None:
+        """Commits made by this thread copy the write-ahead log back into the database file once it holds
+        `pages` pages; 0: never, another thread's commits do it (SQLite; PostgreSQL checkpoints itself)."""
+        self.db.dialect.checkpoint_after(self.db, pages)
+
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:

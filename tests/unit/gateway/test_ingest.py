@@ -1,6 +1,9 @@
 """IngestPipeline: judge, dedup, write, observe and commit one batch, with fakes at the edges."""
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 
 from gateway.config import IngestSettings
@@ -321,3 +324,27 @@ def test_readings_a_device_got_wrong_are_shown_to_the_alert_engine_and_nothing_e
     assert [(r.device_id, r.kind, r.reason) for r in observer.refused] == [
         ("rower-01", DeviceKind.EQUIPMENT, "invalid_field"), ("w1", DeviceKind.WATCH, "bad_json")]
     assert "power_w" in observer.refused[0].detail
+
+
+def test_the_lane_that_never_checkpoints_leaves_the_write_ahead_log_to_the_lane_that_does(tmp_path, sink):
+    """SQLite: the critical lane's commits never copy the log back into the database file (an SOS would
+    wait for it); the telemetry lane's do, once the log holds its number of pages."""
+    path = tmp_path / "gateway.db"
+    s = OperationalStore(path)
+    s.register_device("w1", DeviceKind.WATCH, now_ms=0)
+    critical, telemetry = (IngestPipeline(Topics(), s, sink, IngestSettings(), clock=lambda: NOW_MS / 1000,
+                                          checkpoint_pages=pages) for pages in (0, 10))
+
+    def in_a_thread_of_its_own(work) -> None:   # as each lane's commit thread has its own connection
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+
+    before = path.stat().st_size
+    in_a_thread_of_its_own(lambda: [critical.handle([heart_rate(n)]) for n in range(1, 400)])
+    assert Path(f"{path}-wal").stat().st_size > 1000 * 4096   # past SQLite's own threshold
+    assert path.stat().st_size == before
+    in_a_thread_of_its_own(lambda: telemetry.handle([heart_rate(400)]))
+    assert path.stat().st_size > before
+    assert s.seen_count() == 400
+    s.close()
