@@ -108,7 +108,12 @@ class SinkSettings(_Section):
     token: SecretStr = Field(default=SecretStr(""), description="InfluxDB API token (VictoriaMetrics ignores it)")
     org: str = Field(default="eldercare", description="InfluxDB organisation")
     bucket: str = Field(default="eldercare", description="InfluxDB bucket (database)")
-    timeout_s: float = Field(default=10.0, gt=0, le=120, description="One write request's timeout")
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="One write request's timeout (replaying the spool)")
+    ack_wait_s: float = Field(
+        default=0.5, gt=0, le=120,
+        description="How long a batch waits for the store before it goes to the disk spool instead: a store that is "
+                    "slow, not down, then holds up no device's acknowledgement (the spool is replayed with timeout_s)",
+    )
     spool_dir: Path = Field(default=Path("var/spool"), description="Where points wait, on disk, while the store is unreachable")
     replay_max_backoff_s: float = Field(default=30.0, gt=0, description="Longest wait between attempts to reach the store again")
     rejected_retention_days: float = Field(

@@ -2,8 +2,11 @@
 
 `write` returns only once the batch is in the store or on disk in the
 spool; that is the point after which ingest may acknowledge the broker.
-While anything is spooled, new batches queue behind it, so the store sees
-points in the order they arrived.
+A store that has not answered within `ack_wait_s` is treated as away: the
+batch goes to the spool, and the replay sends it with the longer
+`timeout_s` (if the store took the first request after all, it gets the
+same points again, which it keeps once). While anything is spooled, new
+batches queue behind it, so the store sees points in the order they arrived.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
@@ -31,12 +34,12 @@ class TimeSeriesSink:
     def __init__(self, settings: SinkSettings, spool: Spool | None = None) -> None:
         self.settings = settings
         self.spool = spool or Spool(settings.spool_dir)
-        # No client-side retries: an unreachable store means "spool now".
-        self._client = InfluxDBClient(
-            url=settings.url, token=settings.token.get_secret_value() or "unused", org=settings.org,
-            timeout=int(settings.timeout_s * 1000), retries=False,
-        )
-        self._writer = self._client.write_api(write_options=SYNCHRONOUS)
+        # No client-side retries: an unreachable store means "spool now". Two clients, as the synchronous
+        # write takes no timeout of its own: one for batches on their way to acknowledgement, one for the replay.
+        self._clients = [InfluxDBClient(url=settings.url, token=settings.token.get_secret_value() or "unused",
+                                        org=settings.org, timeout=int(wait_s * 1000), retries=False)
+                         for wait_s in (settings.ack_wait_s, settings.timeout_s)]
+        self._live, self._replay = (client.write_api(write_options=SYNCHRONOUS) for client in self._clients)
         self._lock = threading.Lock()
         self._backlog = len(self.spool) > 0
         self._wake = threading.Event()
@@ -54,14 +57,15 @@ class TimeSeriesSink:
         self._wake.set()
         if self._replayer:
             self._replayer.join(timeout=10)
-        self._client.close()  # type: ignore[no-untyped-call]  # influxdb_client's close() is unannotated
+        for client in self._clients:
+            client.close()  # type: ignore[no-untyped-call]  # influxdb_client's close() is unannotated
 
     @property
     def backlog(self) -> bool:
         return self._backlog
 
-    def _post(self, lines: Sequence[str]) -> None:
-        self._writer.write(
+    def _post(self, lines: Sequence[str], writer: WriteApi) -> None:
+        writer.write(
             # One string: the client would otherwise re-serialise each record.
             bucket=self.settings.bucket, org=self.settings.org, record="\n".join(lines),
             # influxdb_client types the parameter as WritePrecision but its members are plain str constants.
@@ -75,15 +79,16 @@ class TimeSeriesSink:
         with self._lock:
             if not self._backlog:
                 try:
-                    self._post(lines)
+                    self._post(lines, self._live)
                     self.lines_written += len(lines)
                     return
                 except ApiException as e:
                     if e.status is not None and 400 <= e.status < 500 and e.status not in (408, 429):
                         raise SinkRejected(f"store refused the batch: HTTP {e.status} {e.body!r:.300}") from e
                     log.warning("time-series store answered HTTP %s; spooling", e.status)
-                except Exception as e:  # connection refused, reset, timeout
-                    log.warning("time-series store unreachable (%s); spooling", type(e).__name__)
+                except Exception as e:  # connection refused, reset, no answer within ack_wait_s
+                    log.warning("time-series store unreachable or slower than %g s (%s); spooling",
+                                self.settings.ack_wait_s, type(e).__name__)
                 self._backlog = True
             self.spool.append(lines)
             self.lines_spooled += len(lines)
@@ -106,7 +111,7 @@ class TimeSeriesSink:
                 continue
             segment, lines = oldest
             try:
-                self._post(lines)
+                self._post(lines, self._replay)
             except ApiException as e:
                 if e.status is not None and 400 <= e.status < 500 and e.status not in (408, 429):
                     log.error("store refused spooled batch %s (HTTP %s); moving it aside", segment.name, e.status)

@@ -1,6 +1,7 @@
 """Faults: every test ends with exactly-once in the stores (kill -9, store outage, broker restart)."""
 from __future__ import annotations
 
+import signal
 import time
 
 from tests.fixtures.gateway_proc import GatewayProcess, Publisher, location, register, wait_until
@@ -58,6 +59,30 @@ def test_store_outage_spools_to_disk_and_replays_everything(gateway_process, mos
     wait_until(lambda: gateway.store.seen_count() == 1_000, 60, "all 1,000 to be handled")
     assert any(gateway.spool_dir.glob("*.lp")), "nothing was spooled while the store was down"
     victoria.start()
+    _assert_exactly_once(gateway, victoria, 1_000)
+    wait_until(lambda: not any(gateway.spool_dir.glob("*.lp")), 60, "the spool to drain")
+    gateway.stop()
+
+
+def test_a_store_that_stops_answering_holds_no_acknowledgement_and_gets_everything_once_it_answers(
+        gateway_process, mosquitto, victoria):
+    """VictoriaMetrics frozen (SIGSTOP: connections open, no answer). Each batch waits `ack_wait_s` for it,
+    then goes to the spool and is acknowledged; the replay, with the long `timeout_s`, delivers it later."""
+    gateway = gateway_process({"sink": {"ack_wait_s": 0.3, "timeout_s": 120}})
+    register(gateway.store, *DEVICES)
+    gateway.start()
+    base = int(time.time() * 1000) - 600_000
+    publisher = Publisher(mosquitto, mosquitto.gateway)
+    victoria.proc.send_signal(signal.SIGSTOP)
+    try:
+        _publish_locations(publisher, 1_000, base)
+        publisher.wait_all()
+        # Within 60 s, so not by waiting out the 120 s timeout: the store still has not answered.
+        wait_until(lambda: gateway.store.seen_count() == 1_000, 60, "all 1,000 handled while the store is frozen")
+        assert any(gateway.spool_dir.glob("*.lp")), "nothing was spooled while the store did not answer"
+    finally:
+        victoria.proc.send_signal(signal.SIGCONT)
+    publisher.close()
     _assert_exactly_once(gateway, victoria, 1_000)
     wait_until(lambda: not any(gateway.spool_dir.glob("*.lp")), 60, "the spool to drain")
     gateway.stop()
