@@ -36,10 +36,12 @@ from alerts.notifiers.base import (
 from alerts.outbox import OutboxRow
 from alerts.vocabulary import AlertState, Channel, OutboxStatus, Severity
 from gateway.backoff import exponential_s, jitter_either_way
+from gateway.priority import Priority
 
 log = logging.getLogger(__name__)
 
 SEND, RECONCILE = "send", "reconcile"
+DISPATCH_HOLD = "dispatch"   # the Priority hold from a red row queued to the round that starts it
 
 SEND_SECONDS = Histogram("eldercare_notification_send_seconds", "How long the provider took to take a notification",
                          ["channel", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -59,8 +61,12 @@ def retry_delay_s(settings: AlertSettings, attempts: int, rand: float, retry_aft
 
 class Dispatcher:
     def __init__(self, engine: AlertEngine, notifier: Notifier, settings: AlertSettings,
-                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random) -> None:
+                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
+                 priority: Priority | None = None) -> None:
         self.engine = engine
+        # Held while a red row is being sent; the alert service holds "dispatch" from queuing one until the
+        # round that starts it (gateway/priority.py: telemetry steps aside meanwhile).
+        self.priority = priority or Priority()
         self.outbox = engine.outbox
         self.notifier = notifier
         self.settings = settings
@@ -68,6 +74,7 @@ class Dispatcher:
         self.rand = rand
         self.wake = threading.Event()   # set by the engine's callers when rows are queued, and when a job ends
         self._pool: ThreadPoolExecutor | None = None  # made on first use, gone after stop()
+        self._filling = threading.Lock()   # one round of starting jobs at a time (the loop, or start_due)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._jobs = threading.Condition()
@@ -113,8 +120,22 @@ class Dispatcher:
         """Some job ended after `seen` had ended (call with `_jobs` held)."""
         return self._ended != seen
 
+    def start_due(self) -> None:
+        """Start due jobs now, in the calling thread: a press's first call starts without waiting for the
+        dispatch thread to be woken and scheduled. Whatever fails here, that thread's next round does again."""
+        if self._thread is None or self._stop.is_set():
+            return   # not running: the rows wait for start()
+        try:
+            self._fill()
+        except Exception:
+            log.exception("starting due notifications failed; the dispatch thread will")
+
     def _fill(self, tried: set[tuple[str, int]] | None = None) -> tuple[int, int]:
         """Start due jobs in free slots, red first; returns how many started and the time it looked at."""
+        with self._filling:
+            return self._fill_slots(tried)
+
+    def _fill_slots(self, tried: set[tuple[str, int]] | None) -> tuple[int, int]:
         now = self.now_ms()
         with self._jobs:
             busy = dict(self._running)   # taken before reading the rows: a job ended since shows its final status
@@ -138,6 +159,7 @@ class Dispatcher:
             busy[row.id] = red
             self._submit(kind, row, red)
             started += 1
+        self.priority.release(DISPATCH_HOLD)
         return started, now
 
     def _slot_free(self, red: bool) -> bool:
@@ -149,6 +171,8 @@ class Dispatcher:
             return red or sum(not r for r in self._running.values()) < max(1, slots - 1)
 
     def _submit(self, kind: str, row: OutboxRow, red: bool) -> None:
+        if red:
+            self.priority.hold(f"send-{row.id}")
         with self._jobs:
             self._running[row.id] = red
             if self._pool is None:
@@ -159,6 +183,7 @@ class Dispatcher:
         except RuntimeError:   # the pool was shut down by stop(): the row stays as it is for the next start
             with self._jobs:
                 del self._running[row.id]
+            self.priority.release(f"send-{row.id}")
             raise
 
     def _job(self, work: Callable[[OutboxRow], None], row: OutboxRow) -> None:
@@ -167,6 +192,7 @@ class Dispatcher:
         except Exception:
             log.exception("dispatch job for outbox row %s failed", row.id)
         finally:
+            self.priority.release(f"send-{row.id}")
             with self._jobs:
                 del self._running[row.id]
                 self._ended += 1

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from alerts.config import AlertSettings
 from alerts.directory import Directory, load_directory
-from alerts.dispatch import Dispatcher
+from alerts.dispatch import DISPATCH_HOLD, Dispatcher
 from alerts.engine import AlertEngine, Listener
 from alerts.lifecycle import Alert, AlertEvent, TransitionError
 from alerts.notifiers.base import Notification, Notifier
@@ -18,6 +18,7 @@ from alerts.store import Database, DeviceStateStore
 from alerts.vocabulary import Channel
 from gateway.models import DeviceMessage
 from gateway.observer import Refusal
+from gateway.priority import Priority
 
 log = logging.getLogger(__name__)
 _PRUNE_INTERVAL_MS = 3_600_000
@@ -46,10 +47,14 @@ class AlertService:
 
     def _wake_if(self, queued: int) -> None:
         if queued:
+            self.dispatcher.priority.hold(DISPATCH_HOLD)   # released by the dispatch round that starts the sends
             self.dispatcher.wake.set()
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
-        self._wake_if(self.engine.observe(messages, now_ms))
+        queued = self.engine.observe(messages, now_ms)
+        if queued and any(m.payload.critical for m in messages):
+            self.dispatcher.start_due()   # the press's call starts from this thread, one hand-over fewer
+        self._wake_if(queued)
 
     def observe_refused(self, refusals: Sequence[Refusal], now_ms: int) -> None:
         self._wake_if(self.engine.observe_refused(refusals, now_ms))
@@ -180,6 +185,7 @@ class AlertService:
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.settings.tick_interval_s):
+            self.dispatcher.priority.yield_to_urgent()
             try:
                 self.tick(self._now_ms())
             except Exception:
@@ -188,7 +194,7 @@ class AlertService:
 
 def build_alert_service(settings: AlertSettings, notifier: Notifier, clock: Callable[[], float] = time.time,
                         directory: Directory | None = None,
-                        database_url: str = "") -> AlertService:
+                        database_url: str = "", priority: Priority | None = None) -> AlertService:
     """Opens the database and the community file; threads start with `start()`.
 
     `database_url` (the gateway's `[store] url`) puts alerts, outbox and device rule state in PostgreSQL
@@ -197,4 +203,4 @@ def build_alert_service(settings: AlertSettings, notifier: Notifier, clock: Call
     directory = directory or load_directory(settings.community_file)
     engine = AlertEngine(settings, directory, Database(database_url or settings.db_path),
                          DeviceStateStore(database_url or settings.device_state_path))
-    return AlertService(engine, Dispatcher(engine, notifier, settings, clock), settings, clock)
+    return AlertService(engine, Dispatcher(engine, notifier, settings, clock, priority=priority), settings, clock)

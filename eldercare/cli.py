@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(settings: Settings) -> int:
     from eldercare.wiring import ProcessProbe, WebServerError, build_observer, console_server
+    from gateway.priority import Priority
     from gateway.runner import Gateway
 
     # Several busy threads share the GIL; a shorter switch interval lets the critical lane's
@@ -102,8 +103,10 @@ def _run(settings: Settings) -> int:
         return 2
     if stop.is_set():
         return 0
-    alerts = build_observer(settings, directory)
-    gateway = Gateway(settings, observer=alerts)   # built, not started: nothing is received yet
+    # A press on its way to a person comes before telemetry (gateway/priority.py): ingest and dispatch share it.
+    priority = Priority()
+    alerts = build_observer(settings, directory, priority)
+    gateway = Gateway(settings, observer=alerts, priority=priority)   # built, not started: nothing is received yet
     # The dispatcher starts first: it settles rows a crash left mid-send before new messages arrive.
     # The rules read the registry ingest loaded, rather than a second copy of a million device ids.
     alerts.start(gateway.registry.known())

@@ -11,18 +11,19 @@ from alerts.directory import Directory
 from alerts.service import AlertService, build_alert_service
 from dashboards.metrics import ProcessStatus
 from eldercare.settings import Settings
+from gateway.priority import Priority
 from gateway.runner import Gateway
 
 log = logging.getLogger(__name__)
 
 
-def build_observer(settings: Settings, directory: Directory | None = None) -> AlertService:
+def build_observer(settings: Settings, directory: Directory | None = None, priority: Priority | None = None) -> AlertService:
     """The alert engine with its notifier (Twilio when configured, otherwise dry-run); call `start()`.
     `directory`: the community file already loaded (a standby loads it while it waits)."""
     from alerts.notifiers.factory import build_notifier
 
     return build_alert_service(settings.alerts, build_notifier(settings.alerts), database_url=settings.store.url,
-                               directory=directory)
+                               directory=directory, priority=priority)
 
 
 class ProcessProbe:

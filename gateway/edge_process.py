@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from gateway.config import MqttSettings
 from gateway.mqtt_edge import Protocol, Received
 from gateway.mqtt_receiver import receiving_session
+from gateway.priority import Priority
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ class ChildProcessSession:
     child_main = staticmethod(_child)
 
     def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str],
-                 inbox: queue.SimpleQueue[Received], protocol: Protocol = "5") -> None:
+                 inbox: queue.SimpleQueue[Received], protocol: Protocol = "5", priority: Priority | None = None) -> None:
         self.settings = settings
+        self.priority = priority or Priority()   # forwarding steps aside while a press is under way
         self.protocol = protocol
         self.client_id = client_id
         self.subscriptions = subscriptions
@@ -136,6 +138,7 @@ class ChildProcessSession:
                 self._spawn()
                 continue
             if kind == "messages":
+                self.priority.yield_to_urgent()
                 put = self.inbox.put
                 for item in body:
                     put(Received(*item))

@@ -38,6 +38,7 @@ from gateway.lineprotocol import to_line
 from gateway.models import DeviceKind, DeviceMessage
 from gateway.mqtt_edge import Received
 from gateway.observer import MessageObserver, Refusal
+from gateway.priority import Priority
 from gateway.sink import SinkRejected
 from gateway.store import DeadLetter, OperationalStore
 from gateway.topics import TopicError, Topics
@@ -258,11 +259,17 @@ class IngestWorker:
     checks dedup for and writes batch N (SQLite and HTTP release the GIL, so
     the two overlap). Dedup is the commit thread's first step, so it sees
     every earlier batch committed and a key in two batches is recognised.
+    An urgent lane (the critical one) uses one thread for both.
     """
 
     def __init__(self, name: str, inbox: queue.SimpleQueue[Received], pipeline: IngestPipeline,
-                 ack: Callable[[Sequence[Received]], None], batch_size: int, linger_ms: int) -> None:
+                 ack: Callable[[Sequence[Received]], None], batch_size: int, linger_ms: int,
+                 priority: Priority | None = None, urgent: bool = False) -> None:
         self.name = name
+        # An urgent lane releases its hold on `priority` once it has acknowledged all it received;
+        # the others step aside for it between batches (gateway/priority.py).
+        self.priority = priority or Priority()
+        self.urgent = urgent
         self.inbox = inbox
         self.pipeline = pipeline
         self.ack = ack
@@ -303,13 +310,17 @@ class IngestWorker:
                 if self._stop.wait(delay):
                     raise
 
+    def _judge(self, batch: list[Received]) -> Judged:
+        return self._until_done(functools.partial(self.pipeline.judge, batch), f"judging {len(batch)}")
+
     def _judge_loop(self) -> None:
         while not self._stop.is_set():
             batch = self._next_batch()
             if not batch:
                 continue
+            self.priority.yield_to_urgent()
             try:
-                judged = self._until_done(functools.partial(self.pipeline.judge, batch), f"judging {len(batch)}")
+                judged = self._judge(batch)
             except Exception:
                 return  # stopping: the batch stays unacknowledged
             self._handoff.put((batch, judged))
@@ -320,17 +331,37 @@ class IngestWorker:
                 batch, judged = self._handoff.get(timeout=0.2)
             except queue.Empty:
                 continue
+            self.priority.yield_to_urgent()
             try:
-                self._until_done(functools.partial(self.pipeline.commit, judged), f"committing {len(batch)}")
+                self._commit(batch, judged)
             except Exception:
                 return
-            self.ack(batch)
-            self.lag_s = max(0.0, time.time() - batch[0].received_ms / 1000)
-            self._batch_messages.observe(len(batch))
-            self._ack_delay.observe(self.lag_s)
+
+    def _commit(self, batch: list[Received], judged: Judged) -> None:
+        self._until_done(functools.partial(self.pipeline.commit, judged), f"committing {len(batch)}")
+        self.ack(batch)
+        self.lag_s = max(0.0, time.time() - batch[0].received_ms / 1000)
+        self._batch_messages.observe(len(batch))
+        self._ack_delay.observe(self.lag_s)
+
+    def _urgent_loop(self) -> None:
+        """The urgent lane judges and commits in one thread: its batches are a message or two, so there is
+        nothing to overlap, and each hand-over between threads would wait its turn for the interpreter."""
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                self._commit(batch, self._judge(batch))
+            except Exception:
+                return  # stopping: the batch stays unacknowledged
+            if not self.inbox.qsize():
+                self.priority.release(self.name)
 
     def start(self) -> None:
         self._threads = [
+            threading.Thread(target=self._urgent_loop, name=f"ingest-{self.name}", daemon=True),
+        ] if self.urgent else [
             threading.Thread(target=self._judge_loop, name=f"ingest-{self.name}-judge", daemon=True),
             threading.Thread(target=self._commit_loop, name=f"ingest-{self.name}-commit", daemon=True),
         ]

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -63,8 +63,9 @@ class MqttSession:
     """A persistent session that subscribes on every connect and reconnects by itself."""
 
     def __init__(self, settings: MqttSettings, client_id: str, subscriptions: list[str], inbox: queue.SimpleQueue[Received],
-                 status_topic: str | None = None) -> None:
+                 status_topic: str | None = None, on_receive: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        self.on_receive = on_receive   # called after each message is put in the inbox (network thread)
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
         self.inbox = inbox
@@ -122,6 +123,8 @@ class MqttSession:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.inbox.put(Received(message.topic, message.payload, message.mid, message.qos, int(time.time() * 1000),
                                 self.connection))
+        if self.on_receive is not None:
+            self.on_receive()
 
     # -- control (any thread) ---------------------------------------------
 

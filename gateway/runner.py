@@ -1,6 +1,7 @@
 """The gateway process: two MQTT sessions, their ingest workers, the sink and the store."""
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -17,6 +18,7 @@ from gateway.models import CRITICAL_STREAMS
 from gateway.mqtt_edge import MqttSession, Received
 from gateway.mqtt_receiver import receiving_session
 from gateway.observer import MessageObserver
+from gateway.priority import Priority
 from gateway.sink import TimeSeriesSink
 from gateway.store import OperationalStore
 from gateway.topics import Topics
@@ -70,8 +72,12 @@ class Gateway:
     """Critical streams (sos, fall, service_call) get their own session, inbox and worker,
     so a telemetry backlog never delays them."""
 
-    def __init__(self, settings: CoreSettings, observer: MessageObserver | None = None) -> None:
+    def __init__(self, settings: CoreSettings, observer: MessageObserver | None = None,
+                 priority: Priority | None = None) -> None:
         self.settings = settings
+        # Held from a critical message's arrival to its acknowledgement (and by the alert service until its
+        # notification is out); the telemetry lane steps aside meanwhile.
+        self.priority = priority or Priority()
         self.topics = Topics(settings.mqtt.topic_prefix)
         self.store = OperationalStore(settings.store.database, settings.exercise.claim_ttl_s)
         self.sink = TimeSeriesSink(settings.sink)
@@ -104,16 +110,18 @@ class Gateway:
             client_id = f"{settings.mqtt.client_id}-{lane}"
             session: Session
             if lane == "critical":
-                session = self._commands = MqttSession(settings.mqtt, client_id, subscriptions, inbox, status_topic)
+                session = self._commands = MqttSession(settings.mqtt, client_id, subscriptions, inbox, status_topic,
+                                                       functools.partial(self.priority.hold, lane))
             elif ing.network_process:
                 session = ChildProcessSession(settings.mqtt, client_id, subscriptions, inbox,
-                                              settings.mqtt.telemetry_protocol)
+                                              settings.mqtt.telemetry_protocol, self.priority)
             else:
                 session = receiving_session(settings.mqtt, client_id, subscriptions, inbox, settings.mqtt.telemetry_protocol)
             pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip,
                                       announce=self.notices, registry=self.registry,
                                       checkpoint_pages=_CHECKPOINT_PAGES[lane])
-            self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger)))
+            self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger,
+                                                     self.priority, urgent=lane == "critical")))
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
 

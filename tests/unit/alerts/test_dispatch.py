@@ -428,3 +428,47 @@ def test_row_left_sending_by_a_crash_is_looked_up_and_recorded_when_twilio_has_i
     restarted.dispatcher.run_once()
     assert fake.sent == [] and (only_row(restarted).status, only_row(restarted).provider_id) == ("sent", "CA" + "5" * 32)
     restarted.close()
+
+
+# -- a press's call starts from the thread that judged it, and telemetry steps aside meanwhile ------
+
+
+def test_a_running_service_starts_a_press_call_from_the_observing_thread(tmp_path):
+    svc = make_service(tmp_path, FakeNotifier(), tick_interval_s=60)
+    svc.start()
+    submitted_by: list[str] = []
+    submit = svc.dispatcher._submit
+
+    def spy(kind, row, red):
+        submitted_by.append(threading.current_thread().name)
+        submit(kind, row, red)
+
+    svc.dispatcher._submit = spy
+    try:
+        svc.observe([SOS], DAY)
+        assert submitted_by == [threading.current_thread().name]   # not the dispatch thread's, after a wake-up
+    finally:
+        svc.close()
+
+
+def test_a_red_send_holds_priority_until_it_has_gone_out(tmp_path):
+    fake = _StuckFirstSend()
+    svc = make_service(tmp_path, fake, tick_interval_s=60)
+    svc.start()
+    priority = svc.dispatcher.priority
+    try:
+        svc.observe([SOS], DAY)
+        for _ in range(500):     # bounded wait for the send job to reach the notifier
+            if fake.sent:
+                break
+            pause()
+        assert fake.sent and priority.urgent()   # the call is under way: telemetry waits
+        fake.release.set()
+        for _ in range(500):
+            if not priority.urgent():
+                break
+            pause()
+        assert not priority.urgent() and only_row(svc).status == "sent"
+    finally:
+        fake.release.set()
+        svc.close()
