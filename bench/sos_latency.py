@@ -127,15 +127,41 @@ def _call_for(requests: list[Any], watch: str) -> Any:
                  and watch in (r.field("Twiml") or "")), None)
 
 
-def press_sos(broker: LocalMosquitto, standin: TwilioStandIn, presses: int, max_s: float) -> list[float]:
-    """Latency (ms) of each press: publish -> the duty-line call request arriving at the stand-in.
+@dataclass
+class Presses:
+    latencies: list[float] = field(default_factory=list)   # publish -> the call request at the stand-in, ms
+    floor: list[float] = field(default_factory=list)       # publish -> an idle subscriber's callback, ms
+
+
+def _floor_subscriber(broker: LocalMosquitto, arrived: dict[str, float]) -> mqtt.Client:
+    """A subscriber that does nothing but note when each press reaches it: the broker's and the machine's share
+    of the latency, which no consumer can go below on this box."""
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sos-floor", protocol=mqtt.MQTTv5)
+    sub.username_pw_set(broker.gateway.username, broker.gateway.password)
+    sub.on_message = lambda c, u, m: arrived.setdefault(m.topic.split("/")[-2], time.time())
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.on_connect = lambda c, *_: c.subscribe("eldercare/watch/+/sos", qos=1)
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    if not subscribed.wait(10):
+        raise SystemExit("the floor subscriber could not subscribe")
+    return sub
+
+
+def press_sos(broker: LocalMosquitto, standin: TwilioStandIn, presses: int, max_s: float) -> Presses:
+    """Latency (ms) of each press: publish -> the duty-line call request arriving at the stand-in, and publish ->
+    an idle subscriber's callback.
 
     Stops early (fewer latencies than presses) once `max_s` have gone by; raises if one press gets no call."""
+    arrived: dict[str, float] = {}
+    floor = _floor_subscriber(broker, arrived)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sos", protocol=mqtt.MQTTv5)
     client.username_pw_set(broker.simulator.username, broker.simulator.password)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
-    latencies: list[float] = []
+    out = Presses()
+    sent: dict[str, float] = {}
     end = time.monotonic() + max_s
     try:
         for n in range(presses):
@@ -151,12 +177,16 @@ def press_sos(broker: LocalMosquitto, standin: TwilioStandIn, presses: int, max_
                 if time.monotonic() > deadline:
                     raise SystemExit(f"press {n}: no call request within {PRESS_TIMEOUT_S:g} s")
                 time.sleep(0.001)
-            latencies.append((req.received_at - sent_at) * 1000)
+            out.latencies.append((req.received_at - sent_at) * 1000)
+            sent[watch_id(n)] = sent_at
             time.sleep(0.05)  # presses are independent events, not a burst
+        time.sleep(1)   # the idle subscriber may hear the last press after the gateway has handled it
     finally:
-        client.loop_stop()
-        client.disconnect()
-    return latencies
+        for c in (client, floor):
+            c.loop_stop()
+            c.disconnect()
+    out.floor = [(arrived[w] - at) * 1000 for w, at in sent.items() if w in arrived]
+    return out
 
 
 # ---- the two consumers: each started with its own broker, store and stand-in, stopped however the run ends ----------
@@ -200,6 +230,7 @@ class Run:
     summary: Summary
     load: LoadReport | None
     facts: dict[str, str] = field(default_factory=dict)
+    floor: Summary | None = None   # publish -> an idle subscriber, in the same run
 
     @property
     def achieved(self) -> str:
@@ -218,14 +249,15 @@ def run_consumer(consumer: str, spec: Path, rate: float, presses: int, max_s: fl
                     gateway_under_test(work, broker, tsdb, standin, presses, store_url, facts) if consumer == "gateway"
                     else nodered_under_test(work, broker, tsdb, standin, facts))
                 with under_test:
-                    latencies, load = press_under_load(broker, standin, rate, presses, max_s)
+                    pressed, load = press_under_load(broker, standin, rate, presses, max_s)
             finally:
                 standin.stop()
-    return Run(consumer, summarize(latencies), load, facts)
+    return Run(consumer, summarize(pressed.latencies), load, facts,
+               summarize(pressed.floor) if pressed.floor else None)
 
 
 def press_under_load(broker: LocalMosquitto, standin: TwilioStandIn, rate: float, presses: int,
-                     max_s: float) -> tuple[list[float], LoadReport | None]:
+                     max_s: float) -> tuple[Presses, LoadReport | None]:
     duration = 30 + presses * 0.15
     load: dict[str, LoadReport] = {}
     loader = threading.Thread(target=lambda: load.setdefault("report", run_load(
@@ -234,10 +266,10 @@ def press_under_load(broker: LocalMosquitto, standin: TwilioStandIn, rate: float
     loader.start()
     time.sleep(10)  # let the background reach its steady state
     try:
-        latencies = press_sos(broker, standin, presses, max_s)
+        pressed = press_sos(broker, standin, presses, max_s)
     finally:
         loader.join(duration + 120)   # the load ends by itself after `duration`
-    return latencies, load.get("report")
+    return pressed, load.get("report")
 
 
 LABELS = {"gateway": "", "nodered": "Node-RED: "}   # the gateway's rows keep the labels they always had
@@ -254,6 +286,9 @@ def rows(run: Run) -> list[tuple[str, str]]:
            (f"{pre}p95", f"{s.p95:.1f} ms"),
            (f"{pre}p99" + (" (target ≤ 50 ms, issue 12)" if run.consumer == "gateway" else ""), f"{s.p99:.1f} ms"),
            (f"{pre}max", f"{s.max:.1f} ms")]
+    if (f := run.floor) is not None:
+        out.append((f"{pre}floor: publish -> an idle subscriber's callback, p50 / p95 / p99 / max",
+                    f"{f.p50:.1f} / {f.p95:.1f} / {f.p99:.1f} / {f.max:.1f} ms"))
     if "errors" in run.facts:
         out.append((f"{pre}errors in its log (Twilio answers other than 2xx among them)", run.facts["errors"]))
     return out
@@ -290,6 +325,8 @@ def main() -> None:
     print(f"background telemetry asked: {rate:,.0f} msg/s ({args.load_share:.0%} of {ceiling:,.0f})")
     for run in runs:
         print(f"{run.consumer}: background achieved {run.achieved}; SOS -> Twilio request, {run.summary.line()}")
+        if run.floor is not None:
+            print(f"  floor (publish -> an idle subscriber): {run.floor.line()}")
         for key, value in run.facts.items():
             print(f"  {key}: {value}")
     if args.no_record:
@@ -309,7 +346,9 @@ def main() -> None:
               "stand-in; it does nothing else with a press (no alert, no state, no escalation). node-red-node-twilio "
               "cannot be pointed at the stand-in: it builds its client as `twilio(sid, token)` with no options, so it "
               "only talks to api.twilio.com. Each consumer runs alone, with its own broker, VictoriaMetrics and "
-              "stand-in. The machine is saturated (broker, load generator, consumer, VictoriaMetrics and Prism on "
+              "stand-in. The floor is a subscriber in the benchmark's own process that does nothing but note when "
+              "each press reaches it: the broker's and the machine's share, below which no consumer can go here. "
+              "The machine is saturated (broker, load generator, consumer, VictoriaMetrics and Prism on "
               "2 cores), so the tail moves by tens of milliseconds between runs.",
     )
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.sos_latency import percentile, summarize
+from bench.sos_latency import Run, percentile, rows, summarize
 
 
 def test_percentiles_are_nearest_ranks_of_the_sorted_values() -> None:
@@ -24,3 +24,11 @@ def test_one_press_is_every_percentile_and_none_is_an_error() -> None:
     assert (s.p50, s.p95, s.p99, s.max, s.mean) == (42.0, 42.0, 42.0, 42.0, 42.0)
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_the_table_shows_the_floor_an_idle_subscriber_measured_in_the_same_run() -> None:
+    run = Run("gateway", summarize([20.0] * 99 + [80.0]), None, floor=summarize([2.0] * 99 + [30.0]))
+    table = dict(rows(run))
+    assert table["p99 (target ≤ 50 ms, issue 12)"] == "20.0 ms"
+    assert table["floor: publish -> an idle subscriber's callback, p50 / p95 / p99 / max"] == "2.0 / 2.0 / 2.0 / 30.0 ms"
+    assert not any(k.startswith("floor") for k in dict(rows(Run("gateway", run.summary, None))))
