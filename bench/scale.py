@@ -35,6 +35,7 @@ message the broker acknowledged.
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import re
 import shutil
@@ -77,12 +78,14 @@ class Metrics:
     inbox: int                          # received and not yet in a batch, every lane
     lag_s: float                        # the last batch's arrival-to-acknowledgement time, worst lane
     ack_buckets: dict[float, float]     # telemetry ack delay histogram: upper bound -> batches at or under it
+    stages: dict[str, float] = field(default_factory=dict)   # telemetry lane: seconds spent so far in each step
 
 
 def parse_metrics(text: str) -> Metrics:
     received = inbox = 0.0
     lag = 0.0
     buckets: dict[float, float] = {}
+    stages: dict[str, float] = {}
     for line in text.splitlines():
         m = METRIC.match(line)
         if m is None:
@@ -98,7 +101,30 @@ def parse_metrics(text: str) -> Metrics:
             le = re.search(r'le="([^"]+)"', labels)
             if le:
                 buckets[float(le.group(1))] = value
-    return Metrics(int(received), int(inbox), lag, buckets)
+        elif name == "eldercare_ingest_stage_seconds_total" and 'lane="telemetry"' in labels:
+            stage = re.search(r'stage="([^"]+)"', labels)
+            if stage:
+                stages[stage.group(1)] = value
+    return Metrics(int(received), int(inbox), lag, buckets, stages)
+
+
+def stage_shares(samples: list[Sample], slow_lag_s: float | None = None) -> dict[str, float]:
+    """The telemetry lane's mean share of a second in each step, over consecutive samples; with `slow_lag_s`,
+    only over the seconds whose lag reached it."""
+    totals: dict[str, float] = {}
+    seconds = 0.0
+    for a, b in itertools.pairwise(samples):
+        if slow_lag_s is not None and b.m.lag_s < slow_lag_s:
+            continue
+        seconds += b.t - a.t
+        for stage, spent in b.m.stages.items():
+            totals[stage] = totals.get(stage, 0.0) + spent - a.m.stages.get(stage, 0.0)
+    return {stage: spent / seconds for stage, spent in totals.items()} if seconds > 0 else {}
+
+
+def shares_text(shares: dict[str, float]) -> str:
+    return ", ".join(f"{stage} {share:.0%}" for stage, share in shares.items()) or "n/a"
+
 
 
 def bucket_percentile(before: dict[float, float], after: dict[float, float], p: float) -> float | None:
@@ -229,8 +255,9 @@ class WatchedGateway:
         def show(m: Metrics) -> None:
             x = samples[-1]
             others = "  ".join(f"{k} {v:5.0%}" for k, v in x.others.items())
+            steps = shares_text(stage_shares(samples[-2:]))
             say(f"  {name}: {x.t:5.0f} s  received {m.received:>10,}  inbox {m.inbox:>7,}  lag {m.lag_s:6.2f} s  "
-                f"CPU {x.cpu_share:5.0%}  RSS {x.rss / MIB:6,.0f} MiB  ({others})")
+                f"CPU {x.cpu_share:5.0%}  RSS {x.rss / MIB:6,.0f} MiB  ({others})  [{steps}]")
 
         while thread is not None and thread.is_alive() and time.monotonic() - t0 < bound_s:
             time.sleep(1)
@@ -500,6 +527,8 @@ def summary_rows(results: list[SizeResult], args: argparse.Namespace) -> list[tu
             ("city: gateway lag p99 / max of 1 s samples (target < 1 s)",
              f"{percentile(c.lags, 99):.2f} s / {max(c.lags, default=0):.2f} s"),
             ("city: p99 of batches' ack delay (histogram bound)", p99),
+            ("city: telemetry lane's share of a second by step, all seconds", shares_text(stage_shares(c.samples))),
+            ("city: the same, only the seconds whose lag reached 1 s", shares_text(stage_shares(c.samples, 1.0))),
             ("city: catch-up after the last PUBACK", secs(c.catch_up_s)),
             ("city: peak / final RSS (target < 1 GiB)", f"{mib(c.peak_rss)} / {mib(c.final_rss)}"),
         ]

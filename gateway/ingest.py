@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from prometheus_client import Counter as MetricCounter
 from prometheus_client import Histogram
 
 from gateway.backoff import Backoff
@@ -56,9 +57,15 @@ BATCH_MESSAGES = Histogram("eldercare_ingest_batch_messages", "Messages per inge
 ACK_DELAY = Histogram("eldercare_ingest_ack_delay_seconds",
                       "Lane lag: from a batch's first message arriving to the batch's acknowledgement to the broker",
                       ["lane"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+# Where a lane's time goes, batch by batch: which step to look at when its lag grows.
+STAGES = ("judge", "dedup", "rules", "timeseries", "store")
+STAGE_SECONDS = MetricCounter("eldercare_ingest_stage_seconds", "Time a lane spent in each step of its batches",
+                              ["lane", "stage"])
 for _lane in ("critical", "telemetry"):   # the runner's two lanes: their series exist from the start, at zero
     BATCH_MESSAGES.labels(_lane)
     ACK_DELAY.labels(_lane)
+    for _stage in STAGES:
+        STAGE_SECONDS.labels(_lane, _stage)
 
 
 class Sink(Protocol):
@@ -147,7 +154,8 @@ class IngestPipeline:
                  observer: MessageObserver | None = None, skip: Callable[[str], bool] | None = None,
                  clock: Callable[[], float] = time.time,
                  announce: Callable[[Sequence[SessionNews]], None] | None = None,
-                 registry: DeviceRegistry | None = None, checkpoint_pages: int | None = None) -> None:
+                 registry: DeviceRegistry | None = None, checkpoint_pages: int | None = None,
+                 lane: str = "telemetry") -> None:
         self.topics = topics
         self.store = store
         self.sink = sink
@@ -161,6 +169,7 @@ class IngestPipeline:
         # When the committing thread's own commits checkpoint the store (OperationalStore.checkpoint_after);
         # None: the store's default. Set on the first commit, as the connection is the committing thread's.
         self._checkpoint_pages = checkpoint_pages
+        self._stage = {stage: STAGE_SECONDS.labels(lane, stage) for stage in STAGES}
 
     def _dead(self, r: Received, reason: str, detail: str) -> DeadLetter:
         keep = self.settings.dead_letter_payload_bytes
@@ -179,6 +188,7 @@ class IngestPipeline:
 
     def judge(self, batch: Sequence[Received]) -> Judged:
         """Step 1: pure CPU apart from registry misses."""
+        started = time.perf_counter()
         now_ms = int(self.clock() * 1000)
         ignored = 0
         candidates: list[tuple[Received, DeviceMessage]] = []
@@ -200,6 +210,7 @@ class IngestPipeline:
                 clock_ahead.append(result)
             else:
                 candidates.append((r, result))
+        self._timed("judge", started)
         return Judged(now_ms, candidates, dead, clock_ahead, len(batch), ignored)
 
     def _new(self, candidates: list[tuple[Received, DeviceMessage]]) -> tuple[list[DeviceMessage], list[Received]]:
@@ -215,12 +226,20 @@ class IngestPipeline:
             fresh_raw.append(r)
         return fresh, fresh_raw
 
+    def _timed(self, stage: str, since: float) -> float:
+        """Count the time since `since` to `stage`; returns now, the next stage's start."""
+        now = time.perf_counter()
+        self._stage[stage].inc(now - since)
+        return now
+
     def commit(self, judged: Judged) -> None:
         """Steps 2 to 5: dedup, observer, sink, store. Raises if any fails; then the store commits nothing."""
         if self._checkpoint_pages is not None:
             self.store.checkpoint_after(self._checkpoint_pages)
             self._checkpoint_pages = None
+        t = time.perf_counter()
         fresh, fresh_raw = self._new(judged.candidates)
+        t = self._timed("dedup", t)
         dead = judged.dead
         if judged.clock_ahead and self.observer is not None:
             self.observer.observe_clock_skew(judged.clock_ahead, judged.now_ms)
@@ -232,13 +251,16 @@ class IngestPipeline:
         if fresh:
             if self.observer is not None:
                 self.observer.observe(fresh, judged.now_ms)
+            t = self._timed("rules", t)
             try:
                 self.sink.write([to_line(m) for m in fresh])
             except SinkRejected as e:
                 # Keep the bytes: nothing valid is lost, an operator can replay them.
                 dead = dead + [self._dead(r, "sink_rejected", str(e)) for r in fresh_raw]
                 accepted = []
+            t = self._timed("timeseries", t)
         news = self.store.commit_batch(accepted, dead, judged.now_ms)
+        self._timed("store", t)
         if news and self.announce is not None:
             self.announce(news)
         stats = self.stats

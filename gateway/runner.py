@@ -119,7 +119,7 @@ class Gateway:
                 session = receiving_session(settings.mqtt, client_id, subscriptions, inbox, settings.mqtt.telemetry_protocol)
             pipeline = IngestPipeline(self.topics, self.store, self.sink, ing, observer=observer, skip=skip,
                                       announce=self.notices, registry=self.registry,
-                                      checkpoint_pages=_CHECKPOINT_PAGES[lane])
+                                      checkpoint_pages=_CHECKPOINT_PAGES[lane], lane=lane)
             self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger,
                                                      self.priority, urgent=lane == "critical")))
         self._stop = threading.Event()

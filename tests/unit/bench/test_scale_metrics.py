@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 
-from bench.scale import bucket_percentile, parse_metrics
+import pytest
+
+from bench.scale import Metrics, Sample, bucket_percentile, parse_metrics, stage_shares
 from bench.sos_latency import percentile
 
 TEXT = """\
@@ -19,6 +21,9 @@ eldercare_ingest_ack_delay_seconds_bucket{lane="critical",le="0.5"} 9.0
 eldercare_ingest_ack_delay_seconds_bucket{lane="telemetry",le="0.5"} 90.0
 eldercare_ingest_ack_delay_seconds_bucket{lane="telemetry",le="1.0"} 99.0
 eldercare_ingest_ack_delay_seconds_bucket{lane="telemetry",le="+Inf"} 100.0
+eldercare_ingest_stage_seconds_total{lane="critical",stage="store"} 9.0
+eldercare_ingest_stage_seconds_total{lane="telemetry",stage="rules"} 2.0
+eldercare_ingest_stage_seconds_total{lane="telemetry",stage="store"} 3.5
 """
 
 
@@ -46,3 +51,20 @@ def test_percentile_of_samples():
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 99) == 4.0
     assert math.isnan(percentile([], 99))
+
+
+def test_the_telemetry_lanes_time_by_step_is_read_and_the_critical_lanes_left_out():
+    assert parse_metrics(TEXT).stages == {"rules": 2.0, "store": 3.5}
+
+
+def sample(t: float, lag_s: float, rules: float, store: float) -> Sample:
+    return Sample(t, 0.5, 0, Metrics(0, 0, lag_s, {}, {"rules": rules, "store": store}), {})
+
+
+def test_shares_of_a_second_by_step_over_all_seconds_and_over_the_slow_ones_only():
+    samples = [sample(0, 0.1, 0.0, 0.0), sample(1, 0.2, 0.1, 0.2), sample(2, 1.5, 0.2, 0.9), sample(3, 0.3, 0.3, 1.0)]
+    everything = stage_shares(samples)
+    assert everything == pytest.approx({"rules": 0.1, "store": 1.0 / 3})
+    slow = stage_shares(samples, slow_lag_s=1.0)   # only the second that ended with lag 1.5 s
+    assert slow == pytest.approx({"rules": 0.1, "store": 0.7})
+    assert stage_shares(samples[:1]) == {} and stage_shares(samples, slow_lag_s=5.0) == {}

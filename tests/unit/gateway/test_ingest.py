@@ -348,3 +348,15 @@ def test_the_lane_that_never_checkpoints_leaves_the_write_ahead_log_to_the_lane_
     assert path.stat().st_size > before
     assert s.seen_count() == 400
     s.close()
+
+
+def test_each_step_of_a_batch_is_timed_under_its_lane(store, sink, observer):
+    from prometheus_client import REGISTRY
+
+    def spent(stage: str) -> float:
+        return REGISTRY.get_sample_value("eldercare_ingest_stage_seconds_total", {"lane": "timed", "stage": stage}) or 0.0
+
+    p = IngestPipeline(Topics(), store, sink, IngestSettings(), observer=observer, clock=lambda: NOW_MS / 1000,
+                       lane="timed")
+    p.handle([heart_rate(1), heart_rate(2)])
+    assert all(spent(stage) > 0 for stage in ("judge", "dedup", "rules", "timeseries", "store"))
