@@ -185,7 +185,6 @@ class AlertService:
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.settings.tick_interval_s):
-            self.dispatcher.priority.yield_to_urgent()
             try:
                 self.tick(self._now_ms())
             except Exception:

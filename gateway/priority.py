@@ -7,8 +7,9 @@ queued behind the telemetry threads for the interpreter lock: tens of millisecon
 at p99 per hop. So the critical path holds `Priority` from the moment a critical
 message arrives until its notification's request has gone out, and the telemetry
 threads call `yield_to_urgent()` at points where they hold no lock the critical
-path needs (between batches). Every hold expires by itself after `hold_s`, so a
-hold that is never released costs telemetry at most that long, never a stall.
+path needs (between batches). Every hold expires by itself after `hold_s`, and a
+wait never lasts longer than that, so neither a hold that is never released nor a
+storm of presses can stall telemetry: it moves on by at least a batch per `hold_s`.
 """
 from __future__ import annotations
 
@@ -60,10 +61,12 @@ class Priority:
 
     def yield_to_urgent(self) -> None:
         """Return at once when nothing urgent is under way; otherwise wait until every hold is released or
-        has expired."""
+        has expired, and never longer than `hold_s` in all: under a storm of presses, whose holds keep being
+        renewed, background work still moves on by a step each time."""
         if self._clear.is_set():
             return
         self.yielded += 1
-        while self.urgent():
-            self._clear.wait(max(0.0, self._latest_deadline() - self._clock()))
+        give_up = self._clock() + self.hold_s
+        while self.urgent() and (now := self._clock()) < give_up:
+            self._clear.wait(max(0.0, min(self._latest_deadline(), give_up) - now))
 

@@ -72,3 +72,26 @@ def test_releasing_a_holder_that_holds_nothing_is_harmless() -> None:
     priority = Priority()
     priority.release("send-1")
     assert not priority.urgent()
+
+
+def test_a_storm_of_presses_renewing_the_hold_still_lets_background_work_move_on() -> None:
+    priority = Priority(hold_s=0.3)
+    storm_over = threading.Event()
+
+    def storm() -> None:   # a press every 10 ms for up to 5 s: the hold never lapses
+        for _ in range(500):
+            priority.hold("critical")
+            if storm_over.wait(0.01):
+                return
+
+    presses = threading.Thread(target=storm, daemon=True)
+    presses.start()
+    try:
+        threading.Event().wait(0.05)
+        assert priority.urgent()
+        done = _yield_in_thread(priority)
+        assert done.wait(3)          # it gave up waiting after about 0.3 s, not after the storm
+        assert priority.urgent()     # the storm was still going on
+    finally:
+        storm_over.set()
+        presses.join(5)
