@@ -41,7 +41,6 @@ from gateway.priority import Priority
 log = logging.getLogger(__name__)
 
 SEND, RECONCILE = "send", "reconcile"
-DISPATCH_HOLD = "dispatch"   # the Priority hold from a red row queued to the round that starts it
 
 SEND_SECONDS = Histogram("eldercare_notification_send_seconds", "How long the provider took to take a notification",
                          ["channel", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -64,8 +63,8 @@ class Dispatcher:
                  clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
                  priority: Priority | None = None) -> None:
         self.engine = engine
-        # Held while a red row is being sent; the alert service holds "dispatch" from queuing one until the
-        # round that starts it (gateway/priority.py: telemetry steps aside meanwhile).
+        # Held while a red row is being sent (gateway/priority.py: telemetry steps aside meanwhile); a press's
+        # round itself runs in the press's own thread (start_due), so nothing waits between queuing and sending.
         self.priority = priority or Priority()
         self.outbox = engine.outbox
         self.notifier = notifier
@@ -159,7 +158,6 @@ class Dispatcher:
             busy[row.id] = red
             self._submit(kind, row, red)
             started += 1
-        self.priority.release(DISPATCH_HOLD)
         return started, now
 
     def _slot_free(self, red: bool) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from alerts.config import AlertSettings
 from alerts.directory import Directory, load_directory
-from alerts.dispatch import DISPATCH_HOLD, Dispatcher
+from alerts.dispatch import Dispatcher
 from alerts.engine import AlertEngine, Listener
 from alerts.lifecycle import Alert, AlertEvent, TransitionError
 from alerts.notifiers.base import Notification, Notifier
@@ -47,7 +47,6 @@ class AlertService:
 
     def _wake_if(self, queued: int) -> None:
         if queued:
-            self.dispatcher.priority.hold(DISPATCH_HOLD)   # released by the dispatch round that starts the sends
             self.dispatcher.wake.set()
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:

@@ -28,7 +28,7 @@ class Priority:
         self._holds: dict[str, float] = {}   # holder -> monotonic deadline
         self._clear = threading.Event()
         self._clear.set()
-        self.yielded = 0   # times background work waited (for tests and the log)
+        self.yielded = 0   # times background work waited (tests read it)
 
     def hold(self, holder: str) -> None:
         """Urgent work by `holder` is under way (again: the deadline moves on)."""
