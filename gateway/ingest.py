@@ -2,9 +2,9 @@
 
 For each batch, in this order:
 1. judge every message (decode), reject unknown devices; this needs nothing
-   of earlier batches, so it runs while the batch before is committed;
-2. drop keys already committed and repeats within the batch (after every
-   earlier batch is committed, so a key in two batches is recognised);
+   of earlier batches, so it runs while the batch before is written;
+2. drop keys already committed, keys of earlier batches still on their way
+   to the store (see below), and repeats within the batch;
 3. let the observer (alert engine) see the new messages: first, so an SOS
    becomes an alert without waiting for the time-series write, and even if
    the time-series store rejects its point;
@@ -12,9 +12,18 @@ For each batch, in this order:
 5. commit dedup keys, last state, track and dead letters in one transaction;
 6. only then acknowledge the batch to the broker.
 
+Steps 2-4 are `prepare`, 5-6 `record`. The telemetry lane records batch N
+in a thread of its own while it prepares batch N+1, so the wait for the
+time-series store and the operational store's commit overlap; until batch N
+is recorded its keys are "in flight", and step 2 drops them as it drops
+committed ones.
+
 A crash before 5 redelivers the batch: the observer recognises the keys
 itself and the sink gets the same points again (same series and timestamp,
 so the store keeps one). A crash after 5 redelivers keys that step 2 drops.
+The sink is written before the store commits, never after: a batch the
+store has and the sink has not would be dropped as already seen when
+it came again.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -33,6 +42,7 @@ from prometheus_client import Histogram
 
 from gateway.backoff import Backoff
 from gateway.config import IngestSettings
+from gateway.db import Key
 from gateway.decode import Rejection, decode
 from gateway.exercise_store import SessionNews
 from gateway.lineprotocol import to_line
@@ -147,6 +157,17 @@ class Judged:
     ignored: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch after steps 2-4: its new points are in the time-series store (or the spool); what the
+    operational store is to record of it."""
+
+    judged: Judged
+    accepted: list[DeviceMessage]
+    dead: list[DeadLetter]
+    fresh: int             # new messages: accepted, or dead-lettered because the sink refused them
+
+
 class IngestPipeline:
     """Handles batches of received messages; pure of MQTT, so tests drive it directly."""
 
@@ -170,6 +191,9 @@ class IngestPipeline:
         # None: the store's default. Set on the first commit, as the connection is the committing thread's.
         self._checkpoint_pages = checkpoint_pages
         self._stage = {stage: STAGE_SECONDS.labels(lane, stage) for stage in STAGES}
+        # Keys of batches prepared and not yet recorded (the lane's two threads share them).
+        self._in_flight: set[Key] = set()
+        self._in_flight_lock = threading.Lock()
 
     def _dead(self, r: Received, reason: str, detail: str) -> DeadLetter:
         keep = self.settings.dead_letter_payload_bytes
@@ -214,8 +238,14 @@ class IngestPipeline:
         return Judged(now_ms, candidates, dead, clock_ahead, len(batch), ignored)
 
     def _new(self, candidates: list[tuple[Received, DeviceMessage]]) -> tuple[list[DeviceMessage], list[Received]]:
-        """Step 2: the candidates whose keys were never committed, each once."""
-        seen = self.store.already_seen([m.key for _, m in candidates]) if candidates else set()
+        """Step 2: the candidates whose keys were never committed and are not in flight, each once."""
+        if not candidates:
+            return [], []
+        keys = [m.key for _, m in candidates]
+        # In flight first, then the store: a batch recorded in between has left the one for the other.
+        with self._in_flight_lock:
+            seen = {k for k in keys if k in self._in_flight}
+        seen |= self.store.already_seen(keys)
         fresh: list[DeviceMessage] = []
         fresh_raw: list[Received] = []
         for r, m in candidates:
@@ -232,11 +262,8 @@ class IngestPipeline:
         self._stage[stage].inc(now - since)
         return now
 
-    def commit(self, judged: Judged) -> None:
-        """Steps 2 to 5: dedup, observer, sink, store. Raises if any fails; then the store commits nothing."""
-        if self._checkpoint_pages is not None:
-            self.store.checkpoint_after(self._checkpoint_pages)
-            self._checkpoint_pages = None
+    def prepare(self, judged: Judged) -> Prepared:
+        """Steps 2 to 4: dedup, observer, sink. Raises if the sink fails (not if it refuses the batch)."""
         t = time.perf_counter()
         fresh, fresh_raw = self._new(judged.candidates)
         t = self._timed("dedup", t)
@@ -258,17 +285,45 @@ class IngestPipeline:
                 # Keep the bytes: nothing valid is lost, an operator can replay them.
                 dead = dead + [self._dead(r, "sink_rejected", str(e)) for r in fresh_raw]
                 accepted = []
-            t = self._timed("timeseries", t)
+            self._timed("timeseries", t)
+            with self._in_flight_lock:
+                self._in_flight.update(m.key for m in accepted)
+        return Prepared(judged, accepted, dead, len(fresh))
+
+    def record(self, prepared: Prepared) -> None:
+        """Step 5: commit the batch to the operational store. Raises if the store fails; the batch's keys stay
+        in flight for the retry (`forget` them to give up)."""
+        if self._checkpoint_pages is not None:
+            self.store.checkpoint_after(self._checkpoint_pages)
+            self._checkpoint_pages = None
+        t = time.perf_counter()
+        judged, accepted, dead = prepared.judged, prepared.accepted, prepared.dead
         news = self.store.commit_batch(accepted, dead, judged.now_ms)
         self._timed("store", t)
+        self.forget(prepared)
         if news and self.announce is not None:
             self.announce(news)
         stats = self.stats
         stats.received += judged.received
         stats.ignored += judged.ignored
-        stats.duplicates += len(judged.candidates) - len(fresh)
+        stats.duplicates += len(judged.candidates) - prepared.fresh
         stats.accepted += len(accepted)
         stats.dead_letters.update(d.reason for d in dead)
+
+    def forget(self, prepared: Prepared) -> None:
+        """The batch's keys are no longer in flight: recorded, or given up (it will come again unacknowledged)."""
+        if prepared.accepted:
+            with self._in_flight_lock:
+                self._in_flight.difference_update(m.key for m in prepared.accepted)
+
+    def commit(self, judged: Judged) -> None:
+        """Steps 2 to 5 at once. Raises if any fails; then the store commits nothing."""
+        prepared = self.prepare(judged)
+        try:
+            self.record(prepared)
+        except BaseException:
+            self.forget(prepared)
+            raise
 
     def handle(self, batch: Sequence[Received]) -> None:
         self.commit(self.judge(batch))
@@ -277,11 +332,13 @@ class IngestPipeline:
 class IngestWorker:
     """Drains one session's inbox in batches and acknowledges what was handled.
 
-    Two threads: the judge thread decodes batch N+1 while the commit thread
-    checks dedup for and writes batch N (SQLite and HTTP release the GIL, so
-    the two overlap). Dedup is the commit thread's first step, so it sees
-    every earlier batch committed and a key in two batches is recognised.
-    An urgent lane (the critical one) uses one thread for both.
+    Three threads: the judge thread decodes batch N+2 while the write thread
+    deduplicates batch N+1, shows it to the rules and writes its points to the
+    time-series store, while the store thread commits batch N to the
+    operational store and acknowledges it (SQLite and HTTP release the GIL, so
+    they overlap). Dedup sees every earlier batch committed or in flight, so a
+    key in two batches is recognised. An urgent lane (the critical one) uses
+    one thread for all: its batches are a message or two.
     """
 
     def __init__(self, name: str, inbox: queue.SimpleQueue[Received], pipeline: IngestPipeline,
@@ -297,7 +354,8 @@ class IngestWorker:
         self.ack = ack
         self.batch_size = batch_size
         self.linger_s = linger_ms / 1000
-        self._handoff: queue.Queue[tuple[list[Received], Judged]] = queue.Queue(maxsize=1)
+        self._judged: queue.Queue[tuple[list[Received], Judged]] = queue.Queue(maxsize=1)
+        self._prepared: queue.Queue[tuple[list[Received], Prepared]] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._batch_messages = BATCH_MESSAGES.labels(name)
@@ -335,7 +393,7 @@ class IngestWorker:
     def _judge(self, batch: list[Received]) -> Judged:
         return self._until_done(functools.partial(self.pipeline.judge, batch), f"judging {len(batch)}")
 
-    def _judge_loop(self) -> None:
+    def _judge_loop(self, writing: threading.Thread) -> None:
         while not self._stop.is_set():
             batch = self._next_batch()
             if not batch:
@@ -345,22 +403,56 @@ class IngestWorker:
                 judged = self._judge(batch)
             except Exception:
                 return  # stopping: the batch stays unacknowledged
-            self._handoff.put((batch, judged))
-
-    def _commit_loop(self) -> None:
-        while not self._stop.is_set() or not self._handoff.empty():
-            try:
-                batch, judged = self._handoff.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.priority.yield_to_urgent()
-            try:
-                self._commit(batch, judged)
-            except Exception:
+            if not self._hand_over(self._judged, (batch, judged), writing):
                 return
 
-    def _commit(self, batch: list[Received], judged: Judged) -> None:
-        self._until_done(functools.partial(self.pipeline.commit, judged), f"committing {len(batch)}")
+    def _hand_over(self, handoff: queue.Queue[tuple[list[Received], _T]], item: tuple[list[Received], _T],
+                   taker: threading.Thread) -> bool:
+        """Put the item for the next thread; False if that thread has stopped for good (the batch stays
+        unacknowledged)."""
+        while True:
+            try:
+                handoff.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                if self._stop.is_set() and not taker.is_alive():
+                    return False
+
+    def _taken(self, handoff: queue.Queue[tuple[list[Received], _T]],
+               giver: threading.Thread) -> Iterator[tuple[list[Received], _T]]:
+        """What the thread before hands over, until stopping, that thread has ended and nothing is left."""
+        while not (self._stop.is_set() and not giver.is_alive() and handoff.empty()):
+            try:
+                yield handoff.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    def _write_loop(self, judging: threading.Thread, storing: threading.Thread) -> None:
+        for batch, judged in self._taken(self._judged, judging):
+            self.priority.yield_to_urgent()
+            try:
+                prepared = self._until_done(functools.partial(self.pipeline.prepare, judged), f"writing {len(batch)}")
+            except Exception:
+                return  # stopping: the batch stays unacknowledged
+            if not self._hand_over(self._prepared, (batch, prepared), storing):
+                self.pipeline.forget(prepared)
+                return
+
+    def _store_loop(self, writing: threading.Thread) -> None:
+        stopped = False
+        for batch, prepared in self._taken(self._prepared, writing):
+            if not stopped:
+                # The operational store's lock is one a press's commit needs.
+                self.priority.yield_to_urgent()
+                try:
+                    self._until_done(functools.partial(self.pipeline.record, prepared), f"committing {len(batch)}")
+                    self._acknowledge(batch)
+                    continue
+                except Exception:
+                    stopped = True   # stopping while the store fails: this batch and those after stay unacknowledged
+            self.pipeline.forget(prepared)
+
+    def _acknowledge(self, batch: list[Received]) -> None:
         self.ack(batch)
         self.lag_s = max(0.0, time.time() - batch[0].received_ms / 1000)
         self._batch_messages.observe(len(batch))
@@ -374,19 +466,27 @@ class IngestWorker:
             if not batch:
                 continue
             try:
-                self._commit(batch, self._judge(batch))
+                judged = self._judge(batch)
+                self._until_done(functools.partial(self.pipeline.commit, judged), f"committing {len(batch)}")
             except Exception:
                 return  # stopping: the batch stays unacknowledged
+            self._acknowledge(batch)
             if not self.inbox.qsize():
                 self.priority.release(self.name)
 
     def start(self) -> None:
-        self._threads = [
-            threading.Thread(target=self._urgent_loop, name=f"ingest-{self.name}", daemon=True),
-        ] if self.urgent else [
-            threading.Thread(target=self._judge_loop, name=f"ingest-{self.name}-judge", daemon=True),
-            threading.Thread(target=self._commit_loop, name=f"ingest-{self.name}-commit", daemon=True),
-        ]
+        if self.urgent:
+            self._threads = [threading.Thread(target=self._urgent_loop, name=f"ingest-{self.name}", daemon=True)]
+        else:
+            # Each thread knows the one before it and the one after, which it waits for when stopping
+            # (the lambdas run once all three exist).
+            judging = threading.Thread(target=lambda: self._judge_loop(writing), name=f"ingest-{self.name}-judge",
+                                       daemon=True)
+            writing = threading.Thread(target=lambda: self._write_loop(judging, storing),
+                                       name=f"ingest-{self.name}-write", daemon=True)
+            storing = threading.Thread(target=lambda: self._store_loop(writing), name=f"ingest-{self.name}-store",
+                                       daemon=True)
+            self._threads = [judging, writing, storing]
         for t in self._threads:
             t.start()
 

@@ -234,6 +234,49 @@ def test_a_batch_the_sink_rejects_goes_to_dead_letter_but_the_alert_engine_still
     assert (p.stats.accepted, p.stats.dead_letters["sink_rejected"]) == (0, 2)
 
 
+def test_a_key_written_and_not_yet_committed_is_dropped_from_the_next_batch(store, sink):
+    # The telemetry lane writes batch N+1 while batch N is committed: N's keys are in flight meanwhile.
+    p = pipeline(store, sink)
+    first = p.prepare(p.judge([heart_rate(1)]))
+    second = p.prepare(p.judge([heart_rate(1), heart_rate(2)]))   # a redelivery of 1 comes with 2
+    assert [m.key for m in second.accepted] == [key(2)]
+    p.record(first)
+    p.record(second)
+    assert len(sink.lines) == 2 and store.already_seen([key(1), key(2)]) == {key(1), key(2)}
+    assert (p.stats.received, p.stats.accepted, p.stats.duplicates) == (3, 2, 1)
+
+
+def test_a_commit_that_fails_keeps_its_keys_in_flight_for_the_retry_and_one_given_up_is_taken_again(store, sink):
+    p = pipeline(store, sink)
+    outage = [True]
+
+    def fence(db):
+        if outage[0]:
+            raise ConnectionError("store unreachable")
+
+    store.fence = fence
+    first = p.prepare(p.judge([heart_rate(1)]))
+    with pytest.raises(ConnectionError):
+        p.record(first)
+    assert p.prepare(p.judge([heart_rate(1)])).accepted == []   # the retry of `first` will commit it
+    p.forget(first)                                             # ... unless it is given up
+    again = p.prepare(p.judge([heart_rate(1)]))
+    assert [m.key for m in again.accepted] == [key(1)]
+    outage[0] = False
+    p.record(again)
+    assert store.already_seen([key(1)]) == {key(1)} and p.stats.accepted == 1
+
+
+def test_a_batch_whose_commit_fails_in_one_go_can_be_handled_again_in_full(store, sink):
+    p = pipeline(store, sink)
+    store.fence = lambda db: (_ for _ in ()).throw(ConnectionError("store unreachable"))
+    with pytest.raises(ConnectionError):
+        p.handle([heart_rate(1)])
+    store.fence = None
+    p.handle([heart_rate(1)])
+    assert store.already_seen([key(1)]) == {key(1)} and p.stats.accepted == 1
+
+
 def test_a_sink_failure_propagates_and_the_store_commits_nothing(store, observer):
     sink = RecordingSink(fail_with=ConnectionError("store unreachable"))
     p = pipeline(store, sink, observer)
