@@ -194,6 +194,7 @@ class IngestPipeline:
         # Keys of batches prepared and not yet recorded (the lane's two threads share them).
         self._in_flight: set[Key] = set()
         self._in_flight_lock = threading.Lock()
+        self._retrying: set[int] = set()   # ids of prepared batches whose commit failed and is to be tried again
 
     def _dead(self, r: Received, reason: str, detail: str) -> DeadLetter:
         keep = self.settings.dead_letter_payload_bytes
@@ -298,7 +299,16 @@ class IngestPipeline:
             self._checkpoint_pages = None
         t = time.perf_counter()
         judged, accepted, dead = prepared.judged, prepared.accepted, prepared.dead
-        news = self.store.commit_batch(accepted, dead, judged.now_ms)
+        if id(prepared) in self._retrying and accepted:
+            # The try that failed may have committed after all (a connection lost during COMMIT): what it
+            # committed must not be folded into the exercise sessions a second time.
+            done = self.store.already_seen([m.key for m in accepted])
+            accepted = [m for m in accepted if m.key not in done]
+        try:
+            news = self.store.commit_batch(accepted, dead, judged.now_ms)
+        except BaseException:
+            self._retrying.add(id(prepared))
+            raise
         self._timed("store", t)
         self.forget(prepared)
         if news and self.announce is not None:
@@ -307,11 +317,12 @@ class IngestPipeline:
         stats.received += judged.received
         stats.ignored += judged.ignored
         stats.duplicates += len(judged.candidates) - prepared.fresh
-        stats.accepted += len(accepted)
+        stats.accepted += len(prepared.accepted)
         stats.dead_letters.update(d.reason for d in dead)
 
     def forget(self, prepared: Prepared) -> None:
         """The batch's keys are no longer in flight: recorded, or given up (it will come again unacknowledged)."""
+        self._retrying.discard(id(prepared))
         if prepared.accepted:
             with self._in_flight_lock:
                 self._in_flight.difference_update(m.key for m in prepared.accepted)

@@ -267,6 +267,27 @@ def test_a_commit_that_fails_keeps_its_keys_in_flight_for_the_retry_and_one_give
     assert store.already_seen([key(1)]) == {key(1)} and p.stats.accepted == 1
 
 
+def test_a_commit_retried_after_one_that_failed_having_committed_does_not_apply_the_batch_twice(store, sink):
+    # A connection lost during COMMIT: the server committed, the client saw an error and tries again.
+    p = pipeline(store, sink)
+    real, applied = store.commit_batch, []
+
+    def commit_batch(accepted, dead, received_ms):
+        applied.append([m.key for m in accepted])
+        news = real(accepted, dead, received_ms)
+        if len(applied) == 1:
+            raise ConnectionError("server closed the connection during COMMIT")
+        return news
+
+    store.commit_batch = commit_batch
+    first = p.prepare(p.judge([heart_rate(1), heart_rate(2)]))
+    with pytest.raises(ConnectionError):
+        p.record(first)
+    p.record(first)
+    assert applied == [[key(1), key(2)], []]   # exercise sessions, say, are folded once
+    assert store.already_seen([key(1), key(2)]) == {key(1), key(2)} and p.stats.accepted == 2
+
+
 def test_a_batch_whose_commit_fails_in_one_go_can_be_handled_again_in_full(store, sink):
     p = pipeline(store, sink)
     store.fence = lambda db: (_ for _ in ()).throw(ConnectionError("store unreachable"))
