@@ -75,8 +75,8 @@ class Gateway:
     def __init__(self, settings: CoreSettings, observer: MessageObserver | None = None,
                  priority: Priority | None = None) -> None:
         self.settings = settings
-        # Held from a critical message's arrival to its acknowledgement (and by the alert service until its
-        # notification is out); the telemetry lane steps aside meanwhile.
+        # Held from a critical message's arrival to its acknowledgement (and by the dispatcher while a red
+        # notification is being sent); the telemetry lane steps aside meanwhile.
         self.priority = priority or Priority()
         self.topics = Topics(settings.mqtt.topic_prefix)
         self.store = OperationalStore(settings.store.database, settings.exercise.claim_ttl_s)
