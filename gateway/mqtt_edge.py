@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
 
 log = logging.getLogger(__name__)
+# How long the network thread waits for the broker when nothing else wakes it (`ack` and paho's publish do).
+_LOOP_WAIT_S = 1.0
 
 Protocol = Literal["5", "3.1.1"]
 
@@ -131,6 +133,15 @@ class MqttSession:
     def ack(self, batch: Sequence[Received]) -> None:
         """Acknowledge handled messages; the network thread sends the PUBACKs."""
         self._acks.extend(batch)
+        self._wake()
+
+    def _wake(self) -> None:
+        """End the network thread's wait now. paho's loop also waits on a socket pair of its own, which its
+        publish() writes to; a byte there brings the thread round to `_flush_acks` at once."""
+        wake = self._client._sockpairW   # None until the first connect: then nothing waits yet
+        if wake is not None:
+            with contextlib.suppress(OSError):   # full (already awake) or closed by a reconnect
+                wake.send(b"\0")
 
     def _flush_acks(self) -> None:
         """Send queued PUBACKs from the network thread, one socket write for all of them.
@@ -186,9 +197,9 @@ class MqttSession:
                 self._connect()
                 backoff.reset()
                 while not self._stop.is_set():
-                    # A short select timeout bounds how long handled
-                    # messages wait for their PUBACK.
-                    rc = self._client.loop(timeout=0.005)
+                    # `ack` wakes the wait, so it can be long: a short one woke the thread 200 times a
+                    # second, each time taking the interpreter from the telemetry lane.
+                    rc = self._client.loop(timeout=_LOOP_WAIT_S)
                     if rc != mqtt.MQTT_ERR_SUCCESS:
                         break
                     self._flush_acks()
