@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -29,9 +29,11 @@ from alerts.rules import (
     detect_button,
     detect_equipment,
     equipment_tick,
+    equipment_tick_candidates,
     refused_reading,
     watch_seen,
     watch_tick,
+    watch_tick_candidates,
     with_changes,
 )
 from alerts.store import SavedState
@@ -60,6 +62,11 @@ class StateTable(Generic[_S]):
     def get(self, device_id: str) -> _S | None:
         row = self._rows.get(device_id)
         return None if row is None else self._make(row)
+
+    @property
+    def rows(self) -> Mapping[str, tuple[Any, ...]]:
+        """Every state's values by device id, as kept (to look at many without making their state objects)."""
+        return self._rows
 
     def values_of(self, device_id: str) -> tuple[Any, ...]:
         """The state's values, as kept (to save them without making the state object)."""
@@ -125,10 +132,11 @@ AnySilenceFinding: TypeAlias = SilenceFinding[WatchState] | SilenceFinding[Equip
 
 
 def _tick(table: StateTable[_S], device_ids: Iterable[str],
+          candidates: Callable[[Mapping[str, tuple[Any, ...]], Iterable[str], int, RuleContext], list[str]],
           rule: Callable[[str, _S, int, RuleContext], tuple[_S, Finding | None]],
           now_ms: int, ctx: RuleContext) -> list[SilenceFinding[_S]]:
     found: list[SilenceFinding[_S]] = []
-    for d in device_ids:
+    for d in candidates(table.rows, device_ids, now_ms, ctx):
         old = table.get(d)   # one read of a dict the message path replaces entries of: atomic under the GIL
         if old is None:
             continue
@@ -277,9 +285,9 @@ class Detection:
         self._sweep_at = end
         watches, n = self._sweep_watches, len(self._sweep_watches)
         found: list[AnySilenceFinding] = []
-        found.extend(_tick(self.watches, watches[start:end], watch_tick, now_ms, self.ctx))
-        found.extend(_tick(self.equipment, self._sweep_machines[max(0, start - n):max(0, end - n)], equipment_tick,
-                           now_ms, self.ctx))
+        found.extend(_tick(self.watches, watches[start:end], watch_tick_candidates, watch_tick, now_ms, self.ctx))
+        found.extend(_tick(self.equipment, self._sweep_machines[max(0, start - n):max(0, end - n)],
+                           equipment_tick_candidates, equipment_tick, now_ms, self.ctx))
         return found
 
     def still_true(self, found: list[AnySilenceFinding]) -> list[AnySilenceFinding]:

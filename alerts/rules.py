@@ -8,7 +8,7 @@ lasting condition raises one finding per episode, not one per message.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo
@@ -293,6 +293,22 @@ def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext)
     return state, None
 
 
+def watch_tick_candidates(rows: Mapping[str, tuple[Any, ...]], device_ids: Iterable[str], now_ms: int,
+                          ctx: RuleContext) -> list[str]:
+    """The watches among `device_ids` that `watch_tick` might find something about at `now_ms`: every one it
+    would, and some it would not. A quick look at each state's values (by position, without making the state)
+    for what each of its findings needs first: silent for at least the shortest threshold any watch can have,
+    a fence episode not yet raised to red, or lying unworn and not yet reported. The silence sweep runs the
+    rule only on these: a million watches' sweep made a state and called the rule for each."""
+    s = ctx.settings
+    silent_before = now_ms - min(s.watch_silent_s, s.watch_silent_min_s) * 1000   # see watch_silence_s
+    p = _POSITIONS[WatchState]
+    seen, fence, night, worn, changed, reported = (p["last_seen_ms"], p["fence_fired"], p["fence_night_fired"],
+                                                   p["worn"], p["worn_changed_ms"], p["not_worn_fired"])
+    return [d for d in device_ids if (v := rows.get(d)) is not None
+            and (v[seen] < silent_before or (v[fence] and not v[night]) or (not v[worn] and v[changed] and not v[reported]))]
+
+
 # Below this a machine's power reading is noise, not someone exercising.
 _WORKING_POWER_W = 10
 
@@ -376,6 +392,15 @@ def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: Rule
         f = Finding(AlertType.EQUIPMENT_SILENT, Severity.YELLOW, device_id, now_ms, detail=what)
         return with_changes(state, silent_fired=True), f
     return state, None
+
+
+def equipment_tick_candidates(rows: Mapping[str, tuple[Any, ...]], device_ids: Iterable[str], now_ms: int,
+                              ctx: RuleContext) -> list[str]:
+    """The machines among `device_ids` that `equipment_tick` might find silent at `now_ms` (as
+    `watch_tick_candidates`)."""
+    silent_before = now_ms - ctx.settings.equipment_silent_s * 1000
+    seen = _POSITIONS[EquipmentState]["last_seen_ms"]
+    return [d for d in device_ids if (v := rows.get(d)) is not None and v[seen] < silent_before]
 
 
 # Each state field's position, for with_changes().

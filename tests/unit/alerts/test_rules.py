@@ -1,6 +1,8 @@
 """Each rule on its own: pure functions of state, message and time."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from alerts.config import AlertSettings
@@ -16,8 +18,10 @@ from alerts.rules import (
     detect_heart_rate,
     detect_spo2_low,
     equipment_tick,
+    equipment_tick_candidates,
     watch_seen,
     watch_tick,
+    watch_tick_candidates,
 )
 from tests.unit.alert_support import COMMUNITY, DAY, INSIDE, NIGHT, OUTSIDE, local_ms, msg
 
@@ -340,3 +344,41 @@ def test_readings_refused_as_out_of_range_are_a_sensor_fault_after_three_in_a_ro
     fault = next(f for f in found if f)
     assert fault.alert_type == "equipment_fault" and fault.severity == "yellow"
     assert "out of range" in fault.detail and "power_w" in fault.detail
+
+
+# The silence sweep runs watch_tick / equipment_tick only on the candidates their filters pick: a state the
+# filter passes over must be one the rule would find nothing about, whatever the settings and the hour.
+_SWEEP_SETTINGS = [AlertSettings(), AlertSettings(watch_silent_s=120, watch_silent_min_s=300)]
+_OFFSETS_S = (0, 119, 121, 299, 301, 901, 3_601, 5 * 3600, 49 * 3600)
+
+
+@pytest.mark.parametrize("settings", _SWEEP_SETTINGS, ids=["defaults", "short_first_threshold"])
+@pytest.mark.parametrize("now", [DAY, NIGHT], ids=["day", "night"])
+def test_the_sweep_filter_keeps_every_watch_the_rule_would_find_something_about(settings, now):
+    ctx = RuleContext.of(settings, DIRECTORY)
+    states = {}
+    for i, (silent_s, worn, heard, silent, fence, night, reported, changed_s, learned, quiet) in enumerate(
+            itertools.product(_OFFSETS_S, (True, False), (True, False), (True, False), (True, False), (True, False),
+                              (True, False), (None, 3600, 5 * 3600), (False, True), (False, True))):
+        states[f"w{i}"] = WatchState(
+            last_seen_ms=now - silent_s * 1000, worn=worn, heard=heard, silent_fired=silent, fence_fired=fence,
+            fence_night_fired=night, not_worn_fired=reported,
+            worn_changed_ms=0 if changed_s is None else now - changed_s * 1000,
+            cadence_ms=60_000.0 if learned else 0.0, intervals=10 if learned else 0,
+            quiet_until_ms=now + 1 if quiet else 0)
+    found = {d for d, state in states.items() if watch_tick(d, state, now, ctx)[1] is not None}
+    picked = set(watch_tick_candidates({d: tuple(s) for d, s in states.items()}, list(states), now, ctx))
+    assert found and found <= picked < set(states)
+    # What nearly every watch is, at every sweep: worn, heard lately, no episode going on.
+    assert "w0" not in picked and states["w0"].worn and states["w0"].last_seen_ms == now
+
+
+@pytest.mark.parametrize("now", [DAY, NIGHT], ids=["day", "night"])
+def test_the_sweep_filter_keeps_every_machine_the_rule_would_find_silent(now):
+    states = {f"e{i}": EquipmentState(last_seen_ms=now - silent_s * 1000, silent_fired=silent, heard=heard,
+                                      quiet_until_ms=now + 1 if quiet else 0)
+              for i, (silent_s, silent, heard, quiet) in enumerate(
+                  itertools.product(_OFFSETS_S, (True, False), (True, False), (True, False)))}
+    found = {d for d, state in states.items() if equipment_tick(d, state, now, CTX)[1] is not None}
+    picked = set(equipment_tick_candidates({d: tuple(s) for d, s in states.items()}, list(states), now, CTX))
+    assert found and found <= picked < set(states)
