@@ -43,7 +43,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway import mqtt_packets as mp
@@ -114,6 +114,9 @@ class MqttReceiver:
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
         self.inbox = inbox
+        # Where each read's messages go: into the inbox one by one, unless the owner takes them as a list
+        # (the child process of gateway/edge_process.py sends each read's to its parent as one batch).
+        self.deliver: Callable[[list[Received]], None] = self._put_each
         self.connection = 0
         self.connected = threading.Event()
         self._acks: deque[Received] = deque()
@@ -280,7 +283,7 @@ class MqttReceiver:
             return
         received_ms = int(time.time() * 1000)
         connection = self.connection
-        put = self.inbox.put
+        fresh: list[Received] = []
         unacked = 0
         for topic, payload, packet_id, qos, retain in publishes:
             r = Received(topic, payload, packet_id, qos, received_ms, connection)
@@ -288,8 +291,15 @@ class MqttReceiver:
             if retain:   # an old message replayed because we subscribed
                 self._acks.append(r)
             else:
-                put(r)
+                fresh.append(r)
         self.unacked += unacked
+        if fresh:
+            self.deliver(fresh)
+
+    def _put_each(self, batch: list[Received]) -> None:
+        put = self.inbox.put
+        for r in batch:
+            put(r)
 
 
 def receiving_session(settings: MqttSettings, client_id: str, subscriptions: list[str],

@@ -20,6 +20,7 @@ from gateway import edge_process
 from gateway.config import MqttSettings
 from gateway.edge_process import ChildProcessSession
 from gateway.mqtt_edge import Received
+from gateway.mqtt_receiver import MqttReceiver
 
 SETTINGS = MqttSettings()
 WAIT_S = 20
@@ -50,21 +51,45 @@ class RecordingSession:
         self.stopped = True
 
 
-@pytest.fixture
-def child_end(monkeypatch):
-    """`_child` running in a thread; yields (parent's end of the pipe, the session, the thread)."""
-    RecordingSession.made.clear()
-    monkeypatch.setattr(edge_process, "receiving_session", RecordingSession)
+class RecordingReceiver(MqttReceiver):
+    """The gateway's own 3.1.1 receiver, not connecting to anything: the test calls `deliver` as a read would."""
+
+    made: ClassVar[list[RecordingReceiver]] = []
+
+    def __init__(self, settings, client_id, subscriptions, inbox, protocol="3.1.1") -> None:
+        super().__init__(settings, client_id, subscriptions, inbox)
+        RecordingReceiver.made.append(self)
+
+    def start(self) -> None:
+        pass
+
+
+def _run_child(monkeypatch, session_class):
+    session_class.made.clear()
+    monkeypatch.setattr(edge_process, "receiving_session", session_class)
     monkeypatch.setattr(edge_process.signal, "signal", lambda *a: None)  # only the main thread may set handlers
     parent, child = mp.Pipe()
     thread = threading.Thread(target=edge_process._child, args=(SETTINGS, "c", ["t/#"], child, 5_000_000), daemon=True)
     thread.start()
     deadline = time.monotonic() + WAIT_S
-    while not RecordingSession.made and time.monotonic() < deadline:
+    while not session_class.made and time.monotonic() < deadline:
         time.sleep(0.01)
-    yield parent, RecordingSession.made[0], thread
+    yield parent, session_class.made[0], thread
     parent.close()
     thread.join(WAIT_S)
+
+
+@pytest.fixture
+def child_end(monkeypatch):
+    """`_child` running in a thread around a paho-like session; yields (parent's end of the pipe, the session,
+    the thread)."""
+    yield from _run_child(monkeypatch, RecordingSession)
+
+
+@pytest.fixture
+def receiver_child_end(monkeypatch):
+    """The same around the gateway's own receiver."""
+    yield from _run_child(monkeypatch, RecordingReceiver)
 
 
 def _recv_until(conn, kind: str) -> object:
@@ -91,6 +116,20 @@ def test_the_child_reports_its_connection_and_forwards_messages_with_their_conne
                          ("eldercare/watch/w1/health", b"{}", 8, 0, 124, 5_000_000)]
     session.connected.clear()
     assert _recv_until(parent, "connected") is False
+
+
+def test_the_childs_own_receiver_sends_each_read_to_the_parent_as_one_batch_without_the_inbox(receiver_child_end):
+    parent, session, _ = receiver_child_end
+    assert session.connection == 5_000_000
+    read = [Received("eldercare/watch/w1/location", b'{"a":1}', 7, 1, 123, 5_000_000),
+            Received("eldercare/watch/w2/health", b'{"b":2}', 8, 1, 123, 5_000_000)]
+    session.deliver(read)
+    assert parent.poll(0)   # already sent when deliver returns, not left for a thread that looks every few ms
+    assert _recv_until(parent, "messages") == [("eldercare/watch/w1/location", b'{"a":1}', 7, 1, 123, 5_000_000),
+                                               ("eldercare/watch/w2/health", b'{"b":2}', 8, 1, 123, 5_000_000)]
+    assert session.inbox.empty()
+    session.connected.set()
+    assert _recv_until(parent, "connected") is True
 
 
 def test_the_child_acknowledges_only_what_the_parent_asks_and_stops_when_told(child_end):
