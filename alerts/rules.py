@@ -275,7 +275,8 @@ def watch_silence_s(state: WatchState, settings: AlertSettings) -> float:
 
 def watch_tick(device_id: str, state: WatchState, now_ms: int, ctx: RuleContext) -> WatchResult:
     """Silence of a worn (or never heard) watch (orange), a wander going on into the night (red),
-    and a watch left off in daytime (yellow)."""
+    and a watch left off in daytime (yellow). A new finding here needs its first condition in
+    `watch_tick_candidates` too: the sweep runs this only on the watches that picks."""
     s = ctx.settings
     if ((state.worn or not state.heard) and not state.silent_fired and now_ms >= state.quiet_until_ms
             and now_ms - state.last_seen_ms > watch_silence_s(state, s) * 1000):
@@ -384,7 +385,8 @@ def refused_reading(device_id: str, state: EquipmentState, detail: str, now_ms: 
 
 def equipment_tick(device_id: str, state: EquipmentState, now_ms: int, ctx: RuleContext) -> EquipmentResult:
     """A machine silent for days (to maintenance). A session that stops without `end` is no fault: the
-    gateway closes it after an idle timeout (gateway/exercise.py)."""
+    gateway closes it after an idle timeout (gateway/exercise.py). The sweep runs this only on the machines
+    `equipment_tick_candidates` picks."""
     s = ctx.settings
     if (not state.silent_fired and now_ms >= state.quiet_until_ms
             and now_ms - state.last_seen_ms > s.equipment_silent_s * 1000):
