@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from gateway.config import MqttSettings
-from gateway.mqtt_edge import Protocol, Received
+from gateway.mqtt_edge import Protocol, Received, ReceivedFields
 from gateway.mqtt_receiver import MqttReceiver, receiving_session
 from gateway.priority import Priority
 
@@ -45,9 +45,9 @@ def _child(settings: MqttSettings, client_id: str, subscriptions: list[str], con
     send_lock = threading.Lock()
     stop = threading.Event()
 
-    def send_messages(batch: Sequence[Received]) -> None:
+    def send_messages(batch: list[ReceivedFields]) -> None:
         with send_lock, contextlib.suppress(OSError, ValueError):   # the parent is gone: the main loop ends us
-            conn.send(("messages", [(r.topic, r.payload, r.mid, r.qos, r.received_ms, r.connection) for r in batch]))
+            conn.send(("messages", batch))
 
     if isinstance(session, MqttReceiver):
         # Each read's messages go to the parent as one batch from the receiving thread itself: no queue, and
@@ -65,7 +65,7 @@ def _child(settings: MqttSettings, client_id: str, subscriptions: list[str], con
             batch = []
             try:
                 while True:
-                    batch.append(inbox.get_nowait())
+                    batch.append(inbox.get_nowait().fields())
             except queue.Empty:
                 pass
             if batch:

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from gateway import mqtt_packets as mp
 from gateway.backoff import Backoff, jitter_down_to_half
 from gateway.config import MqttSettings
-from gateway.mqtt_edge import MqttSession, Protocol, Received
+from gateway.mqtt_edge import MqttSession, Protocol, Received, ReceivedFields
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,9 @@ class MqttReceiver:
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
         self.inbox = inbox
-        # Where each read's messages go: into the inbox one by one, unless the owner takes them as a list
-        # (the child process of gateway/edge_process.py sends each read's to its parent as one batch).
-        self.deliver: Callable[[list[Received]], None] = self._put_each
+        # Where each read's messages go, as their fields: into the inbox one by one, unless the owner takes them
+        # as a list (the child process of gateway/edge_process.py sends each read's to its parent as one batch).
+        self.deliver: Callable[[list[ReceivedFields]], None] = self._put_each
         self.connection = 0
         self.connected = threading.Event()
         self._acks: deque[Received] = deque()
@@ -283,23 +283,22 @@ class MqttReceiver:
             return
         received_ms = int(time.time() * 1000)
         connection = self.connection
-        fresh: list[Received] = []
+        fresh: list[ReceivedFields] = []
         unacked = 0
         for topic, payload, packet_id, qos, retain in publishes:
-            r = Received(topic, payload, packet_id, qos, received_ms, connection)
             unacked += qos > 0
             if retain:   # an old message replayed because we subscribed
-                self._acks.append(r)
+                self._acks.append(Received(topic, payload, packet_id, qos, received_ms, connection))
             else:
-                fresh.append(r)
+                fresh.append((topic, payload, packet_id, qos, received_ms, connection))
         self.unacked += unacked
         if fresh:
             self.deliver(fresh)
 
-    def _put_each(self, batch: list[Received]) -> None:
+    def _put_each(self, batch: list[ReceivedFields]) -> None:
         put = self.inbox.put
-        for r in batch:
-            put(r)
+        for fields in batch:
+            put(Received(*fields))
 
 
 def receiving_session(settings: MqttSettings, client_id: str, subscriptions: list[str],

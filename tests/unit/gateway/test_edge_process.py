@@ -121,12 +121,11 @@ def test_the_child_reports_its_connection_and_forwards_messages_with_their_conne
 def test_the_childs_own_receiver_sends_each_read_to_the_parent_as_one_batch_without_the_inbox(receiver_child_end):
     parent, session, _ = receiver_child_end
     assert session.connection == 5_000_000
-    read = [Received("eldercare/watch/w1/location", b'{"a":1}', 7, 1, 123, 5_000_000),
-            Received("eldercare/watch/w2/health", b'{"b":2}', 8, 1, 123, 5_000_000)]
+    read = [("eldercare/watch/w1/location", b'{"a":1}', 7, 1, 123, 5_000_000),
+            ("eldercare/watch/w2/health", b'{"b":2}', 8, 1, 123, 5_000_000)]
     session.deliver(read)
     assert parent.poll(0)   # already sent when deliver returns, not left for a thread that looks every few ms
-    assert _recv_until(parent, "messages") == [("eldercare/watch/w1/location", b'{"a":1}', 7, 1, 123, 5_000_000),
-                                               ("eldercare/watch/w2/health", b'{"b":2}', 8, 1, 123, 5_000_000)]
+    assert _recv_until(parent, "messages") == read
     assert session.inbox.empty()
     session.connected.set()
     assert _recv_until(parent, "connected") is True
