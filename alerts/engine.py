@@ -219,8 +219,10 @@ class AlertEngine:
                                        f"no status for {row.channel} to {row.recipient}: check whether it arrived"))
         # One read for every running alert, and a transaction only for those due to move on: a storm of
         # hundreds of running alerts took a transaction each, every second, each holding the database
-        # an SOS and the dispatcher wait for (78 ms a tick at 300 running alerts).
-        with self.db.transaction():
+        # an SOS and the dispatcher wait for (78 ms a tick at 300 running alerts). The read is a snapshot,
+        # off the writer's lock: under the writer's lock it held an SOS's commit up to 786 ms at a thousand
+        # running alerts. It only picks candidates; `reevaluate` decides on the alert as it is then.
+        with self.db.snapshot():
             running, outcomes = self.alerts.running(), self.outbox.running_outcomes()
         for alert in running:
             if self._next_action(alert, outcomes.get(alert.saved_id, ()), now_ms) is not None:

@@ -48,37 +48,37 @@ class Outbox:
             return cur.rowcount == 1
 
     def get(self, attempt_id: int) -> OutboxRow | None:
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             row = c.execute(f"SELECT {_COLS} FROM outbox WHERE id=?", (attempt_id,)).fetchone()
         return OutboxRow(*row) if row else None
 
     def of_alert(self, alert_id: int) -> list[OutboxRow]:
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE alert_id=? ORDER BY id", (alert_id,)).fetchall()
         return [OutboxRow(*r) for r in rows]
 
     def needing_operator(self) -> dict[int, int]:
         """Alerts with attempts whose outcome only a person can settle: alert id -> how many."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute("SELECT alert_id, count(*) FROM outbox WHERE status=? GROUP BY alert_id",
                              (OutboxStatus.OPERATOR,)).fetchall()
         return dict(rows)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(status, channel) -> rows (for monitoring)."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute("SELECT status, channel, count(*) FROM outbox GROUP BY status, channel").fetchall()
         return {(status, channel): n for status, channel, n in rows}
 
     def outcomes(self, alert_id: int, step: int) -> list[tuple[str, str | None]]:
         """(status, delivery) of every attempt of one step."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute("SELECT status, delivery FROM outbox WHERE alert_id=? AND step=?", (alert_id, str(step))).fetchall()
         return rows
 
     def running_outcomes(self) -> dict[int, list[tuple[str, str | None]]]:
         """(status, delivery) of every attempt of each running alert's current step, by alert id, in one query."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute(
                 "SELECT o.alert_id, o.status, o.delivery FROM outbox o JOIN alerts a ON a.id = o.alert_id"
                 " AND o.step = CAST(a.step AS TEXT) WHERE a.escalation=? AND a.state=?",
@@ -145,7 +145,7 @@ class Outbox:
                             limit)
 
     def _ranked(self, where: str, args: tuple[object, ...], order: str, limit: int) -> list[tuple[OutboxRow, Severity]]:
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute(
                 f"SELECT {_O_COLS}, a.severity FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE {where}"
                 f" ORDER BY {Severity.sql_urgency('a.severity')}, {order} LIMIT ?",
@@ -154,14 +154,14 @@ class Outbox:
 
     def next_due_after(self, after_ms: int) -> int | None:
         """The earliest due time of a pending row still in the future of `after_ms`."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             due: int | None = c.execute("SELECT MIN(due_ms) FROM outbox WHERE status=? AND due_ms>?",
                                         (OutboxStatus.PENDING, after_ms)).fetchone()[0]
         return due
 
     def attempts_to(self, recipient: str, channel: str, since_ms: int) -> list[OutboxRow]:
         """Every attempt to this recipient on this channel changed since `since_ms`, to tell Twilio's records apart."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute(f"SELECT {_COLS} FROM outbox WHERE recipient=? AND channel=? AND updated_ms>=? ORDER BY id",
                              (recipient, channel, since_ms)).fetchall()
         return [OutboxRow(*r) for r in rows]
@@ -179,7 +179,7 @@ class Outbox:
 
     def sms_recipients(self, alert_id: int) -> list[tuple[str, str]]:
         """(phone, language) of everyone an SMS for this alert went out to, for follow-ups."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             return c.execute("SELECT DISTINCT recipient, language FROM outbox WHERE alert_id=? AND channel=?"
                              f" AND status=? AND {_ESCALATION_STEP}", (alert_id, Channel.SMS, OutboxStatus.SENT)).fetchall()
 

@@ -3,6 +3,7 @@ in SQLite files or in the PostgreSQL database (gateway/db.py)."""
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -50,6 +51,9 @@ _ALERT_COLS = ("id, subject, alert_type, severity, state, resident_id, device_id
                "taken_by, round_started_ms")
 _N_ALERT_COLS = len(_ALERT_COLS.split(", "))
 SCHEMA_VERSION = 3
+# Reader connections per database at most: the tick, the dispatcher, an SOS starting its call and the console
+# read at once without waiting for each other.
+_READERS = 4
 # Columns later versions added to `alerts` (2: repeat presses; 3: the operator console), for older databases.
 _ADDED_ALERT_COLUMNS = (("plan_base", "INTEGER NOT NULL DEFAULT 0"), ("presses", "INTEGER NOT NULL DEFAULT 1"),
                         ("burst_start_ms", "INTEGER NOT NULL DEFAULT 0"), ("acknowledged_by", "TEXT"),
@@ -78,14 +82,29 @@ MIGRATIONS = (Migration(SCHEMA_VERSION, _to_v3),)
 
 
 class Database:
-    """One connection shared by the ingest, dispatch, tick and web threads, serialised by a lock."""
+    """A writer connection, and a few reader connections, to one database.
 
-    def __init__(self, target: Target) -> None:
+    The writer is shared by the ingest, dispatch, tick and web threads and serialised by a lock. Reads go
+    through `snapshot()`: inside the calling thread's own write transaction they join it and see its
+    writes; anywhere else they read the last commit through a reader connection of their own, so a read of
+    a thousand alerts neither holds up an SOS's commit nor the read that starts its call, and waits for
+    neither (SQLite in WAL mode, and PostgreSQL, let readers and a writer work at once).
+    """
+
+    def __init__(self, target: Target, readers: int = _READERS) -> None:
         # Durable: an alert and its outbox rows must survive power loss once observe() returns.
         self.conn = connect(target)
         migrate(self.conn, "alerts", MIGRATIONS)
+        self.target = target
         self.lock = threading.RLock()
         self._depth = 0
+        self._writing: int | None = None   # the thread inside a write transaction
+        # ":memory:" is a database of its own per connection: there every read goes to the writer.
+        self._max_readers = 0 if str(target) == ":memory:" else readers
+        self._readers: list[Connection] = []              # every reader opened so far
+        self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self._opening = threading.Lock()
+        self._reading = threading.local()                  # .conn: the reader this thread's snapshot holds
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -99,7 +118,7 @@ class Database:
                     self._depth -= 1
                 return
             self.conn.begin()
-            self._depth = 1
+            self._depth, self._writing = 1, threading.get_ident()
             try:
                 yield self.conn
             except BaseException:
@@ -108,9 +127,53 @@ class Database:
             else:
                 self.conn.commit()
             finally:
-                self._depth = 0
+                self._depth, self._writing = 0, None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """Reads only: the committed state, without the writer's lock; in this thread's write transaction,
+        that transaction. A snapshot inside a snapshot shares its read transaction (one view of the data)."""
+        held: Connection | None = getattr(self._reading, "conn", None)
+        if self._writing == threading.get_ident() or not self._max_readers:
+            with self.transaction() as c:
+                yield c
+            return
+        if held is not None:
+            yield held
+            return
+        reader = self._take_reader()
+        try:
+            reader.begin(read_only=True)
+        except BaseException:
+            self._idle.put(reader)   # a PostgreSQL reader that lost its server connects again on next use
+            raise
+        self._reading.conn = reader
+        try:
+            yield reader
+        finally:
+            self._reading.conn = None
+            try:
+                reader.rollback()   # nothing to keep: it only read
+            finally:
+                self._idle.put(reader)
+
+    def _take_reader(self) -> Connection:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._opening:
+            if len(self._readers) < self._max_readers:
+                reader = connect(self.target)
+                self._readers.append(reader)
+                return reader
+        return self._idle.get()   # all busy: the first one back
 
     def close(self) -> None:
+        with self._opening:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
         with self.lock:
             self.conn.close()
 
@@ -129,7 +192,7 @@ class AlertStore:
     def unprocessed(self, keys: Iterable[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
         """Which of these (device_id, ts, seq) keys no committed finding came from."""
         keys = set(keys)
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             return keys - c.matching_keys("processed", list(keys))
 
     def mark_processed(self, keys: Iterable[tuple[str, int, int]], now_ms: int) -> None:
@@ -151,13 +214,13 @@ class AlertStore:
         return removed
 
     def open_alert(self, subject: str, alert_type: str) -> Alert | None:
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             row = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE subject=? AND alert_type=? AND state != ?",
                             (subject, alert_type, AlertState.RESOLVED)).fetchone()
         return _alert(row) if row else None
 
     def get(self, alert_id: int) -> Alert | None:
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             row = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE id=?", (alert_id,)).fetchone()
         return _alert(row) if row else None
 
@@ -179,20 +242,20 @@ class AlertStore:
             c.execute("INSERT INTO alert_events (alert_id, at_ms, kind, actor, detail) VALUES (?,?,?,?,?)", astuple(ev))
 
     def events(self, alert_id: int) -> list[AlertEvent]:
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute("SELECT alert_id, at_ms, kind, actor, detail FROM alert_events WHERE alert_id=? ORDER BY id",
                              (alert_id,)).fetchall()
         return [AlertEvent(*r) for r in rows]
 
     def running(self) -> list[Alert]:
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE escalation=? AND state=?",
                              (Escalation.RUNNING, AlertState.OPEN)).fetchall()
         return [_alert(r) for r in rows]
 
     def unresolved(self, limit: int = 5000) -> list[Alert]:
         """Every alert not yet resolved, most urgent grade first, then oldest first: the operators' queue."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE state != ? "
                              f"ORDER BY {Severity.sql_urgency('severity')}, opened_ms, id LIMIT ?",
                              (AlertState.RESOLVED, limit)).fetchall()
@@ -200,14 +263,14 @@ class AlertStore:
 
     def open_by_severity(self) -> dict[str, int]:
         """How many alerts are not yet resolved, by grade (for monitoring)."""
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute("SELECT severity, count(*) FROM alerts WHERE state != ? GROUP BY severity",
                              (AlertState.RESOLVED,)).fetchall()
         return dict(rows)
 
     def list(self, state: str | None = None, limit: int = 500) -> list[Alert]:
         where, args = ("WHERE state=?", (state,)) if state else ("", ())
-        with self.db.transaction() as c:
+        with self.db.snapshot() as c:
             rows = c.execute(f"SELECT {_ALERT_COLS} FROM alerts {where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_alert(r) for r in rows]
 

@@ -62,6 +62,7 @@ class Dialect:
 
     name = "sqlite"
     begin = "BEGIN IMMEDIATE"   # take the write lock at the start, so a transaction never fails to upgrade it
+    begin_read = "BEGIN DEFERRED"   # a reader: one view of the last commit from its first read, no write lock
 
     def sql(self, text: str) -> str:
         return text
@@ -115,6 +116,7 @@ _MIGRATION_LOCK = 0x656C6465
 class PostgresDialect(Dialect):
     name = "postgresql"
     begin = "BEGIN"
+    begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"   # one view across its statements
 
     def sql(self, text: str) -> str:
         return _pg_placeholders(text)
@@ -214,8 +216,8 @@ class Connection:
         """The table's column names; empty if there is no such table."""
         return self.dialect.columns(self, table)
 
-    def begin(self) -> None:
-        self._live().execute(self.dialect.begin)
+    def begin(self, *, read_only: bool = False) -> None:
+        self._live().execute(self.dialect.begin_read if read_only else self.dialect.begin)
         self._in_transaction = True
 
     def commit(self) -> None:

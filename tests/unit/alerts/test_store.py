@@ -3,6 +3,9 @@ databases made by earlier versions (or by this one, started again)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -90,6 +93,71 @@ def test_an_alert_and_its_outbox_row_commit_together_and_neither_is_seen_before(
         assert (count(reader, "alerts"), count(reader, "outbox")) == (0, 0)
     assert (count(reader, "alerts"), count(reader, "outbox")) == (1, 1)
     reader.close()
+    db.close()
+
+
+@contextmanager
+def paused_in_another_thread(body: Callable[[Callable[[], None]], None]) -> Iterator[None]:
+    """Runs `body(pause)` in a thread of its own; the with-block runs while that thread is inside `pause()`."""
+    holding, release = threading.Event(), threading.Event()
+
+    def pause() -> None:
+        holding.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=body, args=(pause,))
+    thread.start()
+    try:
+        assert holding.wait(30)
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+
+
+def test_a_read_neither_waits_for_another_threads_write_transaction_nor_sees_it_before_it_commits(tmp_path, store_backend):
+    # The tick's read of every running alert used to take the writer's lock: an SOS's commit waited for it.
+    db = Database(database(tmp_path, "alerts.db"))
+    store = AlertStore(db)
+    first = insert(store, AlertType.SOS, Severity.RED, "r-1", DAY)
+    seen: dict[str, object] = {}
+
+    def write(pause: Callable[[], None]) -> None:
+        with db.transaction():
+            seen["new"] = new = insert(store, AlertType.FALL, Severity.RED, "r-2", DAY + 1)
+            seen["own write, inside"] = store.get(new) is not None
+            pause()
+        seen["committed"] = True
+
+    with paused_in_another_thread(write):
+        during = [a.id for a in store.unresolved()]
+        running = [a.id for a in store.running()]
+        assert "committed" not in seen   # the reads came back while the write transaction was still open
+    assert seen["own write, inside"] is True
+    assert during == running == [first]
+    assert sorted(a.id for a in store.unresolved()) == sorted([first, seen["new"]])   # type: ignore[type-var]
+    db.close()
+
+
+def test_a_long_read_holds_up_no_other_read_and_nested_reads_share_one_view(tmp_path, store_backend):
+    # The tick reads every running alert; an SOS's dispatch reads the rows due, and must not wait for it.
+    db = Database(database(tmp_path, "alerts.db"))
+    store = AlertStore(db)
+    first = insert(store, AlertType.SOS, Severity.RED, "r-1", DAY)
+    seen: dict[str, object] = {}
+
+    def long_read(pause: Callable[[], None]) -> None:
+        with db.snapshot():
+            seen["before"] = [a.id for a in store.running()]
+            pause()
+            seen["after"] = [a.id for a in store.running()]   # the same view, though a commit came meanwhile
+        seen["done"] = True
+
+    with paused_in_another_thread(long_read):
+        second = insert(store, AlertType.FALL, Severity.RED, "r-2", DAY + 1)
+        assert sorted(a.id for a in store.running()) == [first, second]
+        assert "done" not in seen
+    assert seen["before"] == seen["after"] == [first]   # one view: SQLite's read transaction, PostgreSQL's repeatable read
     db.close()
 
 
