@@ -152,6 +152,12 @@ class IngestSettings(_Section):
     network_process: bool = Field(
         default=True, description="Receive telemetry in a child process, so MQTT and ingest each get a CPU core",
     )
+    store_process: bool = Field(
+        default=True,
+        description="Commit telemetry batches to the operational store in a child process, off the main process's "
+                    "core (SQLite; with PostgreSQL the active lock is checked in each commit, so commits stay in "
+                    "the gateway process)",
+    )
     dead_letter_payload_bytes: int = Field(
         default=1024, ge=0, le=65_536, description="How much of a bad payload dead-letter keeps",
     )

@@ -51,7 +51,7 @@ from gateway.mqtt_edge import Received
 from gateway.observer import MessageObserver, Refusal
 from gateway.priority import Priority
 from gateway.sink import SinkRejected
-from gateway.store import DeadLetter, OperationalStore
+from gateway.store import BatchRows, DeadLetter, OperationalStore, batch_rows
 from gateway.topics import TopicError, Topics
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,9 @@ class IngestPipeline:
         self.clock = clock
         self.announce = announce
         self.registry = registry or DeviceRegistry(store, settings.auto_register)
+        # What commits a batch's rows: the store, in the committing thread; the runner puts the store
+        # process's `commit` here for the telemetry lane (gateway/store_process.py).
+        self.commit_rows: Callable[[BatchRows], list[SessionNews]] = store.commit_rows
         self.stats = IngestStats()
         # When the committing thread's own commits checkpoint the store (OperationalStore.checkpoint_after);
         # None: the store's default. Set on the first commit, as the connection is the committing thread's.
@@ -305,7 +308,7 @@ class IngestPipeline:
             done = self.store.already_seen([m.key for m in accepted])
             accepted = [m for m in accepted if m.key not in done]
         try:
-            news = self.store.commit_batch(accepted, dead, judged.now_ms)
+            news = self.commit_rows(batch_rows(accepted, dead, judged.now_ms))
         except BaseException:
             self._retrying.add(id(prepared))
             raise

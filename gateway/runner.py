@@ -21,6 +21,7 @@ from gateway.observer import MessageObserver
 from gateway.priority import Priority
 from gateway.sink import TimeSeriesSink
 from gateway.store import OperationalStore
+from gateway.store_process import StoreProcess
 from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,20 @@ class Gateway:
                                       checkpoint_pages=_CHECKPOINT_PAGES[lane], lane=lane)
             self.lanes.append((session, IngestWorker(lane, inbox, pipeline, session.ack, batch, linger,
                                                      self.priority, urgent=lane == "critical")))
+        # The telemetry lane's commits, in a child process when set (gateway/store_process.py).
+        self.store_process = (StoreProcess(settings.store.database, settings.exercise.claim_ttl_s,
+                                           _CHECKPOINT_PAGES["telemetry"]) if ing.store_process else None)
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
 
     def start(self) -> None:
         self.sink.start()
+        # A fence (the active lock on PostgreSQL) runs in the committing transaction, in this process.
+        if self.store_process is not None and self.store.fence is None:
+            self.store_process.start()
+            for _, worker in self.lanes:
+                if worker.name == "telemetry":
+                    worker.pipeline.commit_rows = self.store_process.commit
         for session, worker in self.lanes:
             worker.start()
             session.start()
@@ -141,6 +151,8 @@ class Gateway:
         for session, worker in self.lanes:
             session.stop()
             worker.stop()
+        if self.store_process is not None:
+            self.store_process.stop()
         self.sink.close()
 
     def stats(self) -> dict[str, dict[str, int | dict[str, int]]]:

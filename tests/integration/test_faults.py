@@ -1,8 +1,10 @@
 """Faults: every test ends with exactly-once in the stores (kill -9, store outage, broker restart)."""
 from __future__ import annotations
 
+import os
 import signal
 import time
+from pathlib import Path
 
 from tests.fixtures.gateway_proc import GatewayProcess, Publisher, location, register, wait_until
 
@@ -41,6 +43,44 @@ def test_kill_9_with_5000_messages_in_flight_loses_and_doubles_nothing(gateway_p
     publisher.close()
     gateway.start()
     _assert_exactly_once(gateway, victoria, 5_000)
+    gateway.stop()
+    assert handled_before_kill < 5_000, "the kill came too late to test anything"
+
+
+def _store_process(gateway: GatewayProcess) -> int:
+    """The gateway's child that has the operational store's file open: its store process (once it has started)."""
+    database = str(Path(gateway.settings["store"]["path"]).resolve())
+    found: list[int] = []
+
+    def opened() -> bool:
+        # Each thread lists the children it started: a replaced store process is its committing thread's.
+        children = [pid for task in Path(f"/proc/{gateway.proc.pid}/task").iterdir()
+                    for pid in (task / "children").read_text().split()]
+        found[:] = [int(pid) for pid in children
+                    if any(os.path.realpath(fd) == database for fd in Path(f"/proc/{pid}/fd").iterdir())]
+        return bool(found)
+
+    wait_until(opened, 20, f"a child of the gateway to open {database}")
+    return found[0]
+
+
+def test_the_store_process_killed_mid_stream_is_replaced_and_loses_and_doubles_nothing(
+        gateway_process, mosquitto, victoria):
+    gateway = gateway_process()
+    register(gateway.store, *DEVICES)
+    gateway.start()
+    store_process = _store_process(gateway)
+    base = int(time.time() * 1000) - 600_000
+    publisher = Publisher(mosquitto, mosquitto.gateway)
+    _publish_locations(publisher, 5_000, base)
+    wait_until(lambda: gateway.store.seen_count() >= 500, 60, "the gateway to be part-way through")
+    os.kill(store_process, signal.SIGKILL)
+    handled_before_kill = gateway.store.seen_count()
+    publisher.wait_all()
+    publisher.close()
+    _assert_exactly_once(gateway, victoria, 5_000)
+    assert _store_process(gateway) != store_process
+    assert "store process ended (exit code -9); starting another" in gateway.log_file.read_text()
     gateway.stop()
     assert handled_before_kill < 5_000, "the kill came too late to test anything"
 

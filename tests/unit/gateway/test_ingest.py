@@ -270,16 +270,16 @@ def test_a_commit_that_fails_keeps_its_keys_in_flight_for_the_retry_and_one_give
 def test_a_commit_retried_after_one_that_failed_having_committed_does_not_apply_the_batch_twice(store, sink):
     # A connection lost during COMMIT: the server committed, the client saw an error and tries again.
     p = pipeline(store, sink)
-    real, applied = store.commit_batch, []
+    real, applied = p.commit_rows, []
 
-    def commit_batch(accepted, dead, received_ms):
-        applied.append([m.key for m in accepted])
-        news = real(accepted, dead, received_ms)
+    def commit_rows(rows):
+        applied.append([row[:3] for row in rows.seen])
+        news = real(rows)
         if len(applied) == 1:
             raise ConnectionError("server closed the connection during COMMIT")
         return news
 
-    store.commit_batch = commit_batch
+    p.commit_rows = commit_rows
     first = p.prepare(p.judge([heart_rate(1), heart_rate(2)]))
     with pytest.raises(ConnectionError):
         p.record(first)
