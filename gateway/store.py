@@ -174,8 +174,8 @@ def state_updates(messages: Iterable[DeviceMessage], received_ms: int) -> dict[s
 
 @dataclass(frozen=True, slots=True)
 class BatchRows:
-    """What one ingest batch writes, as plain rows: cheap to send to another process (a tenth of the cost of
-    sending the messages), and what `OperationalStore.commit_rows` commits."""
+    """What one ingest batch writes, as plain rows: what `OperationalStore.commit_rows` commits, and cheap to
+    send to another process (pickled and loaded again: 1.1 µs a message, against 13.6 µs for the messages)."""
 
     received_ms: int
     seen: list[tuple[str, int, int, int]]
