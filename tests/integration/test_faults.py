@@ -1,6 +1,7 @@
 """Faults: every test ends with exactly-once in the stores (kill -9, store outage, broker restart)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -52,12 +53,21 @@ def _store_process(gateway: GatewayProcess) -> int:
     database = str(Path(gateway.settings["store"]["path"]).resolve())
     found: list[int] = []
 
-    def opened() -> bool:
+    def has_open(pid: str) -> bool:
+        with contextlib.suppress(OSError):   # a process that ends while we look has nothing open
+            return any(os.path.realpath(fd) == database for fd in Path(f"/proc/{pid}/fd").iterdir())
+        return False
+
+    def children() -> list[str]:
         # Each thread lists the children it started: a replaced store process is its committing thread's.
-        children = [pid for task in Path(f"/proc/{gateway.proc.pid}/task").iterdir()
-                    for pid in (task / "children").read_text().split()]
-        found[:] = [int(pid) for pid in children
-                    if any(os.path.realpath(fd) == database for fd in Path(f"/proc/{pid}/fd").iterdir())]
+        out: list[str] = []
+        for task in Path(f"/proc/{gateway.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):   # a thread that ends while we look
+                out += (task / "children").read_text().split()
+        return out
+
+    def opened() -> bool:
+        found[:] = [int(pid) for pid in children() if has_open(pid)]
         return bool(found)
 
     wait_until(opened, 20, f"a child of the gateway to open {database}")
