@@ -405,12 +405,12 @@ def test_the_lane_that_never_checkpoints_leaves_the_write_ahead_log_to_the_lane_
         t.join()
 
     before = path.stat().st_size
-    in_a_thread_of_its_own(lambda: [critical.handle([heart_rate(n)]) for n in range(1, 400)])
+    in_a_thread_of_its_own(lambda: [critical.handle([heart_rate(n)]) for n in range(1, 700)])
     assert Path(f"{path}-wal").stat().st_size > 1000 * 4096   # past SQLite's own threshold
     assert path.stat().st_size == before
-    in_a_thread_of_its_own(lambda: telemetry.handle([heart_rate(400)]))
+    in_a_thread_of_its_own(lambda: telemetry.handle([heart_rate(700)]))
     assert path.stat().st_size > before
-    assert s.seen_count() == 400
+    assert s.seen_count() == 700
     s.close()
 
 

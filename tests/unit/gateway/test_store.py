@@ -193,6 +193,26 @@ def test_prune_forgets_dedup_keys_received_before_the_dedup_window(store):
     assert store.already_seen([("w1", T0, 1), ("w1", T0, 2)]) == {("w1", T0, 2)}
 
 
+def test_prune_keeps_a_dedup_key_from_a_clock_behind_for_its_whole_window(store):
+    year_2015 = 1_420_070_400_000
+    store.commit_batch([fix(1, year_2015, 52.1, 13.1)], [], received_ms=T0 + 2 * HOUR)
+    store.prune(now_ms=T0 + 3 * HOUR, track_window_ms=10 * HOUR, dedup_window_ms=2 * HOUR, dead_letter_window_ms=HOUR)
+    assert store.already_seen([("w1", year_2015, 1)]) == {("w1", year_2015, 1)}
+    store.prune(now_ms=T0 + 5 * HOUR, track_window_ms=10 * HOUR, dedup_window_ms=2 * HOUR, dead_letter_window_ms=HOUR)
+    assert store.already_seen([("w1", year_2015, 1)]) == set()
+
+
+def test_prune_forgets_a_dedup_key_from_a_clock_ahead_once_its_device_time_has_left_the_window_too(store):
+    ahead = T0 + HOUR // 6   # ten minutes ahead: as far as ingest lets a clock be by default
+    store.commit_batch([fix(1, ahead, 52.1, 13.1)], [], received_ms=T0)
+    removed = store.prune(now_ms=T0 + 2 * HOUR + HOUR // 12, track_window_ms=10 * HOUR, dedup_window_ms=2 * HOUR,
+                          dead_letter_window_ms=HOUR)
+    assert (removed["seen"], store.already_seen([("w1", ahead, 1)])) == (0, {("w1", ahead, 1)})
+    removed = store.prune(now_ms=T0 + 2 * HOUR + HOUR // 6 + 1, track_window_ms=10 * HOUR,
+                          dedup_window_ms=2 * HOUR, dead_letter_window_ms=HOUR)
+    assert (removed["seen"], store.already_seen([("w1", ahead, 1)])) == (1, set())
+
+
 def test_prune_keeps_the_last_state(store):
     store.commit_batch([fix(1, T0, 52.1, 13.1)], [], received_ms=T0)
     store.prune(now_ms=T0 + 100 * HOUR, track_window_ms=HOUR, dedup_window_ms=HOUR, dead_letter_window_ms=HOUR)
@@ -251,6 +271,43 @@ def test_a_version_1_store_opens_with_its_registry_and_new_shape_dedup_keys(tmp_
     assert store.device("w1") is not None
     assert store.already_seen([("w1", T0, 1)]) == {("w1", T0, 1)}
     store.close()
+
+
+def test_a_version_3_store_keeps_its_dedup_keys_in_their_new_order(tmp_path, store_backend):
+    """Version 4 orders `seen` by device time; the keys of the dedup window survive the change."""
+    from gateway.db import connect, migrate
+    from gateway.store import MIGRATIONS
+    target = database(tmp_path, "gateway.db")
+    old = connect(target, durable=False)
+    assert migrate(old, "gateway", [m for m in MIGRATIONS if m.version <= 3]) == 3
+    with old.transaction() as db:
+        db.executemany("INSERT INTO seen (device_id, ts, seq, received_ms) VALUES (?, ?, ?, ?)",
+                       [("w1", T0, 1, T0), ("w2", T0 - HOUR, 7, T0)])
+    old.close()
+    store = OperationalStore(target)
+    assert store.already_seen([("w1", T0, 1), ("w2", T0 - HOUR, 7), ("w1", T0, 2)]) == {("w1", T0, 1),
+                                                                                         ("w2", T0 - HOUR, 7)}
+    store.commit_batch([fix(2, T0, 52.1, 13.1)], [], received_ms=T0)
+    assert store.seen_count() == 3
+    store.close()
+
+
+def test_dedup_lookups_and_the_prune_walk_the_primary_key(tmp_path):
+    """What keeps a batch's dedup keys cheap: probed, inserted and pruned along one B-tree ordered by time."""
+    store = OperationalStore(tmp_path / "gateway.db")
+    statements: list[str] = []
+    store.db.raw.set_trace_callback(statements.append)   # the statements as run, their values in place
+    store.already_seen([("w1", T0, 1)])
+    store.prune(now_ms=T0, track_window_ms=HOUR, dedup_window_ms=HOUR, dead_letter_window_ms=HOUR)
+    store.db.raw.set_trace_callback(None)
+    plans = [store.db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall() for sql in statements if " seen" in sql]
+    key_order = [r[1] for r in sorted(store.db.execute("SELECT pk, name FROM pragma_table_info('seen') WHERE pk > 0"))]
+    indexes = store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'seen'").fetchall()
+    store.close()
+    assert key_order == ["ts", "device_id", "seq"]
+    assert indexes == []
+    assert len(plans) == 2
+    assert all(any("USING PRIMARY KEY (ts" in row[-1] for row in plan) for plan in plans), plans
 
 
 def test_two_lanes_committing_the_same_devices_in_opposite_orders_both_commit(store):
