@@ -46,6 +46,10 @@ time (mqtt2influxdb) writes a second point.
     .venv/bin/python bench/compare.py --messages 200000 --repeats 3 --mode both --kill
     .venv/bin/python bench/compare.py --messages 20000 --repeats 1 --only gateway,nodered-batched --no-record
 
+The gateway here takes its settings from `Gateway` below only: like every test's gateway
+(devtools/localservices.py, `LocalGateway`), it drops the caller's `ELDERCARE_*` variables, so
+setting one in the shell changes nothing. To try another setting, change it in that dict.
+
 What the script installs when missing (neither is a project dependency):
 
     npm ci --prefix bench/peers/nodered          Node-RED and the influxdb nodes, from the committed lockfile,
