@@ -104,9 +104,10 @@ class StoreProcess:
             proc.join(timeout=5)
         if self._conn is not None:
             self._conn.close()
-        log.error("store process ended (exit code %s); starting another", proc.exitcode if proc else None)
+        code = proc.exitcode if proc is not None else None
+        log.error("store process ended (exit code %s); starting another", code)
         self._spawn()
-        return proc.exitcode if proc else None
+        return code
 
     def stop(self) -> None:
         with self._lock:

@@ -273,7 +273,7 @@ def test_a_commit_retried_after_one_that_failed_having_committed_does_not_apply_
     real, applied = p.commit_rows, []
 
     def commit_rows(rows):
-        applied.append([row[:3] for row in rows.seen])
+        applied.append([(device_id, ts, seq) for ts, device_id, seq, _ in rows.seen])
         news = real(rows)
         if len(applied) == 1:
             raise ConnectionError("server closed the connection during COMMIT")
