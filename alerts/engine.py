@@ -49,8 +49,9 @@ class AlertEngine:
 
     # -- input ---------------------------------------------------------------
 
-    def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> int:
-        """Run the rules on messages not seen before; returns how many outbox rows were queued.
+    def observe(self, messages: Sequence[DeviceMessage], now_ms: int, durable: bool = True) -> int:
+        """Run the rules on messages not seen before; returns how many outbox rows were queued. What they
+        raised is on disk when this returns, or (`durable=False`) once the caller's `db.sync()` returns.
 
         A telemetry batch holds the rule lock a slice at a time, so an SOS arriving on the
         critical lane waits for at most one slice, not for the whole batch. Only keys of
@@ -59,18 +60,23 @@ class AlertEngine:
         a replay harmless, so the telemetry stream costs the database nothing.
         """
         queued = 0
+        written = False
         for start in range(0, len(messages), _OBSERVE_SLICE):
             with self.detection.lock:
                 staged = self.detection.run(messages[start:start + _OBSERVE_SLICE], now_ms)
                 if staged.raised:
-                    with self._changes():
+                    # On disk before this returns (below), not before the next slice: one wait for the disk a batch.
+                    with self._changes(durable=False):
                         fresh = self.alerts.unprocessed({m.key for m, _ in staged.raised})
                         for m, found in staged.raised:
                             if m.key in fresh:
                                 for f in found:
                                     queued += self._raise(f, now_ms)
                         self.alerts.mark_processed(fresh, now_ms)
+                    written = True
                 self.detection.apply(staged)
+        if written and durable:
+            self.db.sync()
         return queued
 
     def session_claimed(self, device_id: str, session_id: str, resident_id: str) -> bool:
@@ -340,10 +346,10 @@ class AlertEngine:
         self._event(AlertEvent(row.alert_id, now_ms, kind, lifecycle.SYSTEM, f"{row.channel} {row.recipient} {detail}".strip()))
 
     @contextmanager
-    def _changes(self) -> Iterator[Connection]:
+    def _changes(self, durable: bool = True) -> Iterator[Connection]:
         """One transaction; its events reach listeners only if it commits."""
         try:
-            with self.db.transaction() as c:
+            with self.db.transaction(durable) as c:
                 yield c
         except BaseException:
             with self.db.lock:

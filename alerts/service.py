@@ -50,9 +50,13 @@ class AlertService:
             self.dispatcher.wake.set()
 
     def observe(self, messages: Sequence[DeviceMessage], now_ms: int) -> None:
-        queued = self.engine.observe(messages, now_ms)
+        """What the messages raised is on disk when this returns (ingest acknowledges them after)."""
+        queued = self.engine.observe(messages, now_ms, durable=False)
         if queued and any(m.payload.critical for m in messages):
-            self.dispatcher.start_due()   # the press's call starts from this thread, one hand-over fewer
+            # The press's call starts from this thread, one hand-over fewer; its claim is a durable commit,
+            # which puts the alert on disk with it, so the call does not wait for the disk twice.
+            self.dispatcher.start_due()
+        self.engine.db.sync()
         self._wake_if(queued)
 
     def observe_refused(self, refusals: Sequence[Refusal], now_ms: int) -> None:

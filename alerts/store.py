@@ -3,6 +3,7 @@ in SQLite files or in the PostgreSQL database (gateway/db.py)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -14,7 +15,7 @@ import orjson
 
 from alerts.lifecycle import Alert, AlertEvent
 from alerts.vocabulary import AlertState, AlertType, Escalation, Severity
-from gateway.db import Connection, Migration, Target, connect, migrate
+from gateway.db import Connection, Migration, Target, connect, is_postgres, migrate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -92,8 +93,10 @@ class Database:
     """
 
     def __init__(self, target: Target, readers: int = _READERS) -> None:
-        # Durable: an alert and its outbox rows must survive power loss once observe() returns.
-        self.conn = connect(target)
+        # Durable: an alert and its outbox rows must survive power loss once observe() returns. On SQLite
+        # a commit only writes the log, and `transaction` then waits for the disk outside the lock (`sync`).
+        self._log = None if is_postgres(target) or str(target) == ":memory:" else f"{target}-wal"
+        self.conn = connect(target, durable=self._log is None)
         migrate(self.conn, "alerts", MIGRATIONS)
         self.target = target
         self.lock = threading.RLock()
@@ -107,8 +110,12 @@ class Database:
         self._reading = threading.local()                  # .conn: the reader this thread's snapshot holds
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """All or nothing; nested uses join the outer transaction."""
+    def transaction(self, durable: bool = True) -> Iterator[Connection]:
+        """All or nothing; nested uses join the outer transaction, whose `durable` counts.
+
+        Durable: on disk when this returns. Not durable: survives a crash of the process, and the next
+        `sync` or durable transaction of any thread puts it on disk (a log written in order makes a later
+        commit durable only with every earlier one), so a batch of them costs the disk one wait."""
         with self.lock:
             if self._depth:
                 self._depth += 1
@@ -128,6 +135,24 @@ class Database:
                 self.conn.commit()
             finally:
                 self._depth, self._writing = 0, None
+        if durable:
+            self.sync()
+
+    def sync(self) -> None:
+        """Every commit so far is on disk once this returns.
+
+        SQLite (synchronous NORMAL in WAL mode) writes a commit to the write-ahead log and leaves it to the
+        page cache; this is the fsync FULL would have made inside the commit, made after the writer's lock
+        is released: the other threads' transactions go on meanwhile, and waits that overlap share one
+        flush. (A checkpoint syncs the log before copying it, and the database before the log starts
+        over.) PostgreSQL commits synchronously, so there is nothing left to wait for."""
+        if self._log is None:
+            return
+        fd = os.open(self._log, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:

@@ -435,7 +435,17 @@ def test_row_left_sending_by_a_crash_is_looked_up_and_recorded_when_twilio_has_i
 
 def test_a_running_service_starts_a_press_call_from_the_observing_thread(tmp_path):
     svc = make_service(tmp_path, FakeNotifier(), tick_interval_s=60)
+    # Running: the dispatch thread's first round (which looks at the rows as it starts) is over.
+    looked = threading.Event()
+    until_next_due = svc.dispatcher._until_next_due
+
+    def after_a_round(looked_at_ms):
+        looked.set()
+        return until_next_due(looked_at_ms)
+
+    svc.dispatcher._until_next_due = after_a_round
     svc.start()
+    assert looked.wait(10)
     submitted_by: list[str] = []
     submit = svc.dispatcher._submit
 

@@ -1,6 +1,8 @@
 """The engine: alerts from findings, dedup, idempotent observe, escalation, all in one transaction."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from alerts.lifecycle import TransitionError
@@ -45,6 +47,27 @@ def test_redelivered_message_creates_no_second_alert_or_outbox_row(service):
     [alert] = service.alerts()
     assert "repeated" not in [e.kind for e in service.events(alert.id)]
     assert len(rows(service, alert.id)) == 1
+
+
+def test_a_batch_whose_slices_raise_several_times_waits_for_the_disk_once_before_observe_returns(
+        service, store_backend, monkeypatch):
+    press = msg("w1", "sos", 1, DAY, lat=31.2, lon=121.4)
+    calm = [msg("w1", "health", seq, DAY + seq * 1000, heart_rate=70) for seq in range(2, 111)]
+    again = msg("w1", "sos", 111, DAY + 111_000, lat=31.3, lon=121.5)   # in the third slice of fifty
+    flushed: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        flushed.append(len(service.events(1)))   # what had been committed when the disk was waited for
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    service.observe([press, *calm, again], DAY + 111_000)
+    [alert] = service.alerts()
+    kinds = [e.kind for e in service.events(alert.id)]
+    assert "opened" in kinds and "repeated" in kinds
+    # SQLite: once, after both slices' transactions; PostgreSQL commits synchronously and has nothing to wait for.
+    assert flushed == ([] if store_backend else [len(kinds)])
 
 
 def test_idempotency_survives_a_restart(tmp_path):

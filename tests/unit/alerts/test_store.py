@@ -2,6 +2,7 @@
 databases made by earlier versions (or by this one, started again)."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -93,6 +94,51 @@ def test_an_alert_and_its_outbox_row_commit_together_and_neither_is_seen_before(
         assert (count(reader, "alerts"), count(reader, "outbox")) == (0, 0)
     assert (count(reader, "alerts"), count(reader, "outbox")) == (1, 1)
     reader.close()
+    db.close()
+
+
+def test_on_sqlite_a_commit_only_writes_the_log_and_a_durable_one_waits_for_the_disk_outside_the_lock(
+        tmp_path, monkeypatch):
+    db = Database(tmp_path / "alerts.db")
+    assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 1   # NORMAL: the commit does not fsync
+    flushed: list[tuple[str, str]] = []
+    others_went_on: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if threading.current_thread() is threading.main_thread() and not others_went_on:
+            # While this thread waits for the disk, another thread's transaction runs to its commit (and its
+            # own wait for the disk).
+            other = threading.Thread(target=raise_and_queue, args=(db, False), name="other")
+            other.start()
+            other.join(timeout=10)
+            others_went_on.append(not other.is_alive())
+        flushed.append((threading.current_thread().name, os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with db.transaction() as c:
+        c.execute("INSERT INTO processed (device_id, ts, seq, at_ms) VALUES ('w1', 1, 1, 0)")
+    log = str(tmp_path / "alerts.db-wal")
+    assert others_went_on == [True] and flushed == [("other", log), ("MainThread", log)]
+    assert count(db, "alerts") == 1
+
+    with db.transaction(durable=False) as c, db.transaction():   # nested: the outermost transaction decides
+        c.execute("INSERT INTO processed (device_id, ts, seq, at_ms) VALUES ('w1', 2, 2, 0)")
+    assert len(flushed) == 2 and count(db, "processed") == 2
+    db.sync()                    # ... and whoever syncs next puts it on disk
+    assert flushed[2:] == [("MainThread", log)]
+    db.close()
+
+
+def test_on_postgresql_every_commit_is_synchronous_and_there_is_nothing_left_to_sync(postgres_url, monkeypatch):
+    db = Database(postgres_url)
+    assert db.conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("PostgreSQL's commit already waited for its disk"))
+    with db.transaction() as c:
+        c.execute("INSERT INTO processed (device_id, ts, seq, at_ms) VALUES ('w1', 1, 1, 0)")
+    db.sync()
+    assert count(db, "processed") == 1
     db.close()
 
 
