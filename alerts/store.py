@@ -100,6 +100,7 @@ class Database:
         migrate(self.conn, "alerts", MIGRATIONS)
         self.target = target
         self.lock = threading.RLock()
+        self._committed = self._synced = 0   # commits so far, and how many of them are known to be on disk
         self._depth = 0
         self._writing: int | None = None   # the thread inside a write transaction
         # ":memory:" is a database of its own per connection: there every read goes to the writer.
@@ -133,6 +134,7 @@ class Database:
                 raise
             else:
                 self.conn.commit()
+                self._committed += 1
             finally:
                 self._depth, self._writing = 0, None
         if durable:
@@ -145,14 +147,17 @@ class Database:
         page cache; this is the fsync FULL would have made inside the commit, made after the writer's lock
         is released: the other threads' transactions go on meanwhile, and waits that overlap share one
         flush. (A checkpoint syncs the log before copying it, and the database before the log starts
-        over.) PostgreSQL commits synchronously, so there is nothing left to wait for."""
-        if self._log is None:
+        over.) With nothing committed since the last sync there is nothing to wait for; nor on PostgreSQL,
+        which commits synchronously."""
+        committed = self._committed
+        if self._log is None or self._synced >= committed:
             return
         fd = os.open(self._log, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._synced = max(self._synced, committed)
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:

@@ -128,6 +128,8 @@ def test_on_sqlite_a_commit_only_writes_the_log_and_a_durable_one_waits_for_the_
     assert len(flushed) == 2 and count(db, "processed") == 2
     db.sync()                    # ... and whoever syncs next puts it on disk
     assert flushed[2:] == [("MainThread", log)]
+    db.sync()                    # nothing committed since: nothing to wait for
+    assert len(flushed) == 3
     db.close()
 
 
