@@ -12,12 +12,11 @@ For each batch, in this order:
 5. commit dedup keys, last state, track and dead letters in one transaction;
 6. only then acknowledge the batch to the broker.
 
-Steps 2-3 are `screen`, 4 `deliver`, 5 `record`. The telemetry lane gives
-each its own thread: it records batch N while it delivers batch N+1 and
-screens batch N+2, so the rules, the wait for the time-series store and the
-operational store's commit overlap. From screening until it is recorded a
-batch's keys are "in flight", and step 2 drops them as it drops committed
-ones.
+Steps 2-4 are `prepare`, 5-6 `record`. The telemetry lane records batch N
+in a thread of its own while it prepares batch N+1, so the wait for the
+time-series store and the operational store's commit overlap; until batch N
+is recorded its keys are "in flight", and step 2 drops them as it drops
+committed ones.
 
 A crash before 5 redelivers the batch: the observer recognises the keys
 itself and the sink gets the same points again (same series and timestamp,
@@ -160,14 +159,13 @@ class Judged:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A batch after steps 2-3 (screened) or 2-4 (delivered: its new points are in the time-series store or
-    the spool): what the operational store is to record of it."""
+    """A batch after steps 2-4: its new points are in the time-series store (or the spool); what the
+    operational store is to record of it."""
 
     judged: Judged
     accepted: list[DeviceMessage]
     dead: list[DeadLetter]
     fresh: int             # new messages: accepted, or dead-lettered because the sink refused them
-    raw: list[Received] = field(default_factory=list)   # the accepted messages as received, until delivered
 
 
 class IngestPipeline:
@@ -268,8 +266,8 @@ class IngestPipeline:
         self._stage[stage].inc(now - since)
         return now
 
-    def screen(self, judged: Judged) -> Prepared:
-        """Steps 2 and 3: dedup and the observer. The new messages' keys are in flight from here on."""
+    def prepare(self, judged: Judged) -> Prepared:
+        """Steps 2 to 4: dedup, observer, sink. Raises if the sink fails (not if it refuses the batch)."""
         t = time.perf_counter()
         fresh, fresh_raw = self._new(judged.candidates)
         t = self._timed("dedup", t)
@@ -280,40 +278,21 @@ class IngestPipeline:
             refusals = [r for d in dead if (r := self._refusal(d)) is not None]
             if refusals:
                 self.observer.observe_refused(refusals, judged.now_ms)
+        accepted = fresh
         if fresh:
             if self.observer is not None:
                 self.observer.observe(fresh, judged.now_ms)
-            self._timed("rules", t)
-            with self._in_flight_lock:
-                self._in_flight.update(m.key for m in fresh)
-        return Prepared(judged, fresh, dead, len(fresh), fresh_raw)
-
-    def deliver(self, screened: Prepared) -> Prepared:
-        """Step 4: the new points to the sink. Raises if the sink fails (the batch can be delivered again);
-        a batch the sink refuses goes to dead letters, bytes and all, and its keys leave the flight."""
-        if not screened.accepted:
-            return screened
-        t = time.perf_counter()
-        try:
-            self.sink.write([to_line(m) for m in screened.accepted])
-        except SinkRejected as e:
-            # Keep the bytes: nothing valid is lost, an operator can replay them.
-            self.forget(screened)
-            refused = [self._dead(r, "sink_rejected", str(e)) for r in screened.raw]
-            return Prepared(screened.judged, [], screened.dead + refused, screened.fresh)
-        finally:
+            t = self._timed("rules", t)
+            try:
+                self.sink.write([to_line(m) for m in fresh])
+            except SinkRejected as e:
+                # Keep the bytes: nothing valid is lost, an operator can replay them.
+                dead = dead + [self._dead(r, "sink_rejected", str(e)) for r in fresh_raw]
+                accepted = []
             self._timed("timeseries", t)
-        return screened
-
-    def prepare(self, judged: Judged) -> Prepared:
-        """Steps 2 to 4: dedup, observer, sink. Raises if the sink fails (not if it refuses the batch); then
-        nothing of the batch is in flight."""
-        screened = self.screen(judged)
-        try:
-            return self.deliver(screened)
-        except BaseException:
-            self.forget(screened)
-            raise
+            with self._in_flight_lock:
+                self._in_flight.update(m.key for m in accepted)
+        return Prepared(judged, accepted, dead, len(fresh))
 
     def record(self, prepared: Prepared) -> None:
         """Step 5: commit the batch to the operational store. Raises if the store fails; the batch's keys stay
@@ -367,14 +346,13 @@ class IngestPipeline:
 class IngestWorker:
     """Drains one session's inbox in batches and acknowledges what was handled.
 
-    Four threads: the judge thread decodes batch N+3 while the screen thread
-    deduplicates batch N+2 and shows it to the rules, the write thread writes
-    batch N+1's points to the time-series store, and the store thread commits
-    batch N to the operational store and acknowledges it (SQLite, HTTP and the
-    store process's pipe release the GIL, so they overlap). Dedup sees every
-    earlier batch committed or in flight, so a key in two batches is
-    recognised. An urgent lane (the critical one) uses one thread for all: its
-    batches are a message or two.
+    Three threads: the judge thread decodes batch N+2 while the write thread
+    deduplicates batch N+1, shows it to the rules and writes its points to the
+    time-series store, while the store thread commits batch N to the
+    operational store and acknowledges it (SQLite and HTTP release the GIL, so
+    they overlap). Dedup sees every earlier batch committed or in flight, so a
+    key in two batches is recognised. An urgent lane (the critical one) uses
+    one thread for all: its batches are a message or two.
     """
 
     def __init__(self, name: str, inbox: queue.SimpleQueue[Received], pipeline: IngestPipeline,
@@ -391,7 +369,6 @@ class IngestWorker:
         self.batch_size = batch_size
         self.linger_s = linger_ms / 1000
         self._judged: queue.Queue[tuple[list[Received], Judged]] = queue.Queue(maxsize=1)
-        self._screened: queue.Queue[tuple[list[Received], Prepared]] = queue.Queue(maxsize=1)
         self._prepared: queue.Queue[tuple[list[Received], Prepared]] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -430,7 +407,7 @@ class IngestWorker:
     def _judge(self, batch: list[Received]) -> Judged:
         return self._until_done(functools.partial(self.pipeline.judge, batch), f"judging {len(batch)}")
 
-    def _judge_loop(self, screening: threading.Thread) -> None:
+    def _judge_loop(self, writing: threading.Thread) -> None:
         while not self._stop.is_set():
             batch = self._next_batch()
             if not batch:
@@ -440,7 +417,7 @@ class IngestWorker:
                 judged = self._judge(batch)
             except Exception:
                 return  # stopping: the batch stays unacknowledged
-            if not self._hand_over(self._judged, (batch, judged), screening):
+            if not self._hand_over(self._judged, (batch, judged), writing):
                 return
 
     def _hand_over(self, handoff: queue.Queue[tuple[list[Received], _T]], item: tuple[list[Received], _T],
@@ -464,34 +441,20 @@ class IngestWorker:
             except queue.Empty:
                 continue
 
-    def _screen_loop(self, judging: threading.Thread, delivering: threading.Thread) -> None:
+    def _write_loop(self, judging: threading.Thread, storing: threading.Thread) -> None:
         for batch, judged in self._taken(self._judged, judging):
             self.priority.yield_to_urgent()
             try:
-                screened = self._until_done(functools.partial(self.pipeline.screen, judged), f"screening {len(batch)}")
+                prepared = self._until_done(functools.partial(self.pipeline.prepare, judged), f"writing {len(batch)}")
             except Exception:
                 return  # stopping: the batch stays unacknowledged
-            if not self._hand_over(self._screened, (batch, screened), delivering):
-                self.pipeline.forget(screened)
+            if not self._hand_over(self._prepared, (batch, prepared), storing):
+                self.pipeline.forget(prepared)
                 return
 
-    def _deliver_loop(self, screening: threading.Thread, storing: threading.Thread) -> None:
+    def _store_loop(self, writing: threading.Thread) -> None:
         stopped = False
-        for batch, screened in self._taken(self._screened, screening):
-            if not stopped:
-                try:
-                    prepared = self._until_done(functools.partial(self.pipeline.deliver, screened),
-                                                f"writing {len(batch)}")
-                    if self._hand_over(self._prepared, (batch, prepared), storing):
-                        continue
-                except Exception:
-                    pass
-                stopped = True   # this batch and those after stay unacknowledged
-            self.pipeline.forget(screened)
-
-    def _store_loop(self, delivering: threading.Thread) -> None:
-        stopped = False
-        for batch, prepared in self._taken(self._prepared, delivering):
+        for batch, prepared in self._taken(self._prepared, writing):
             if not stopped:
                 # The operational store's lock is one a press's commit needs.
                 self.priority.yield_to_urgent()
@@ -530,16 +493,14 @@ class IngestWorker:
             self._threads = [threading.Thread(target=self._urgent_loop, name=f"ingest-{self.name}", daemon=True)]
         else:
             # Each thread knows the one before it and the one after, which it waits for when stopping
-            # (the lambdas run once all four exist).
-            judging = threading.Thread(target=lambda: self._judge_loop(screening), name=f"ingest-{self.name}-judge",
+            # (the lambdas run once all three exist).
+            judging = threading.Thread(target=lambda: self._judge_loop(writing), name=f"ingest-{self.name}-judge",
                                        daemon=True)
-            screening = threading.Thread(target=lambda: self._screen_loop(judging, delivering),
-                                         name=f"ingest-{self.name}-screen", daemon=True)
-            delivering = threading.Thread(target=lambda: self._deliver_loop(screening, storing),
-                                          name=f"ingest-{self.name}-write", daemon=True)
-            storing = threading.Thread(target=lambda: self._store_loop(delivering), name=f"ingest-{self.name}-store",
+            writing = threading.Thread(target=lambda: self._write_loop(judging, storing),
+                                       name=f"ingest-{self.name}-write", daemon=True)
+            storing = threading.Thread(target=lambda: self._store_loop(writing), name=f"ingest-{self.name}-store",
                                        daemon=True)
-            self._threads = [judging, screening, delivering, storing]
+            self._threads = [judging, writing, storing]
         for t in self._threads:
             t.start()
 

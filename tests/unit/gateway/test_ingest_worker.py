@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
 
 import pytest
 
@@ -52,48 +51,11 @@ def message(stream: str, seq: int) -> Received:
     return Received(f"eldercare/watch/w1/{stream}", body, mid=seq, qos=1, received_ms=NOW_MS, connection=1)
 
 
-class SeenBatches:
-    """An observer that records the seqs of each batch it is shown; `reached` waits for the n-th."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[int]] = []
-        self.changed = threading.Condition()
-
-    def observe(self, messages, now_ms):
-        with self.changed:
-            self.batches.append([m.payload.seq for m in messages])
-            self.changed.notify_all()
-
-    def observe_clock_skew(self, messages, now_ms):
-        pass
-
-    def observe_refused(self, refusals, now_ms):
-        pass
-
-    def reached(self, batches: int, timeout_s: float = 10) -> bool:
-        with self.changed:
-            return self.changed.wait_for(lambda: len(self.batches) >= batches, timeout_s)
-
-
-def worker(store, name: str, priority: Priority, acked: queue.SimpleQueue, urgent: bool, sink=None,
-           observer=None) -> IngestWorker:
+def worker(store, name: str, priority: Priority, acked: queue.SimpleQueue, urgent: bool, sink=None) -> IngestWorker:
     inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
-    pipeline = IngestPipeline(Topics(), store, sink or NoSink(), IngestSettings(), observer=observer,
-                              clock=lambda: NOW_MS / 1000)
+    pipeline = IngestPipeline(Topics(), store, sink or NoSink(), IngestSettings(), clock=lambda: NOW_MS / 1000)
     return IngestWorker(name, inbox, pipeline, lambda batch: [acked.put(r.mid) for r in batch], 10, 0,
                         priority, urgent=urgent)
-
-
-def run_two_batches(telemetry: IngestWorker, acked: queue.SimpleQueue, reached: Callable[[int], bool]) -> None:
-    """Batch 1, then batch 2 once `reached(1)` says batch 1 got to the step under test; both acknowledged."""
-    telemetry.start()
-    try:
-        telemetry.inbox.put(message("health", 1))
-        assert reached(1)
-        telemetry.inbox.put(message("health", 2))
-        assert sorted([acked.get(timeout=20), acked.get(timeout=20)]) == [1, 2]
-    finally:
-        telemetry.stop()
 
 
 def test_telemetry_waits_while_a_press_holds_priority_and_goes_on_once_it_is_released(store):
@@ -142,52 +104,17 @@ def test_telemetry_writes_the_next_batch_to_the_time_series_store_while_the_last
 
     store.fence = fence
     acked: queue.SimpleQueue[int] = queue.SimpleQueue()
-    run_two_batches(worker(store, "telemetry", Priority(), acked, urgent=False, sink=sink), acked, sink.reached)
-    assert overlapped == [True]
-    assert store.seen_count() == 2
-
-
-def test_telemetry_shows_the_next_batch_to_the_rules_while_the_last_one_is_written_to_the_time_series_store(store):
-    rules = SeenBatches()
-    overlapped: list[bool] = []
-
-    class WaitingSink:   # the first write waits until the rules have seen the next batch
-        def write(self, lines):
-            if not overlapped:
-                overlapped.append(rules.reached(2, timeout_s=5))
-
-    acked: queue.SimpleQueue[int] = queue.SimpleQueue()
-    run_two_batches(worker(store, "telemetry", Priority(), acked, urgent=False, sink=WaitingSink(), observer=rules),
-                    acked, rules.reached)
-    assert overlapped == [True] and rules.batches == [[1], [2]]
-
-
-def test_a_failed_time_series_write_is_tried_again_without_the_rules_seeing_the_batch_twice(store):
-    rules = SeenBatches()
-    lines_written: list[int] = []
-    first_failed = threading.Event()
-
-    class FailingOnceSink:
-        def write(self, lines):
-            if not first_failed.is_set():
-                first_failed.set()
-                raise ConnectionError("time-series store unreachable")
-            lines_written.append(len(lines))
-
-    acked: queue.SimpleQueue[int] = queue.SimpleQueue()
-    telemetry = worker(store, "telemetry", Priority(), acked, urgent=False, sink=FailingOnceSink(), observer=rules)
+    telemetry = worker(store, "telemetry", Priority(), acked, urgent=False, sink=sink)
     telemetry.start()
     try:
         telemetry.inbox.put(message("health", 1))
-        assert first_failed.wait(10)
-        # A redelivery of 1 arrives while 1 is still on its way: its key is in flight, so it is a duplicate.
-        telemetry.inbox.put(message("health", 1))
+        assert sink.reached(1)
         telemetry.inbox.put(message("health", 2))
-        assert sorted(acked.get(timeout=20) for _ in range(3)) == [1, 1, 2]
+        assert sorted([acked.get(timeout=20), acked.get(timeout=20)]) == [1, 2]
     finally:
         telemetry.stop()
-    assert sorted(seq for batch in rules.batches for seq in batch) == [1, 2]
-    assert sum(lines_written) == 2 and store.seen_count() == 2
+    assert overlapped == [True]
+    assert store.seen_count() == 2
 
 
 def test_stopping_while_the_store_is_down_ends_every_thread_and_acknowledges_nothing(store):
