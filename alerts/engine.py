@@ -60,7 +60,6 @@ class AlertEngine:
         a replay harmless, so the telemetry stream costs the database nothing.
         """
         queued = 0
-        written = False
         for start in range(0, len(messages), _OBSERVE_SLICE):
             with self.detection.lock:
                 staged = self.detection.run(messages[start:start + _OBSERVE_SLICE], now_ms)
@@ -73,10 +72,9 @@ class AlertEngine:
                                 for f in found:
                                     queued += self._raise(f, now_ms)
                         self.alerts.mark_processed(fresh, now_ms)
-                    written = True
                 self.detection.apply(staged)
-        if written and durable:
-            self.db.sync()
+        if durable:
+            self.db.sync()   # nothing to wait for if no slice committed
         return queued
 
     def session_claimed(self, device_id: str, session_id: str, resident_id: str) -> bool:
